@@ -1,0 +1,567 @@
+//! Configuration: raw serde types (unknown keys rejected) read through the `config` crate from a
+//! TOML file plus `CDB_TASK_EXPORTER__SECTION__KEY` environment overrides, then validated into a
+//! typed [`Config`]. Every error names the key and the file.
+
+use crate::secret::Secret;
+use crate::tencent::apitime::ApiZone;
+use crate::tencent::client::Endpoint;
+use crate::tencent::credentials::CredentialSpec;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of environment overrides: `CDB_TASK_EXPORTER__POLL__INTERVAL=30s`.
+pub const ENV_PREFIX: &str = "CDB_TASK_EXPORTER";
+
+/// A configuration error: which key, in which file, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, when the error came from one.
+    pub file: Option<PathBuf>,
+    /// The dotted key, e.g. `poll.interval` or `accounts[0].regions[1].instances[2]`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    poll: RawPoll,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen_address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    interval: Option<String>,
+    lookback: Option<String>,
+    api_timezone: Option<String>,
+    requests_per_second: Option<f64>,
+    request_timeout: Option<String>,
+    state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    task_progress: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: Option<String>,
+    secret_id: Option<String>,
+    secret_key: Option<String>,
+    secret_key_file: Option<PathBuf>,
+    token: Option<String>,
+    endpoint: Option<String>,
+    #[serde(default)]
+    regions: Vec<RawRegion>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    region: Option<String>,
+    instances: Option<Vec<String>>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[poll]`
+    pub poll: PollConfig,
+    /// `[metrics]`
+    pub metrics: MetricsConfig,
+    /// `[[accounts]]`
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `listen_address`
+    pub listen_address: SocketAddr,
+}
+
+/// `[poll]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollConfig {
+    /// `interval`
+    pub interval: Duration,
+    /// `lookback`
+    pub lookback: Duration,
+    /// `api_timezone`
+    pub api_timezone: ApiZone,
+    /// `requests_per_second`
+    pub requests_per_second: f64,
+    /// `request_timeout`
+    pub request_timeout: Duration,
+    /// `state_file`
+    pub state_file: Option<PathBuf>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `task_progress`
+    pub task_progress: bool,
+}
+
+/// One `[[accounts]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// `name`, the `account` label.
+    pub name: String,
+    /// The credential keys given in the config (the rest of the chain is resolved later).
+    pub credentials: CredentialSpec,
+    /// `endpoint` override.
+    pub endpoint: Option<String>,
+    /// `[[accounts.regions]]`
+    pub regions: Vec<RegionConfig>,
+}
+
+/// One `[[accounts.regions]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionConfig {
+    /// `region`
+    pub region: String,
+    /// `instances`; empty means every instance in the region.
+    pub instances: Vec<String>,
+}
+
+impl AccountConfig {
+    /// The endpoint of one of this account's regions.
+    pub fn endpoint_for(&self, region: &str) -> Endpoint {
+        Endpoint::for_region(region, self.endpoint.as_deref())
+            .expect("endpoint validated at load")
+    }
+}
+
+/// Defaults of contract §3.
+pub mod defaults {
+    /// `server.listen_address`
+    pub const LISTEN_ADDRESS: &str = "0.0.0.0:39236";
+    /// `poll.interval`
+    pub const INTERVAL: &str = "60s";
+    /// `poll.lookback`
+    pub const LOOKBACK: &str = "24h";
+    /// `poll.api_timezone`
+    pub const API_TIMEZONE: &str = "+08:00";
+    /// `poll.requests_per_second`
+    pub const REQUESTS_PER_SECOND: f64 = 20.0;
+    /// `poll.request_timeout`
+    pub const REQUEST_TIMEOUT: &str = "10s";
+}
+
+impl Config {
+    /// Loads a config file with environment overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            file: Some(path.to_path_buf()),
+            key: key.to_string(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(err("", "config file not found or not a regular file".into()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read: {e}")))?;
+        let env = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true);
+        Self::from_sources(&text, env).map_err(|mut e| {
+            e.file = Some(path.to_path_buf());
+            e
+        })
+    }
+
+    /// Parses and validates TOML text (no environment overrides).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let empty = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(Default::default()));
+        Self::from_sources(text, empty)
+    }
+
+    fn from_sources(text: &str, env: config::Environment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(env)
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| from_config_error(&e))?;
+        raw.validate()
+    }
+}
+
+/// Turns the `config` crate's error into one that names the key.
+///
+/// The crate words errors as "<serde message> for key `accounts[0]regions[1]`"; serde names an
+/// unknown key as "unknown field `x`". Both are joined into one dotted key.
+fn from_config_error(e: &config::ConfigError) -> ConfigError {
+    let text = e.to_string();
+    let between = |s: &str, start: &str| {
+        s.split_once(start)
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(k, _)| k.to_string())
+    };
+    let (message, path) = match text.rsplit_once(" for key `") {
+        Some((msg, rest)) => (msg.to_string(), rest.trim_end_matches('`').to_string()),
+        None => (text.clone(), String::new()),
+    };
+    let path = path.replace("][", "].[").replace(']', "].").replace("].[", "][");
+    let path = path.trim_end_matches('.').replace("..", ".");
+    let key = match (path.is_empty(), between(&message, "unknown field `")) {
+        (true, Some(field)) => field,
+        (false, Some(field)) => format!("{path}.{field}"),
+        (_, None) => path,
+    };
+    ConfigError {
+        file: None,
+        key,
+        message,
+    }
+}
+
+fn parse_duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
+    let value = value.unwrap_or(default);
+    let d = humantime::parse_duration(value.trim()).map_err(|e| ConfigError {
+        file: None,
+        key: key.into(),
+        message: format!("invalid duration {value:?}: {e} (use e.g. \"60s\", \"5m\", \"24h\")"),
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError {
+            file: None,
+            key: key.into(),
+            message: format!("duration {value:?} must be greater than zero"),
+        });
+    }
+    Ok(d)
+}
+
+/// A region name: `xx-name[-suffix]`, lower-case letters and digits.
+pub fn is_valid_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    (2..=3).contains(&parts.len())
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..].iter().all(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+/// An instance id: `cdb-` followed by lower-case letters and digits.
+pub fn is_valid_instance_id(id: &str) -> bool {
+    id.strip_prefix("cdb-").is_some_and(|rest| {
+        (4..=32).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    })
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let err = |key: String, message: String| ConfigError {
+            file: None,
+            key,
+            message,
+        };
+        let listen = self
+            .server
+            .listen_address
+            .as_deref()
+            .unwrap_or(defaults::LISTEN_ADDRESS);
+        let listen_address: SocketAddr = listen.parse().map_err(|_| {
+            err(
+                "server.listen_address".into(),
+                format!("invalid address {listen:?} (expected host:port, e.g. 0.0.0.0:39236)"),
+            )
+        })?;
+
+        let p = self.poll;
+        let interval = parse_duration("poll.interval", p.interval.as_deref(), defaults::INTERVAL)?;
+        let lookback = parse_duration("poll.lookback", p.lookback.as_deref(), defaults::LOOKBACK)?;
+        let request_timeout = parse_duration(
+            "poll.request_timeout",
+            p.request_timeout.as_deref(),
+            defaults::REQUEST_TIMEOUT,
+        )?;
+        if request_timeout >= interval {
+            return Err(err(
+                "poll.request_timeout".into(),
+                format!(
+                    "must be shorter than poll.interval ({} >= {})",
+                    humantime::format_duration(request_timeout),
+                    humantime::format_duration(interval)
+                ),
+            ));
+        }
+        if lookback < interval {
+            return Err(err(
+                "poll.lookback".into(),
+                "must be at least poll.interval".into(),
+            ));
+        }
+        let tz = p.api_timezone.as_deref().unwrap_or(defaults::API_TIMEZONE);
+        let api_timezone: ApiZone = tz.parse().map_err(|e| err("poll.api_timezone".into(), e))?;
+        let rps = p
+            .requests_per_second
+            .unwrap_or(defaults::REQUESTS_PER_SECOND);
+        if !(rps.is_finite() && rps > 0.0) {
+            return Err(err(
+                "poll.requests_per_second".into(),
+                format!("must be a number greater than 0, not {rps}"),
+            ));
+        }
+        if let Some(sf) = &p.state_file
+            && sf.as_os_str().is_empty()
+        {
+            return Err(err("poll.state_file".into(), "must not be empty".into()));
+        }
+
+        if self.accounts.is_empty() {
+            return Err(err(
+                "accounts".into(),
+                "at least one [[accounts]] entry is required".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut accounts = Vec::new();
+        for (i, a) in self.accounts.into_iter().enumerate() {
+            let k = |field: &str| format!("accounts[{i}].{field}");
+            let name = a.name.unwrap_or_default();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            {
+                return Err(err(
+                    k("name"),
+                    format!("must be a non-empty name of letters, digits, '_', '-', '.', not {name:?}"),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(err(k("name"), format!("account name {name:?} is used twice")));
+            }
+            let nonempty = |field: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+                match v {
+                    Some(s) if s.trim().is_empty() => Err(err(k(field), "must not be empty".into())),
+                    other => Ok(other),
+                }
+            };
+            let secret_id = nonempty("secret_id", a.secret_id)?;
+            let secret_key = nonempty("secret_key", a.secret_key)?.map(Secret::new);
+            let token = nonempty("token", a.token)?.map(Secret::new);
+            if let Some(ep) = &a.endpoint {
+                Endpoint::parse(ep).map_err(|e| err(k("endpoint"), e))?;
+            }
+            if a.regions.is_empty() {
+                return Err(err(
+                    k("regions"),
+                    format!("account {name:?} needs at least one [[accounts.regions]] entry"),
+                ));
+            }
+            let mut seen_regions = HashSet::new();
+            let mut regions = Vec::new();
+            for (j, r) in a.regions.into_iter().enumerate() {
+                let rk = |field: &str| format!("accounts[{i}].regions[{j}].{field}");
+                let region = r.region.unwrap_or_default();
+                if !is_valid_region(&region) {
+                    return Err(err(
+                        rk("region"),
+                        format!("invalid region {region:?} (expected e.g. ap-guangzhou)"),
+                    ));
+                }
+                if !seen_regions.insert(region.clone()) {
+                    return Err(err(
+                        rk("region"),
+                        format!("region {region:?} is listed twice for account {name:?}"),
+                    ));
+                }
+                let instances = r.instances.unwrap_or_default();
+                let mut seen = HashSet::new();
+                for (n, id) in instances.iter().enumerate() {
+                    if !is_valid_instance_id(id) {
+                        return Err(err(
+                            format!("{}[{n}]", rk("instances")),
+                            format!("invalid instance id {id:?} (expected cdb-xxxxxxxx)"),
+                        ));
+                    }
+                    if !seen.insert(id) {
+                        return Err(err(
+                            format!("{}[{n}]", rk("instances")),
+                            format!("instance {id:?} is listed twice"),
+                        ));
+                    }
+                }
+                regions.push(RegionConfig { region, instances });
+            }
+            accounts.push(AccountConfig {
+                name,
+                credentials: CredentialSpec {
+                    secret_id,
+                    secret_key,
+                    secret_key_file: a.secret_key_file,
+                    token,
+                },
+                endpoint: a.endpoint,
+                regions,
+            });
+        }
+        Ok(Config {
+            server: ServerConfig { listen_address },
+            poll: PollConfig {
+                interval,
+                lookback,
+                api_timezone,
+                requests_per_second: rps,
+                request_timeout,
+                state_file: p.state_file,
+            },
+            metrics: MetricsConfig {
+                task_progress: self.metrics.task_progress.unwrap_or(false),
+            },
+            accounts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[accounts]]
+name = "default"
+[[accounts.regions]]
+region = "ap-guangzhou"
+"#;
+
+    fn key_of(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().key
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.server.listen_address, "0.0.0.0:39236".parse().unwrap());
+        assert_eq!(c.poll.interval, Duration::from_secs(60));
+        assert_eq!(c.poll.lookback, Duration::from_secs(86_400));
+        assert_eq!(c.poll.api_timezone, ApiZone::beijing());
+        assert_eq!(c.poll.requests_per_second, 20.0);
+        assert_eq!(c.poll.request_timeout, Duration::from_secs(10));
+        assert!(!c.metrics.task_progress);
+        assert!(c.accounts[0].regions[0].instances.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        assert_eq!(
+            key_of(&format!("{MINIMAL}\n[poll]\nintervall = \"5s\"\n")),
+            "poll.intervall"
+        );
+        assert_eq!(
+            key_of(&format!("{MINIMAL}instances = \"cdb-abcd1234\"\n")),
+            "accounts[0].regions[0].instances"
+        );
+        assert_eq!(key_of(&format!("bogus = 1\n{MINIMAL}")), "bogus");
+        assert_eq!(key_of(&MINIMAL.replace("name =", "nmae =")), "accounts[0].nmae");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let with_poll = |line: &str| format!("[poll]\n{line}\n{MINIMAL}");
+        assert_eq!(key_of(&with_poll("interval = \"6x\"")), "poll.interval");
+        assert_eq!(key_of(&with_poll("interval = \"0s\"")), "poll.interval");
+        assert_eq!(key_of(&with_poll("lookback = \"soon\"")), "poll.lookback");
+        assert_eq!(key_of(&with_poll("api_timezone = \"Asia/Shanghai\"")), "poll.api_timezone");
+        assert_eq!(key_of(&with_poll("requests_per_second = 0")), "poll.requests_per_second");
+        assert_eq!(key_of(&with_poll("request_timeout = \"90s\"")), "poll.request_timeout");
+        assert_eq!(
+            key_of(&format!("[server]\nlisten_address = \"nowhere\"\n{MINIMAL}")),
+            "server.listen_address"
+        );
+        assert_eq!(
+            key_of(&MINIMAL.replace("ap-guangzhou", "Guangzhou")),
+            "accounts[0].regions[0].region"
+        );
+        assert_eq!(
+            key_of(&format!("{MINIMAL}instances = [\"cdb-abcd1234\", \"mysql-1\"]\n")),
+            "accounts[0].regions[0].instances[1]"
+        );
+        assert_eq!(key_of(""), "accounts");
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let two_accounts = format!("{MINIMAL}{MINIMAL}");
+        assert_eq!(key_of(&two_accounts), "accounts[1].name");
+        let two_regions = format!("{MINIMAL}[[accounts.regions]]\nregion = \"ap-guangzhou\"\n");
+        assert_eq!(key_of(&two_regions), "accounts[0].regions[1].region");
+    }
+
+    #[test]
+    fn validators() {
+        for ok in ["ap-guangzhou", "ap-shanghai-fsi", "na-siliconvalley", "ap-guangzhou-open"] {
+            assert!(is_valid_region(ok), "{ok}");
+        }
+        for bad in ["", "guangzhou", "AP-guangzhou", "ap-", "ap--x", "ap-a-b-c", "a-b"] {
+            assert!(!is_valid_region(bad), "{bad}");
+        }
+        assert!(is_valid_instance_id("cdb-c1nl9rpv"));
+        for bad in ["cdb-", "cdb-ABC12345", "c1nl9rpv", "cdb-a b"] {
+            assert!(!is_valid_instance_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_wrapped() {
+        let text = MINIMAL.replace(
+            "name = \"default\"",
+            "name = \"default\"\nsecret_id = \"AKIDx\"\nsecret_key = \"topsecret\"",
+        );
+        let c = Config::from_toml(&text).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert_eq!(
+            c.accounts[0].credentials.secret_key.as_ref().map(Secret::expose),
+            Some("topsecret")
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! `cdb-task-exporter`: a Prometheus exporter for the background tasks of Tencent Cloud CDB
+//! (MySQL) instances, read from the `DescribeTasks` API.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line.
+//! - [`config`]: raw TOML and environment config, validated into a typed [`config::Config`].
+//! - [`secret`]: the type that keeps keys out of logs.
+//! - [`clock`]: wall-clock time as an injected dependency.
+//! - [`tencent`]: the cloud API and nothing else: signing ([`tencent::sign`]), wire types and enum
+//!   mappings ([`tencent::model`]), naive API times ([`tencent::apitime`]), paging
+//!   ([`tencent::paging`]), one signed call ([`tencent::client`]), credentials
+//!   ([`tencent::credentials`]).
+//! - [`sim`]: the simulated CDB API (scenarios, signature check, faults) for the demo and tests.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod secret;
+pub mod sim;
+pub mod tencent;
+
+/// Installs rustls' `ring` crypto provider for the process; later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

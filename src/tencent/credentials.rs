@@ -1,0 +1,440 @@
+//! Where an account's keys come from, first match wins (contract §3): the config (`secret_id` +
+//! `secret_key` [+ `token`], or `secret_id` + `secret_key_file`); the environment
+//! (`TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY`, token from `TENCENTCLOUD_TOKEN`,
+//! `TENCENTCLOUD_SECURITY_TOKEN` or `TENCENTCLOUD_SESSION_TOKEN`); the profile file
+//! (`~/.tencentcloud/credentials`, INI section `[default]`); else the CVM instance role from the
+//! metadata service, refreshed before it expires.
+
+use super::Error;
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One key pair, possibly temporary.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// SecretId. Not a secret in itself, but never printed in full either.
+    pub secret_id: String,
+    /// SecretKey.
+    pub secret_key: Secret,
+    /// Session token of temporary credentials.
+    pub token: Option<Secret>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("secret_id", &mask_id(&self.secret_id))
+            .field("secret_key", &self.secret_key)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+/// A SecretId shortened to its first four and last four characters, for summaries.
+pub fn mask_id(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 10 {
+        return "[redacted]".into();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}...{tail}")
+}
+
+/// What the config says about an account's keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredentialSpec {
+    /// `secret_id`
+    pub secret_id: Option<String>,
+    /// `secret_key`
+    pub secret_key: Option<Secret>,
+    /// `secret_key_file`
+    pub secret_key_file: Option<PathBuf>,
+    /// `token`
+    pub token: Option<Secret>,
+}
+
+/// Which source an account's credentials come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `secret_id` + `secret_key` in the config.
+    Config,
+    /// `secret_id` in the config, the key in a file.
+    KeyFile(PathBuf),
+    /// `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY`.
+    Environment,
+    /// A profile file.
+    Profile(PathBuf),
+    /// The CVM instance role (metadata service).
+    InstanceRole,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Config => f.write_str("config (secret_id + secret_key)"),
+            Source::KeyFile(p) => write!(f, "config secret_id + key file {}", p.display()),
+            Source::Environment => f.write_str("environment (TENCENTCLOUD_SECRET_ID/_KEY)"),
+            Source::Profile(p) => write!(f, "profile file {}", p.display()),
+            Source::InstanceRole => f.write_str("CVM instance role (metadata service)"),
+        }
+    }
+}
+
+/// Where the process environment is read from; injected so tests do not touch the real one.
+pub trait Environment {
+    /// The value of a variable, `None` when unset or empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Environment for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name).filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// The default metadata endpoint of CVM instance roles.
+pub const METADATA_URL: &str = "http://metadata.tencentyun.com/latest/meta-data/cam/security-credentials/";
+
+/// A resolved credential provider.
+#[derive(Debug)]
+pub enum Provider {
+    /// Keys that do not change while the process runs (until a reload).
+    Static(Credential),
+    /// Temporary keys of the CVM instance role, fetched and refreshed on demand.
+    InstanceRole(InstanceRole),
+}
+
+impl Provider {
+    /// Resolves an account's credentials: the source, and a provider. Reads the key file and the
+    /// profile file now, so a bad one is reported at start-up.
+    pub fn resolve(spec: &CredentialSpec, env: &dyn Environment) -> Result<(Source, Provider), String> {
+        if let Some(id) = &spec.secret_id {
+            let (source, key) = match (&spec.secret_key, &spec.secret_key_file) {
+                (Some(key), None) => (Source::Config, key.clone()),
+                (None, Some(path)) => (Source::KeyFile(path.clone()), read_key_file(path)?),
+                (Some(_), Some(_)) => {
+                    return Err("set either secret_key or secret_key_file, not both".into());
+                }
+                (None, None) => {
+                    return Err("secret_id is set but neither secret_key nor secret_key_file".into());
+                }
+            };
+            let cred = Credential {
+                secret_id: id.trim().to_string(),
+                secret_key: key,
+                token: spec.token.clone(),
+            };
+            return Ok((source, Provider::Static(cred)));
+        }
+        if spec.secret_key.is_some() || spec.secret_key_file.is_some() || spec.token.is_some() {
+            return Err("secret_key, secret_key_file and token need secret_id".into());
+        }
+        if let (Some(id), Some(key)) = (
+            env.var("TENCENTCLOUD_SECRET_ID"),
+            env.var("TENCENTCLOUD_SECRET_KEY"),
+        ) {
+            let token = ["TENCENTCLOUD_TOKEN", "TENCENTCLOUD_SECURITY_TOKEN", "TENCENTCLOUD_SESSION_TOKEN"]
+                .iter()
+                .find_map(|k| env.var(k))
+                .map(Secret::new);
+            let cred = Credential {
+                secret_id: id.trim().to_string(),
+                secret_key: Secret::new(key.trim()),
+                token,
+            };
+            return Ok((Source::Environment, Provider::Static(cred)));
+        }
+        for path in profile_paths(env) {
+            if path.is_file() {
+                let cred = read_profile(&path)?;
+                return Ok((Source::Profile(path), Provider::Static(cred)));
+            }
+        }
+        let url = env
+            .var("CDB_TASK_EXPORTER_METADATA_URL")
+            .unwrap_or_else(|| METADATA_URL.to_string());
+        Ok((Source::InstanceRole, Provider::InstanceRole(InstanceRole::new(url))))
+    }
+
+    /// Current credentials.
+    pub async fn get(&self) -> Result<Credential, Error> {
+        match self {
+            Provider::Static(c) => Ok(c.clone()),
+            Provider::InstanceRole(role) => role.get().await,
+        }
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read secret_key_file {}: {e}", path.display()))?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(format!("secret_key_file {} is empty", path.display()));
+    }
+    Ok(Secret::new(key))
+}
+
+/// Profile files in the order the official SDKs look for them.
+fn profile_paths(env: &dyn Environment) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(p) = env.var("TENCENTCLOUD_CREDENTIALS_FILE") {
+        paths.push(PathBuf::from(p));
+    }
+    if let Some(home) = env.var("HOME") {
+        paths.push(Path::new(&home).join(".tencentcloud/credentials"));
+    }
+    paths.push(PathBuf::from("/etc/tencentcloud/credentials"));
+    paths
+}
+
+/// Reads `secret_id` / `secret_key` of section `[default]` of an INI profile file.
+fn read_profile(path: &Path) -> Result<Credential, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read profile file {}: {e}", path.display()))?;
+    parse_profile(&text).ok_or_else(|| {
+        format!(
+            "profile file {} has no [default] section with secret_id and secret_key",
+            path.display()
+        )
+    })
+}
+
+fn parse_profile(text: &str) -> Option<Credential> {
+    let mut section = String::new();
+    let (mut id, mut key) = (None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_string();
+            continue;
+        }
+        if section != "default" {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            match k.trim() {
+                "secret_id" => id = Some(v.trim().to_string()),
+                "secret_key" => key = Some(Secret::new(v.trim())),
+                _ => {}
+            }
+        }
+    }
+    match (id, key) {
+        (Some(id), Some(key)) if !id.is_empty() && !key.expose().is_empty() => Some(Credential {
+            secret_id: id,
+            secret_key: key,
+            token: None,
+        }),
+        _ => None,
+    }
+}
+
+/// Temporary credentials of the CVM instance role.
+#[derive(Debug)]
+pub struct InstanceRole {
+    base_url: String,
+    http: reqwest::Client,
+    cached: Mutex<Option<(Credential, i64)>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RoleCredentials {
+    tmp_secret_id: String,
+    tmp_secret_key: String,
+    token: String,
+    expired_time: i64,
+    #[serde(default)]
+    code: String,
+}
+
+impl InstanceRole {
+    fn new(base_url: String) -> Self {
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        InstanceRole {
+            base_url,
+            http,
+            cached: Mutex::new(None),
+        }
+    }
+
+    async fn get(&self) -> Result<Credential, Error> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some((cred, expires)) = self.cached.lock().expect("lock").as_ref() {
+            if expires - now > 300 {
+                return Ok(cred.clone());
+            }
+        }
+        let fail = |what: String| Error::Credentials(format!("CVM instance role: {what}"));
+        let get = |url: String| async move {
+            let resp = self.http.get(&url).send().await.map_err(|e| fail(e.to_string()))?;
+            if !resp.status().is_success() {
+                return Err(fail(format!("metadata service answered {}", resp.status())));
+            }
+            resp.text().await.map_err(|e| fail(e.to_string()))
+        };
+        let role = get(self.base_url.clone()).await?;
+        let role = role.lines().next().unwrap_or_default().trim().to_string();
+        if role.is_empty() {
+            return Err(fail("no role is bound to this instance".into()));
+        }
+        let body = get(format!("{}{role}", self.base_url)).await?;
+        let rc: RoleCredentials =
+            serde_json::from_str(&body).map_err(|e| fail(format!("bad answer: {e}")))?;
+        if !rc.code.is_empty() && rc.code != "Success" {
+            return Err(fail(format!("metadata code {}", rc.code)));
+        }
+        let cred = Credential {
+            secret_id: rc.tmp_secret_id,
+            secret_key: Secret::new(rc.tmp_secret_key),
+            token: Some(Secret::new(rc.token)),
+        };
+        *self.cached.lock().expect("lock") = Some((cred.clone(), rc.expired_time));
+        Ok(cred)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    fn static_cred(p: Provider) -> Credential {
+        match p {
+            Provider::Static(c) => c,
+            other => panic!("expected static credentials, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_keys_win_over_environment() {
+        let spec = CredentialSpec {
+            secret_id: Some("AKIDconfig".into()),
+            secret_key: Some(Secret::new("k1")),
+            ..Default::default()
+        };
+        let e = env(&[("TENCENTCLOUD_SECRET_ID", "AKIDenv"), ("TENCENTCLOUD_SECRET_KEY", "k2")]);
+        let (source, p) = Provider::resolve(&spec, &e).unwrap();
+        assert_eq!(source, Source::Config);
+        assert_eq!(static_cred(p).secret_id, "AKIDconfig");
+    }
+
+    #[test]
+    fn key_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "  filekey\n").unwrap();
+        let spec = CredentialSpec {
+            secret_id: Some("AKIDx".into()),
+            secret_key_file: Some(path.clone()),
+            ..Default::default()
+        };
+        let none = env(&[]);
+        let (source, p) = Provider::resolve(&spec, &none).unwrap();
+        assert_eq!(source, Source::KeyFile(path));
+        assert_eq!(static_cred(p).secret_key.expose(), "filekey");
+        let missing = CredentialSpec {
+            secret_key_file: Some(dir.path().join("nope")),
+            ..spec
+        };
+        assert!(Provider::resolve(&missing, &none).unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn environment_with_each_token_variable() {
+        for var in ["TENCENTCLOUD_TOKEN", "TENCENTCLOUD_SECURITY_TOKEN", "TENCENTCLOUD_SESSION_TOKEN"] {
+            let e = env(&[
+                ("TENCENTCLOUD_SECRET_ID", "AKIDenv"),
+                ("TENCENTCLOUD_SECRET_KEY", "k2"),
+                (var, "tok"),
+            ]);
+            let (source, p) = Provider::resolve(&CredentialSpec::default(), &e).unwrap();
+            assert_eq!(source, Source::Environment);
+            let c = static_cred(p);
+            assert_eq!(c.token.as_ref().map(Secret::expose), Some("tok"), "{var}");
+        }
+    }
+
+    #[test]
+    fn profile_file_then_instance_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".tencentcloud/credentials");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            "[other]\nsecret_id = wrong\n\n[default]\nsecret_id = AKIDprofile \nsecret_key= pk\n",
+        )
+        .unwrap();
+        let home = dir.path().to_str().unwrap().to_string();
+        let e = env(&[("HOME", &home)]);
+        let (source, p) = Provider::resolve(&CredentialSpec::default(), &e).unwrap();
+        assert_eq!(source, Source::Profile(file));
+        let c = static_cred(p);
+        assert_eq!((c.secret_id.as_str(), c.secret_key.expose()), ("AKIDprofile", "pk"));
+
+        let empty = tempfile::tempdir().unwrap();
+        let home = empty.path().to_str().unwrap().to_string();
+        let e = env(&[("HOME", &home)]);
+        let (source, _) = Provider::resolve(&CredentialSpec::default(), &e).unwrap();
+        if !Path::new("/etc/tencentcloud/credentials").exists() {
+            assert_eq!(source, Source::InstanceRole);
+        }
+    }
+
+    #[test]
+    fn half_specified_config_is_an_error() {
+        let none = env(&[]);
+        let spec = CredentialSpec {
+            secret_id: Some("AKIDx".into()),
+            ..Default::default()
+        };
+        assert!(Provider::resolve(&spec, &none).is_err());
+        let spec = CredentialSpec {
+            secret_key: Some(Secret::new("k")),
+            ..Default::default()
+        };
+        assert!(Provider::resolve(&spec, &none).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_keys() {
+        let c = Credential {
+            secret_id: "AKIDabcdefghijklmnop".into(),
+            secret_key: Secret::new("supersecretkey"),
+            token: Some(Secret::new("supersecrettoken")),
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
+        assert!(!shown.contains("AKIDabcdefghijklmnop"), "{shown}");
+        assert!(shown.contains("AKID...mnop"), "{shown}");
+    }
+}

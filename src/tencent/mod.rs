@@ -1,0 +1,221 @@
+//! The Tencent Cloud API and nothing else: signing, wire types, one signed call per action,
+//! credentials and endpoints. Nothing here knows about metrics, retries or schedules.
+
+pub mod apitime;
+pub mod client;
+pub mod credentials;
+pub mod model;
+pub mod paging;
+pub mod sign;
+
+pub use client::{Client, ClientOptions};
+
+/// The product and version this exporter speaks.
+pub const SERVICE: &str = "cdb";
+/// API version of `DescribeTasks`.
+pub const VERSION: &str = "2017-03-20";
+/// The action.
+pub const DESCRIBE_TASKS: &str = "DescribeTasks";
+/// Responses larger than this are rejected (contract §5.6).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// API error codes that are worth a label of their own; anything else is folded into its family
+/// (the part before the first dot) or `Other`, so the `code` label stays bounded.
+const KNOWN_CODES: &[&str] = &[
+    "AuthFailure",
+    "AuthFailure.InvalidAuthorization",
+    "AuthFailure.InvalidSecretId",
+    "AuthFailure.MFAFailure",
+    "AuthFailure.SecretIdNotFound",
+    "AuthFailure.SignatureExpire",
+    "AuthFailure.SignatureFailure",
+    "AuthFailure.TokenFailure",
+    "AuthFailure.UnauthorizedOperation",
+    "CdbError",
+    "FailedOperation",
+    "InternalError",
+    "InternalError.CdbError",
+    "InternalError.DatabaseAccessError",
+    "InternalError.DesError",
+    "InternalError.FtpError",
+    "InternalError.UndefinedError",
+    "InternalError.UnknownError",
+    "InvalidAction",
+    "InvalidParameter",
+    "InvalidParameter.InstanceNotFound",
+    "InvalidParameterValue",
+    "InvalidParameterValue.DataConvertError",
+    "LimitExceeded",
+    "MissingParameter",
+    "NoSuchVersion",
+    "OperationDenied",
+    "OperationDenied.UserHasNoStrategy",
+    "OperationDenied.WrongStatus",
+    "RequestLimitExceeded",
+    "RequestLimitExceeded.GlobalRegionUinLimitExceeded",
+    "RequestLimitExceeded.IPLimitExceeded",
+    "RequestLimitExceeded.UinLimitExceeded",
+    "ResourceNotFound",
+    "ResourceUnavailable",
+    "ServiceUnavailable",
+    "UnauthorizedOperation",
+    "UnknownParameter",
+    "UnsupportedRegion",
+];
+
+/// A failed API call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The API answered with `Response.Error`.
+    #[error("API error {code}: {message} (RequestId {request_id})")]
+    Api {
+        /// `Error.Code`
+        code: String,
+        /// `Error.Message`
+        message: String,
+        /// `RequestId`
+        request_id: String,
+    },
+    /// A non-200 HTTP status (gateway or transport trouble; API errors come with 200).
+    #[error("HTTP status {0}")]
+    HttpStatus(u16),
+    /// No answer within the request timeout.
+    #[error("request timed out")]
+    Timeout,
+    /// Connection, TLS or protocol failure.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The body could not be decoded as a `DescribeTasks` answer.
+    #[error("undecodable response: {0}")]
+    Decode(String),
+    /// The body exceeded [`MAX_BODY_BYTES`].
+    #[error("response larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    /// No credentials could be obtained.
+    #[error("credentials unavailable: {0}")]
+    Credentials(String),
+}
+
+impl Error {
+    /// Whether retrying the same request can help (api-notes §3): throttling, server-side and
+    /// transport trouble yes; authentication and parameter errors no.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Api { code, .. } => {
+                let family = code.split('.').next().unwrap_or(code);
+                matches!(
+                    family,
+                    "RequestLimitExceeded"
+                        | "InternalError"
+                        | "ServiceUnavailable"
+                        | "ResourceUnavailable"
+                ) || code == "AuthFailure.SignatureExpire"
+                    || code == "AuthFailure.TokenFailure"
+            }
+            Error::HttpStatus(status) => *status >= 500 || *status == 429,
+            Error::Timeout | Error::Transport(_) | Error::Decode(_) => true,
+            Error::TooLarge | Error::Credentials(_) => false,
+        }
+    }
+
+    /// Whether this is throttling by the API.
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, Error::Api { code, .. } if code.starts_with("RequestLimitExceeded"))
+    }
+
+    /// A bounded value for the `code` label of `..._api_errors_total`.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            Error::Api { code, .. } => code_label(code),
+            Error::HttpStatus(s) => http_status_label(*s),
+            Error::Timeout => "Timeout",
+            Error::Transport(_) => "Transport",
+            Error::Decode(_) => "Decode",
+            Error::TooLarge => "TooLarge",
+            Error::Credentials(_) => "Credentials",
+        }
+    }
+}
+
+fn code_label(code: &str) -> &'static str {
+    if let Some(known) = KNOWN_CODES.iter().find(|k| **k == code) {
+        return known;
+    }
+    let family = code.split('.').next().unwrap_or_default();
+    KNOWN_CODES
+        .iter()
+        .find(|k| **k == family)
+        .copied()
+        .unwrap_or("Other")
+}
+
+fn http_status_label(status: u16) -> &'static str {
+    match status {
+        400 => "HttpStatus400",
+        401 => "HttpStatus401",
+        403 => "HttpStatus403",
+        404 => "HttpStatus404",
+        413 => "HttpStatus413",
+        429 => "HttpStatus429",
+        500 => "HttpStatus500",
+        502 => "HttpStatus502",
+        503 => "HttpStatus503",
+        504 => "HttpStatus504",
+        s if s >= 500 => "HttpStatus5xx",
+        s if s >= 400 => "HttpStatus4xx",
+        _ => "HttpStatusOther",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: &str) -> Error {
+        Error::Api {
+            code: code.into(),
+            message: String::new(),
+            request_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn retry_policy_follows_the_api_notes() {
+        for code in [
+            "RequestLimitExceeded",
+            "RequestLimitExceeded.UinLimitExceeded",
+            "RequestLimitExceeded.IPLimitExceeded",
+            "InternalError",
+            "InternalError.DesError",
+            "ServiceUnavailable",
+        ] {
+            assert!(api(code).is_retryable(), "{code}");
+        }
+        for code in [
+            "AuthFailure.SignatureFailure",
+            "AuthFailure.SecretIdNotFound",
+            "InvalidParameter",
+            "InvalidParameter.InstanceNotFound",
+            "InvalidAction",
+            "UnauthorizedOperation",
+        ] {
+            assert!(!api(code).is_retryable(), "{code}");
+        }
+        assert!(Error::HttpStatus(502).is_retryable());
+        assert!(!Error::HttpStatus(404).is_retryable());
+        assert!(Error::Timeout.is_retryable());
+        assert!(!Error::TooLarge.is_retryable());
+        assert!(api("RequestLimitExceeded.UinLimitExceeded").is_throttling());
+        assert!(!api("InternalError").is_throttling());
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(api("InternalError.DesError").as_label(), "InternalError.DesError");
+        assert_eq!(api("InternalError.Brand.New").as_label(), "InternalError");
+        assert_eq!(api("Whatever.Else").as_label(), "Other");
+        assert_eq!(Error::HttpStatus(502).as_label(), "HttpStatus502");
+        assert_eq!(Error::HttpStatus(599).as_label(), "HttpStatus5xx");
+        assert_eq!(Error::Decode("x".into()).as_label(), "Decode");
+    }
+}

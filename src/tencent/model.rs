@@ -1,0 +1,528 @@
+//! Wire types of `DescribeTasks` and the enum mappings to the exporter's label values.
+//!
+//! Two item shapes are decoded into one [`Task`]: the current `TaskDetail` (string `TaskStatus` /
+//! `TaskType`, `InstanceIds`) and the old documented one (integer `Status` / `Type`,
+//! `Data[].InstanceId`). Items are decoded one by one, so a malformed item is skipped and reported
+//! without losing the rest of the page.
+
+use super::apitime::ApiZone;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The 12 known task types: request code, response string, label value.
+pub const TASK_TYPES: [(i64, &str, &str); 12] = [
+    (1, "ROLLBACK", "rollback"),
+    (2, "SQL OPERATION", "sql_operation"),
+    (3, "IMPORT DATA", "import_data"),
+    (5, "MODIFY PARAM", "modify_param"),
+    (6, "INITIAL", "initial"),
+    (7, "REBOOT", "reboot"),
+    (8, "OPEN GTID", "open_gtid"),
+    (9, "UPGRADE RO", "upgrade_ro"),
+    (10, "BATCH ROLLBACK", "batch_rollback"),
+    (11, "UPGRADE MASTER", "upgrade_master"),
+    (12, "DROP TABLES", "drop_tables"),
+    (13, "SWITCH DR TO MASTER", "switch_dr_to_master"),
+];
+
+/// The label values of the 12 known task types.
+pub fn known_task_type_labels() -> impl Iterator<Item = &'static str> {
+    TASK_TYPES.iter().map(|t| t.2)
+}
+
+/// A task's status, with the label values of contract §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// `UNDEFINED` (-1)
+    Undefined,
+    /// `INITIAL` (0)
+    Initial,
+    /// `RUNNING` (1)
+    Running,
+    /// `SUCCEED` (2)
+    Succeed,
+    /// `FAILED` (3)
+    Failed,
+    /// `KILLED` (4)
+    Killed,
+    /// `REMOVED` (5)
+    Removed,
+    /// `PAUSED` (6)
+    Paused,
+    /// `WAITING` (response only; no request code)
+    Waiting,
+    /// anything else
+    Unknown,
+}
+
+impl TaskStatus {
+    /// Every status, in label order.
+    pub const ALL: [TaskStatus; 10] = [
+        TaskStatus::Undefined,
+        TaskStatus::Initial,
+        TaskStatus::Running,
+        TaskStatus::Succeed,
+        TaskStatus::Failed,
+        TaskStatus::Killed,
+        TaskStatus::Removed,
+        TaskStatus::Paused,
+        TaskStatus::Waiting,
+        TaskStatus::Unknown,
+    ];
+
+    /// The four terminal statuses.
+    pub const TERMINAL: [TaskStatus; 4] = [
+        TaskStatus::Succeed,
+        TaskStatus::Failed,
+        TaskStatus::Killed,
+        TaskStatus::Removed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Undefined => "undefined",
+            TaskStatus::Initial => "initial",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeed => "succeed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Killed => "killed",
+            TaskStatus::Removed => "removed",
+            TaskStatus::Paused => "paused",
+            TaskStatus::Waiting => "waiting",
+            TaskStatus::Unknown => "unknown",
+        }
+    }
+
+    /// The response string (`SUCCEED`, ...); `UNKNOWN` for [`TaskStatus::Unknown`].
+    pub fn wire(self) -> &'static str {
+        match self {
+            TaskStatus::Undefined => "UNDEFINED",
+            TaskStatus::Initial => "INITIAL",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Succeed => "SUCCEED",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::Killed => "KILLED",
+            TaskStatus::Removed => "REMOVED",
+            TaskStatus::Paused => "PAUSED",
+            TaskStatus::Waiting => "WAITING",
+            TaskStatus::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The request filter code; `None` for `WAITING` (it cannot be filtered on) and unknown.
+    pub fn code(self) -> Option<i64> {
+        match self {
+            TaskStatus::Undefined => Some(-1),
+            TaskStatus::Initial => Some(0),
+            TaskStatus::Running => Some(1),
+            TaskStatus::Succeed => Some(2),
+            TaskStatus::Failed => Some(3),
+            TaskStatus::Killed => Some(4),
+            TaskStatus::Removed => Some(5),
+            TaskStatus::Paused => Some(6),
+            TaskStatus::Waiting | TaskStatus::Unknown => None,
+        }
+    }
+
+    /// Maps an integer code (old response shape, request codes).
+    pub fn from_code(code: i64) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.code() == Some(code))
+            .unwrap_or(TaskStatus::Unknown)
+    }
+
+    /// Maps a response string, case-insensitively.
+    pub fn from_wire(s: &str) -> Self {
+        let s = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|st| st.wire().eq_ignore_ascii_case(s))
+            .unwrap_or(TaskStatus::Unknown)
+    }
+
+    /// Parses a label value (the inverse of [`TaskStatus::as_str`]).
+    pub fn from_label(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the task is over (`succeed`, `failed`, `killed`, `removed`).
+    pub fn is_terminal(self) -> bool {
+        Self::TERMINAL.contains(&self)
+    }
+}
+
+/// The label value of a response `TaskType` string: known names map to their slug, an unknown
+/// string to its sanitized slug (`[a-z0-9_]`, at most 40 chars).
+pub fn task_type_from_wire(s: &str) -> String {
+    let upper = s.trim();
+    if let Some(t) = TASK_TYPES
+        .iter()
+        .find(|t| t.1.eq_ignore_ascii_case(upper))
+    {
+        return t.2.to_string();
+    }
+    let mut slug = String::new();
+    for c in upper.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            slug.push(c);
+        } else if !slug.ends_with('_') {
+            slug.push('_');
+        }
+    }
+    let slug: String = slug.trim_matches('_').chars().take(40).collect();
+    if slug.is_empty() {
+        "unknown".to_string()
+    } else {
+        slug
+    }
+}
+
+/// The label value of an integer task type code; `unknown` for codes outside the table.
+pub fn task_type_from_code(code: i64) -> &'static str {
+    TASK_TYPES
+        .iter()
+        .find(|t| t.0 == code)
+        .map_or("unknown", |t| t.2)
+}
+
+/// The request code and response string of a task type label, if it is a known type.
+pub fn task_type_wire(label: &str) -> Option<(i64, &'static str)> {
+    TASK_TYPES
+        .iter()
+        .find(|t| t.2 == label)
+        .map(|t| (t.0, t.1))
+}
+
+/// One task, decoded from either response shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// `JobId`, the identity of a task.
+    pub job_id: i64,
+    /// Label value of the task type.
+    pub task_type: String,
+    /// Status.
+    pub status: TaskStatus,
+    /// `StartTime`, unix seconds.
+    pub start_time: i64,
+    /// `EndTime`, unix seconds; `None` while unfinished (or when the API gives no usable value).
+    pub end_time: Option<i64>,
+    /// `Progress`, 0-100.
+    pub progress: i64,
+    /// Instances the task concerns; may be empty.
+    pub instance_ids: Vec<String>,
+}
+
+/// `DescribeTasks` request filters (contract: every documented filter). Times are unix seconds,
+/// rendered in the configured zone by the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// `InstanceId`
+    pub instance_id: Option<String>,
+    /// `AsyncRequestId`
+    pub async_request_id: Option<String>,
+    /// `TaskTypes` codes
+    pub task_types: Vec<i64>,
+    /// `TaskStatus` codes
+    pub task_status: Vec<i64>,
+    /// `StartTimeBegin`
+    pub start_time_begin: Option<i64>,
+    /// `StartTimeEnd`
+    pub start_time_end: Option<i64>,
+    /// `Offset`
+    pub offset: u64,
+    /// `Limit` (at most 100)
+    pub limit: u64,
+}
+
+/// The JSON body of a `DescribeTasks` request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DescribeTasksRequest {
+    /// `InstanceId`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// `AsyncRequestId`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub async_request_id: Option<String>,
+    /// `TaskTypes`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_types: Option<Vec<i64>>,
+    /// `TaskStatus`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_status: Option<Vec<i64>>,
+    /// `StartTimeBegin`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time_begin: Option<String>,
+    /// `StartTimeEnd`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time_end: Option<String>,
+    /// `Offset`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// `Limit`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+impl TaskQuery {
+    /// The wire body of this query, times rendered in `zone`.
+    pub fn to_request(&self, zone: ApiZone) -> DescribeTasksRequest {
+        let non_empty = |v: &Vec<i64>| (!v.is_empty()).then(|| v.clone());
+        DescribeTasksRequest {
+            instance_id: self.instance_id.clone(),
+            async_request_id: self.async_request_id.clone(),
+            task_types: non_empty(&self.task_types),
+            task_status: non_empty(&self.task_status),
+            start_time_begin: self.start_time_begin.map(|t| zone.format(t)),
+            start_time_end: self.start_time_end.map(|t| zone.format(t)),
+            offset: Some(self.offset as i64),
+            limit: Some(self.limit.min(100) as i64),
+        }
+    }
+}
+
+/// One page of a `DescribeTasks` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPage {
+    /// `TotalCount` as the API says it.
+    pub total_count: u64,
+    /// Items on this page, well-formed and malformed alike (paging counts both).
+    pub item_count: usize,
+    /// The well-formed items.
+    pub tasks: Vec<Task>,
+    /// One description per malformed item that was skipped.
+    pub malformed: Vec<String>,
+    /// `RequestId`.
+    pub request_id: String,
+}
+
+/// What the `Response` object held: a page, or an API error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// A successful answer.
+    Page(TaskPage),
+    /// `Response.Error`.
+    Error {
+        /// `Error.Code`
+        code: String,
+        /// `Error.Message`
+        message: String,
+        /// `RequestId`
+        request_id: String,
+    },
+}
+
+/// Decodes a response body. `Err` only when the body as a whole is unusable (not JSON, no
+/// `Response`, no usable `Items`); a bad item is reported in [`TaskPage::malformed`].
+pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, String> {
+    let root: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let response = root
+        .get("Response")
+        .and_then(Value::as_object)
+        .ok_or("body has no Response object")?;
+    let request_id = response
+        .get("RequestId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if let Some(error) = response.get("Error") {
+        let field = |k: &str| {
+            error
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        return Ok(Envelope::Error {
+            code: field("Code"),
+            message: field("Message"),
+            request_id,
+        });
+    }
+    let items = match response.get("Items") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(_) => return Err("Response.Items is not an array".into()),
+    };
+    let total_count = match response.get("TotalCount") {
+        Some(v) => int_of(v)
+            .filter(|n| *n >= 0)
+            .ok_or("Response.TotalCount is not a count")? as u64,
+        None => items.len() as u64,
+    };
+    let mut page = TaskPage {
+        total_count,
+        item_count: items.len(),
+        tasks: Vec::with_capacity(items.len()),
+        malformed: Vec::new(),
+        request_id,
+    };
+    for (i, item) in items.iter().enumerate() {
+        match decode_item(item, zone) {
+            Ok(task) => page.tasks.push(task),
+            Err(e) => page.malformed.push(format!("item {i}: {e}")),
+        }
+    }
+    Ok(Envelope::Page(page))
+}
+
+/// An integer given as a JSON number or a numeric string.
+fn int_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Decodes one item of either shape.
+pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, String> {
+    let obj = item.as_object().ok_or("not an object")?;
+    let job_id = obj.get("JobId").and_then(int_of).ok_or("no JobId")?;
+    let status = match (obj.get("TaskStatus"), obj.get("Status")) {
+        (Some(Value::String(s)), _) => TaskStatus::from_wire(s),
+        (Some(v @ Value::Number(_)), _) | (None | Some(Value::Null), Some(v)) => {
+            TaskStatus::from_code(int_of(v).ok_or("Status is not an integer")?)
+        }
+        _ => return Err(format!("JobId {job_id}: no TaskStatus")),
+    };
+    let task_type = match (obj.get("TaskType"), obj.get("Type")) {
+        (Some(Value::String(s)), _) => task_type_from_wire(s),
+        (Some(Value::Number(n)), _) => task_type_from_code(n.as_i64().unwrap_or(-1)).to_string(),
+        (None | Some(Value::Null), Some(v)) => {
+            task_type_from_code(int_of(v).unwrap_or(-1)).to_string()
+        }
+        _ => "unknown".to_string(),
+    };
+    let start_time = obj
+        .get("StartTime")
+        .and_then(Value::as_str)
+        .and_then(|s| zone.parse(s))
+        .ok_or_else(|| format!("JobId {job_id}: no usable StartTime"))?;
+    let end_time = obj
+        .get("EndTime")
+        .and_then(Value::as_str)
+        .and_then(|s| zone.parse(s));
+    let progress = obj.get("Progress").and_then(int_of).unwrap_or(0);
+    let mut instance_ids: Vec<String> = Vec::new();
+    let mut add = |id: &str| {
+        let id = id.trim();
+        if !id.is_empty() && !instance_ids.iter().any(|x| x == id) {
+            instance_ids.push(id.to_string());
+        }
+    };
+    match obj.get("InstanceIds") {
+        Some(Value::Array(ids)) => ids.iter().filter_map(Value::as_str).for_each(&mut add),
+        Some(Value::String(id)) => add(id),
+        _ => {}
+    }
+    if let Some(Value::String(id)) = obj.get("InstanceId") {
+        add(id);
+    }
+    match obj.get("Data") {
+        Some(Value::Array(data)) => data
+            .iter()
+            .filter_map(|d| d.get("InstanceId").and_then(Value::as_str))
+            .for_each(&mut add),
+        Some(d @ Value::Object(_)) => {
+            if let Some(id) = d.get("InstanceId").and_then(Value::as_str) {
+                add(id);
+            }
+        }
+        _ => {}
+    }
+    Ok(Task {
+        job_id,
+        task_type,
+        status,
+        start_time,
+        end_time,
+        progress: progress.clamp(0, 100),
+        instance_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_both_ways() {
+        for s in TaskStatus::ALL {
+            assert_eq!(TaskStatus::from_wire(s.wire()), s);
+            assert_eq!(TaskStatus::from_label(s.as_str()), Some(s));
+            if let Some(c) = s.code() {
+                assert_eq!(TaskStatus::from_code(c), s);
+            }
+        }
+        assert_eq!(TaskStatus::from_code(7), TaskStatus::Unknown);
+        assert_eq!(TaskStatus::from_wire("running"), TaskStatus::Running);
+        assert_eq!(TaskStatus::from_wire("SUCCESS"), TaskStatus::Unknown);
+        assert_eq!(TaskStatus::Waiting.code(), None);
+    }
+
+    #[test]
+    fn task_types_map_and_unknowns_are_slugged() {
+        for (code, wire, label) in TASK_TYPES {
+            assert_eq!(task_type_from_wire(wire), label);
+            assert_eq!(task_type_from_code(code), label);
+            assert_eq!(task_type_wire(label), Some((code, wire)));
+        }
+        assert_eq!(task_type_from_code(4), "unknown");
+        assert_eq!(task_type_from_code(99), "unknown");
+        assert_eq!(task_type_from_wire("Create Backup!"), "create_backup");
+        assert_eq!(task_type_from_wire("  "), "unknown");
+        assert_eq!(task_type_from_wire(&"X".repeat(100)).len(), 40);
+    }
+
+    #[test]
+    fn request_omits_unset_filters() {
+        let q = TaskQuery {
+            instance_id: Some("cdb-abc".into()),
+            start_time_begin: Some(1_718_000_000),
+            limit: 500,
+            ..Default::default()
+        };
+        let body = serde_json::to_string(&q.to_request(ApiZone::beijing())).unwrap();
+        assert_eq!(
+            body,
+            r#"{"InstanceId":"cdb-abc","StartTimeBegin":"2024-06-10 14:13:20","Offset":0,"Limit":100}"#
+        );
+    }
+
+    #[test]
+    fn malformed_items_are_skipped_not_fatal() {
+        let body = br#"{"Response":{"TotalCount":3,"RequestId":"r","Items":[
+            {"JobId":1,"TaskStatus":"RUNNING","TaskType":"REBOOT","StartTime":"2024-06-10 14:13:20","EndTime":"","InstanceIds":null},
+            {"JobId":"x","TaskStatus":"RUNNING"},
+            {"JobId":3,"TaskStatus":"FAILED","TaskType":"REBOOT","StartTime":"not a time"},
+            42]}}"#;
+        let Envelope::Page(page) = decode_response(body, ApiZone::beijing()).unwrap() else {
+            panic!("expected a page")
+        };
+        assert_eq!(page.item_count, 4);
+        assert_eq!(page.tasks.len(), 1);
+        assert_eq!(page.tasks[0].end_time, None);
+        assert!(page.tasks[0].instance_ids.is_empty());
+        assert_eq!(page.malformed.len(), 3);
+    }
+
+    #[test]
+    fn error_envelope_is_recognised() {
+        let body = br#"{"Response":{"Error":{"Code":"RequestLimitExceeded","Message":"slow down"},"RequestId":"abc"}}"#;
+        assert_eq!(
+            decode_response(body, ApiZone::beijing()).unwrap(),
+            Envelope::Error {
+                code: "RequestLimitExceeded".into(),
+                message: "slow down".into(),
+                request_id: "abc".into()
+            }
+        );
+        assert!(decode_response(b"<html>", ApiZone::beijing()).is_err());
+        assert!(decode_response(b"{\"Response\":{\"Items\":{}}}", ApiZone::beijing()).is_err());
+    }
+}
