@@ -1,1 +1,134 @@
-//! cli
+//! The command line (contract §2).
+
+use crate::config::Config;
+use crate::tencent::credentials::{Environment, Provider, mask_id};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The crate version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision the binary was built from.
+pub const REVISION: &str = env!("GIT_REVISION");
+
+/// `--version` output: version and git revision.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("GIT_REVISION"),
+    ")"
+);
+
+/// Prometheus exporter for Tencent Cloud CDB (MySQL) background tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cdb-task-exporter", version = LONG_VERSION, about)]
+pub struct Cli {
+    /// Config file (TOML).
+    #[arg(long, env = "CDB_TASK_EXPORTER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the config and the credential sources, print a summary, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Log format (logs go to stderr; the level follows RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// What to run instead of the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the exporter against a built-in simulated CDB API (no cloud account needed).
+    Demo {
+        /// Address of the exporter's HTTP server.
+        #[arg(long, default_value = "127.0.0.1:39236")]
+        listen: SocketAddr,
+    },
+    /// Run only the simulated CDB API.
+    Simulate {
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Scenario file (TOML); the built-in demo scenario when omitted.
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+        /// SecretId to accept (default: the documented simulator key).
+        #[arg(long, requires = "secret_key")]
+        secret_id: Option<String>,
+        /// SecretKey to accept (default: the documented simulator key).
+        #[arg(long, requires = "secret_id")]
+        secret_key: Option<String>,
+    },
+}
+
+/// The `--check-config` summary: accounts, regions, instances and credential sources, secrets
+/// never shown. `Err` names the account whose credentials cannot be resolved.
+pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<String, String> {
+    let mut out = String::new();
+    let p = &config.poll;
+    let _ = writeln!(out, "listen_address: {}", config.server.listen_address);
+    let _ = writeln!(
+        out,
+        "poll: interval {}, lookback {}, api_timezone {}, requests_per_second {}, request_timeout {}, state_file {}",
+        humantime::format_duration(p.interval),
+        humantime::format_duration(p.lookback),
+        p.api_timezone,
+        p.requests_per_second,
+        humantime::format_duration(p.request_timeout),
+        p.state_file
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |f| f.display().to_string())
+    );
+    let _ = writeln!(
+        out,
+        "metrics: task_progress {}",
+        config.metrics.task_progress
+    );
+    for (i, a) in config.accounts.iter().enumerate() {
+        let (source, provider) = Provider::resolve(&a.credentials, env)
+            .map_err(|e| format!("accounts[{i}] ({}): credentials: {e}", a.name))?;
+        let id = match &provider {
+            Provider::Static(c) => mask_id(&c.secret_id),
+            Provider::InstanceRole(_) => "(temporary)".to_string(),
+        };
+        let token = a
+            .credentials
+            .token
+            .as_ref()
+            .map_or("", |_| ", token [redacted]");
+        let _ = writeln!(
+            out,
+            "account {:?}: credentials from {source}, secret_id {id}, secret_key [redacted]{token}",
+            a.name
+        );
+        for r in &a.regions {
+            let endpoint = a.endpoint_for(&r.region);
+            let instances = if r.instances.is_empty() {
+                "every instance in the region".to_string()
+            } else {
+                r.instances.join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "  region {} via {}: {}",
+                r.region, endpoint.url, instances
+            );
+        }
+    }
+    Ok(out)
+}

@@ -167,8 +167,7 @@ pub struct RegionConfig {
 impl AccountConfig {
     /// The endpoint of one of this account's regions.
     pub fn endpoint_for(&self, region: &str) -> Endpoint {
-        Endpoint::for_region(region, self.endpoint.as_deref())
-            .expect("endpoint validated at load")
+        Endpoint::for_region(region, self.endpoint.as_deref()).expect("endpoint validated at load")
     }
 }
 
@@ -197,9 +196,13 @@ impl Config {
             message,
         };
         if !path.is_file() {
-            return Err(err("", "config file not found or not a regular file".into()));
+            return Err(err(
+                "",
+                "config file not found or not a regular file".into(),
+            ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read: {e}")))?;
         let env = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -245,7 +248,10 @@ fn from_config_error(e: &config::ConfigError) -> ConfigError {
         Some((msg, rest)) => (msg.to_string(), rest.trim_end_matches('`').to_string()),
         None => (text.clone(), String::new()),
     };
-    let path = path.replace("][", "].[").replace(']', "].").replace("].[", "][");
+    let path = path
+        .replace("][", "].[")
+        .replace(']', "].")
+        .replace("].[", "][");
     let path = path.trim_end_matches('.').replace("..", ".");
     let key = match (path.is_empty(), between(&message, "unknown field `")) {
         (true, Some(field)) => field,
@@ -283,7 +289,9 @@ pub fn is_valid_region(r: &str) -> bool {
         && parts[0].len() == 2
         && parts[0].bytes().all(|b| b.is_ascii_lowercase())
         && parts[1..].iter().all(|p| {
-            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
 }
 
@@ -291,7 +299,9 @@ pub fn is_valid_region(r: &str) -> bool {
 pub fn is_valid_instance_id(id: &str) -> bool {
     id.strip_prefix("cdb-").is_some_and(|rest| {
         (4..=32).contains(&rest.len())
-            && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     })
 }
 
@@ -373,18 +383,26 @@ impl RawConfig {
             {
                 return Err(err(
                     k("name"),
-                    format!("must be a non-empty name of letters, digits, '_', '-', '.', not {name:?}"),
+                    format!(
+                        "must be a non-empty name of letters, digits, '_', '-', '.', not {name:?}"
+                    ),
                 ));
             }
             if !names.insert(name.clone()) {
-                return Err(err(k("name"), format!("account name {name:?} is used twice")));
+                return Err(err(
+                    k("name"),
+                    format!("account name {name:?} is used twice"),
+                ));
             }
-            let nonempty = |field: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
-                match v {
-                    Some(s) if s.trim().is_empty() => Err(err(k(field), "must not be empty".into())),
-                    other => Ok(other),
-                }
-            };
+            let nonempty =
+                |field: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+                    match v {
+                        Some(s) if s.trim().is_empty() => {
+                            Err(err(k(field), "must not be empty".into()))
+                        }
+                        other => Ok(other),
+                    }
+                };
             let secret_id = nonempty("secret_id", a.secret_id)?;
             let secret_key = nonempty("secret_key", a.secret_key)?.map(Secret::new);
             let token = nonempty("token", a.token)?.map(Secret::new);
@@ -501,7 +519,10 @@ region = "ap-guangzhou"
             "accounts[0].regions[0].instances"
         );
         assert_eq!(key_of(&format!("bogus = 1\n{MINIMAL}")), "bogus");
-        assert_eq!(key_of(&MINIMAL.replace("name =", "nmae =")), "accounts[0].nmae");
+        assert_eq!(
+            key_of(&MINIMAL.replace("name =", "nmae =")),
+            "accounts[0].nmae"
+        );
     }
 
     #[test]
@@ -510,11 +531,22 @@ region = "ap-guangzhou"
         assert_eq!(key_of(&with_poll("interval = \"6x\"")), "poll.interval");
         assert_eq!(key_of(&with_poll("interval = \"0s\"")), "poll.interval");
         assert_eq!(key_of(&with_poll("lookback = \"soon\"")), "poll.lookback");
-        assert_eq!(key_of(&with_poll("api_timezone = \"Asia/Shanghai\"")), "poll.api_timezone");
-        assert_eq!(key_of(&with_poll("requests_per_second = 0")), "poll.requests_per_second");
-        assert_eq!(key_of(&with_poll("request_timeout = \"90s\"")), "poll.request_timeout");
         assert_eq!(
-            key_of(&format!("[server]\nlisten_address = \"nowhere\"\n{MINIMAL}")),
+            key_of(&with_poll("api_timezone = \"Asia/Shanghai\"")),
+            "poll.api_timezone"
+        );
+        assert_eq!(
+            key_of(&with_poll("requests_per_second = 0")),
+            "poll.requests_per_second"
+        );
+        assert_eq!(
+            key_of(&with_poll("request_timeout = \"90s\"")),
+            "poll.request_timeout"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "[server]\nlisten_address = \"nowhere\"\n{MINIMAL}"
+            )),
             "server.listen_address"
         );
         assert_eq!(
@@ -522,7 +554,9 @@ region = "ap-guangzhou"
             "accounts[0].regions[0].region"
         );
         assert_eq!(
-            key_of(&format!("{MINIMAL}instances = [\"cdb-abcd1234\", \"mysql-1\"]\n")),
+            key_of(&format!(
+                "{MINIMAL}instances = [\"cdb-abcd1234\", \"mysql-1\"]\n"
+            )),
             "accounts[0].regions[0].instances[1]"
         );
         assert_eq!(key_of(""), "accounts");
@@ -538,10 +572,23 @@ region = "ap-guangzhou"
 
     #[test]
     fn validators() {
-        for ok in ["ap-guangzhou", "ap-shanghai-fsi", "na-siliconvalley", "ap-guangzhou-open"] {
+        for ok in [
+            "ap-guangzhou",
+            "ap-shanghai-fsi",
+            "na-siliconvalley",
+            "ap-guangzhou-open",
+        ] {
             assert!(is_valid_region(ok), "{ok}");
         }
-        for bad in ["", "guangzhou", "AP-guangzhou", "ap-", "ap--x", "ap-a-b-c", "a-b"] {
+        for bad in [
+            "",
+            "guangzhou",
+            "AP-guangzhou",
+            "ap-",
+            "ap--x",
+            "ap-a-b-c",
+            "a-b",
+        ] {
             assert!(!is_valid_region(bad), "{bad}");
         }
         assert!(is_valid_instance_id("cdb-c1nl9rpv"));
@@ -560,7 +607,11 @@ region = "ap-guangzhou"
         let shown = format!("{c:?}");
         assert!(!shown.contains("topsecret"), "{shown}");
         assert_eq!(
-            c.accounts[0].credentials.secret_key.as_ref().map(Secret::expose),
+            c.accounts[0]
+                .credentials
+                .secret_key
+                .as_ref()
+                .map(Secret::expose),
             Some("topsecret")
         );
     }

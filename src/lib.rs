@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod secret;
 pub mod sim;
 pub mod tencent;

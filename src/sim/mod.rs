@@ -1,1 +1,557 @@
-//! sim
+//! The simulated CDB API: a real HTTP server speaking the wire protocol of `DescribeTasks`.
+//!
+//! It checks TC3 signatures the way the API does (exact body bytes, signed headers, UTC scope
+//! date, five-minute skew, known SecretId), answers the API's error codes, serves tasks from a
+//! [`Scenario`] whose statuses change over time, filtered, ordered newest first and paged, in
+//! either item shape, and injects faults on demand. The demo and every whole-program test use it.
+
+pub mod scenario;
+
+use crate::clock::{Clock, SystemClock};
+use crate::http::{HttpResponse, read_body, respond, serve};
+use crate::secret::Secret;
+use crate::tencent::apitime::ApiZone;
+use crate::tencent::model::{DescribeTasksRequest, TaskStatus, task_type_wire};
+use crate::tencent::sign::{
+    self, canonical_request, parse_authorization, string_to_sign, utc_date,
+};
+use crate::tencent::{DESCRIBE_TASKS, SERVICE, VERSION};
+use hyper::{Method, Request, StatusCode, body::Incoming};
+pub use scenario::{Fault, Faults, Scenario, Shape, SimTask, Step};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// SecretId the simulator accepts when none is given (documented in the README).
+pub const DEFAULT_SECRET_ID: &str = "AKIDsimulator0000000000000000000000";
+/// SecretKey the simulator accepts when none is given (documented in the README).
+pub const DEFAULT_SECRET_KEY: &str = "simulatorSecretKey000000000000000";
+
+/// Largest request body the simulator reads.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Allowed clock skew between the signer and the server, as the API allows.
+const MAX_SKEW_SECONDS: i64 = 300;
+
+/// What the simulator saw of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// `X-TC-Action`
+    pub action: String,
+    /// `X-TC-Region`
+    pub region: String,
+    /// The decoded body, when it was a valid `DescribeTasks` request.
+    pub request: Option<DescribeTasksRequest>,
+    /// `OK`, or the error code (or `HTTP502`, `Malformed`) answered.
+    pub outcome: String,
+}
+
+struct Inner {
+    tasks: RwLock<Vec<SimTask>>,
+    shape: Shape,
+    zone: ApiZone,
+    faults: Mutex<Faults>,
+    dice: Mutex<fastrand::Rng>,
+    keys: Vec<(String, Secret)>,
+    clock: Arc<SystemClock>,
+    started: i64,
+    served: AtomicU64,
+    log: Mutex<Vec<RecordedRequest>>,
+}
+
+/// A simulator: cheap to clone, shared between its server and the test that drives it.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("tasks", &self.inner.tasks.read().expect("lock").len())
+            .field("started", &self.inner.started)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running simulator server.
+#[derive(Debug)]
+pub struct SimServer {
+    /// The simulator, for inspection and changes.
+    pub sim: Simulator,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Fires to stop it.
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimServer {
+    /// Base URL, e.g. `http://127.0.0.1:1234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+impl Simulator {
+    /// A simulator of `scenario` accepting one key pair; task times are relative to `clock.now()`
+    /// at this call.
+    pub fn new(
+        scenario: Scenario,
+        secret_id: &str,
+        secret_key: Secret,
+        clock: Arc<SystemClock>,
+    ) -> Self {
+        let started = clock.now();
+        Simulator {
+            inner: Arc::new(Inner {
+                tasks: RwLock::new(scenario.tasks),
+                shape: scenario.shape,
+                zone: scenario.zone.unwrap_or_else(ApiZone::beijing),
+                dice: Mutex::new(fastrand::Rng::with_seed(scenario.faults.seed)),
+                faults: Mutex::new(scenario.faults),
+                keys: vec![(secret_id.to_string(), secret_key)],
+                clock,
+                started,
+                served: AtomicU64::new(0),
+                log: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// A simulator with the default key pair.
+    pub fn with_default_keys(scenario: Scenario, clock: Arc<SystemClock>) -> Self {
+        Self::new(
+            scenario,
+            DEFAULT_SECRET_ID,
+            Secret::new(DEFAULT_SECRET_KEY),
+            clock,
+        )
+    }
+
+    /// Unix time the scenario's relative times count from.
+    pub fn started(&self) -> i64 {
+        self.inner.started
+    }
+
+    /// Adds a task while running.
+    pub fn add_task(&self, task: SimTask) {
+        self.inner.tasks.write().expect("lock").push(task);
+    }
+
+    /// Replaces the faults while running.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.inner.dice.lock().expect("lock") = fastrand::Rng::with_seed(faults.seed);
+        *self.inner.faults.lock().expect("lock") = faults;
+    }
+
+    /// Every request seen so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.inner.log.lock().expect("lock").clone()
+    }
+
+    /// How many requests were seen so far.
+    pub fn request_count(&self) -> usize {
+        self.inner.log.lock().expect("lock").len()
+    }
+
+    /// Binds `addr` and serves until the returned server is stopped.
+    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<SimServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let sim = self.clone();
+        let handler = move |req: Request<Incoming>| {
+            let sim = sim.clone();
+            async move { sim.handle(req).await }
+        };
+        let task = tokio::spawn(serve(
+            listener,
+            handler,
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        Ok(SimServer {
+            sim: self,
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> HttpResponse {
+        if req.method() == Method::GET && req.uri().path() == "/_sim/stats" {
+            let log = self.requests();
+            let ok = log.iter().filter(|r| r.outcome == "OK").count();
+            let body = json!({"requests": log.len(), "ok": ok, "tasks": self.inner.tasks.read().expect("lock").len()});
+            return respond(StatusCode::OK, "application/json", body.to_string());
+        }
+        if req.method() != Method::POST || req.uri().path() != "/" {
+            return respond(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+        }
+        let (parts, body) = req.into_parts();
+        let Some(body) = read_body(body, MAX_REQUEST_BYTES).await else {
+            return error_response("RequestSizeLimitExceeded", "request body too large", 0);
+        };
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut record = RecordedRequest {
+            action: header("x-tc-action"),
+            region: header("x-tc-region"),
+            request: None,
+            outcome: "OK".into(),
+        };
+        let seq = self.inner.served.fetch_add(1, Ordering::SeqCst) + 1;
+        let (resp, delay) = match self.check_auth(&parts.headers, &body) {
+            Err((code, msg)) => {
+                record.outcome = code.to_string();
+                (error_response(code, &msg, seq), None)
+            }
+            Ok(()) if header("x-tc-version") != VERSION => {
+                record.outcome = "NoSuchVersion".into();
+                let msg = format!("version {:?} is not supported", header("x-tc-version"));
+                (error_response("NoSuchVersion", &msg, seq), None)
+            }
+            Ok(()) => self.answer(&mut record, &body, seq),
+        };
+        self.inner.log.lock().expect("lock").push(record);
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        resp
+    }
+
+    /// Verifies the TC3 signature as the API does.
+    fn check_auth(
+        &self,
+        headers: &hyper::HeaderMap,
+        body: &[u8],
+    ) -> Result<(), (&'static str, String)> {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let auth = get("authorization").and_then(parse_authorization).ok_or((
+            "AuthFailure.InvalidAuthorization",
+            "Authorization header is missing or malformed".to_string(),
+        ))?;
+        let ts: i64 = get("x-tc-timestamp")
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or((
+                "AuthFailure.InvalidAuthorization",
+                "X-TC-Timestamp is missing or not a number".to_string(),
+            ))?;
+        let real_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if (real_now - ts).abs() > MAX_SKEW_SECONDS {
+            return Err((
+                "AuthFailure.SignatureExpire",
+                format!(
+                    "timestamp {ts} is more than {MAX_SKEW_SECONDS}s from server time {real_now}"
+                ),
+            ));
+        }
+        let Some((_, key)) = self.inner.keys.iter().find(|(id, _)| id == auth.secret_id) else {
+            return Err((
+                "AuthFailure.SecretIdNotFound",
+                "the SecretId is not found".into(),
+            ));
+        };
+        let signature_failure = || {
+            (
+                "AuthFailure.SignatureFailure",
+                "the provided credentials could not be validated".to_string(),
+            )
+        };
+        if auth.date != utc_date(ts) || auth.service != SERVICE {
+            return Err(signature_failure());
+        }
+        let names: Vec<&str> = auth.signed_headers.split(';').collect();
+        if !names.contains(&"content-type") || !names.contains(&"host") {
+            return Err(signature_failure());
+        }
+        let mut values = Vec::new();
+        for name in &names {
+            values.push((*name, get(name).ok_or_else(signature_failure)?));
+        }
+        let cr = canonical_request(&values, auth.signed_headers, body);
+        let scope = format!("{}/{}/tc3_request", auth.date, auth.service);
+        let sts = string_to_sign(ts, &scope, &cr);
+        let expected = sign::signature(key.expose(), auth.date, auth.service, &sts);
+        if expected != auth.signature {
+            return Err(signature_failure());
+        }
+        Ok(())
+    }
+
+    fn draw_fault(&self, seq: u64) -> Option<Fault> {
+        let faults = self.inner.faults.lock().expect("lock");
+        if let Some((_, f)) = faults.schedule.iter().find(|(n, _)| *n == seq) {
+            return Some(*f);
+        }
+        let mut dice = self.inner.dice.lock().expect("lock");
+        let shares = [
+            (faults.rate_limit, Fault::RateLimit),
+            (faults.internal_error, Fault::InternalError),
+            (faults.http_502, Fault::Http502),
+            (faults.malformed, Fault::Malformed),
+            (faults.bad_item, Fault::BadItem),
+            (faults.slow, Fault::Slow),
+        ];
+        let roll = dice.f64();
+        let mut acc = 0.0;
+        for (share, fault) in shares {
+            acc += share;
+            if share > 0.0 && roll < acc {
+                return Some(fault);
+            }
+        }
+        None
+    }
+
+    fn answer(
+        &self,
+        record: &mut RecordedRequest,
+        body: &[u8],
+        seq: u64,
+    ) -> (HttpResponse, Option<Duration>) {
+        if record.action != DESCRIBE_TASKS {
+            record.outcome = "InvalidAction".into();
+            return (
+                error_response(
+                    "InvalidAction",
+                    &format!("action {:?} is not supported", record.action),
+                    seq,
+                ),
+                None,
+            );
+        }
+        let fault = self.draw_fault(seq);
+        let mut delay = None;
+        match fault {
+            Some(Fault::RateLimit) => {
+                record.outcome = "RequestLimitExceeded".into();
+                return (
+                    error_response(
+                        "RequestLimitExceeded",
+                        "request rate exceeds the limit",
+                        seq,
+                    ),
+                    None,
+                );
+            }
+            Some(Fault::InternalError) => {
+                record.outcome = "InternalError".into();
+                return (error_response("InternalError", "internal error", seq), None);
+            }
+            Some(Fault::Http502) => {
+                record.outcome = "HTTP502".into();
+                return (
+                    respond(
+                        StatusCode::BAD_GATEWAY,
+                        "text/html",
+                        "<html><body>502 Bad Gateway</body></html>",
+                    ),
+                    None,
+                );
+            }
+            Some(Fault::Malformed) => {
+                record.outcome = "Malformed".into();
+                return (
+                    respond(
+                        StatusCode::OK,
+                        "application/json",
+                        "{\"Response\": {\"TotalCount\": 3, \"Items\": [{\"JobId\"",
+                    ),
+                    None,
+                );
+            }
+            Some(Fault::Slow) => delay = Some(self.inner.faults.lock().expect("lock").slow_delay),
+            Some(Fault::BadItem) | None => {}
+        }
+        let request: DescribeTasksRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                let code = if e.to_string().contains("unknown field") {
+                    "UnknownParameter"
+                } else {
+                    "InvalidParameter"
+                };
+                record.outcome = code.into();
+                return (
+                    error_response(code, &format!("bad request body: {e}"), seq),
+                    None,
+                );
+            }
+        };
+        record.request = Some(request.clone());
+        if record.region.is_empty() {
+            record.outcome = "MissingParameter".into();
+            return (
+                error_response("MissingParameter", "the Region parameter is required", seq),
+                None,
+            );
+        }
+        match self.page(&request, &record.region, fault == Some(Fault::BadItem)) {
+            Ok(response) => {
+                let body = json!({"Response": {
+                    "TotalCount": response.0,
+                    "Items": response.1,
+                    "RequestId": request_id(seq),
+                }});
+                (
+                    respond(StatusCode::OK, "application/json", body.to_string()),
+                    delay,
+                )
+            }
+            Err(msg) => {
+                record.outcome = "InvalidParameter".into();
+                (error_response("InvalidParameter", &msg, seq), None)
+            }
+        }
+    }
+
+    /// The filtered, ordered page: total count and items.
+    fn page(
+        &self,
+        req: &DescribeTasksRequest,
+        region: &str,
+        bad_item: bool,
+    ) -> Result<(usize, Vec<Value>), String> {
+        let zone = self.inner.zone;
+        let limit = match req.limit {
+            None | Some(0) => 20,
+            Some(l) if (1..=100).contains(&l) => l as usize,
+            Some(l) => return Err(format!("Limit {l} is out of range [1, 100]")),
+        };
+        let offset = match req.offset {
+            None => 0,
+            Some(o) if o >= 0 => o as usize,
+            Some(o) => return Err(format!("Offset {o} is negative")),
+        };
+        let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
+            match v {
+                None => Ok(None),
+                Some(s) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+                    .ok()
+                    .and_then(|_| zone.parse(s))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        format!("{name} {s:?} is not a time of the form YYYY-MM-DD HH:MM:SS")
+                    }),
+            }
+        };
+        let begin = time(&req.start_time_begin, "StartTimeBegin")?;
+        let end = time(&req.start_time_end, "StartTimeEnd")?;
+        let now = self.inner.clock.now() - self.inner.started;
+        let tasks = self.inner.tasks.read().expect("lock");
+        let mut matched: Vec<(&SimTask, (TaskStatus, i64, Option<i64>))> = tasks
+            .iter()
+            .filter(|t| t.region == region)
+            .filter_map(|t| t.state_at(now).map(|s| (t, s)))
+            .filter(|(t, (status, _, _))| {
+                let start = self.inner.started + t.start;
+                req.instance_id
+                    .as_ref()
+                    .is_none_or(|id| t.instances.contains(id))
+                    && req
+                        .async_request_id
+                        .as_ref()
+                        .is_none_or(|id| *id == t.async_request_id())
+                    && req.task_types.as_ref().is_none_or(|codes| {
+                        task_type_wire(&t.task_type).is_some_and(|(c, _)| codes.contains(&c))
+                    })
+                    && req
+                        .task_status
+                        .as_ref()
+                        .is_none_or(|codes| status.code().is_some_and(|c| codes.contains(&c)))
+                    && begin.is_none_or(|b| start >= b)
+                    && end.is_none_or(|e| start <= e)
+            })
+            .collect();
+        matched.sort_by(|a, b| (b.0.start, b.0.job_id).cmp(&(a.0.start, a.0.job_id)));
+        let total = matched.len();
+        let mut items: Vec<Value> = matched
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(t, state)| self.render(t, state))
+            .collect();
+        if bad_item && !items.is_empty() {
+            items[0] = json!({"JobId": "not-a-number", "TaskStatus": 17});
+        }
+        Ok((total, items))
+    }
+
+    fn render(
+        &self,
+        t: &SimTask,
+        (status, progress, end): (TaskStatus, i64, Option<i64>),
+    ) -> Value {
+        let zone = self.inner.zone;
+        let start = zone.format(self.inner.started + t.start);
+        let (type_code, type_wire) = task_type_wire(&t.task_type)
+            .map(|(c, w)| (c, w.to_string()))
+            .unwrap_or((0, t.task_type.to_ascii_uppercase().replace('_', " ")));
+        let code = if status == TaskStatus::Failed { -1 } else { 0 };
+        match self.inner.shape {
+            Shape::Current => json!({
+                "Code": code,
+                "Message": if status == TaskStatus::Failed { "task failed (simulated)" } else { "" },
+                "JobId": t.job_id,
+                "Progress": progress,
+                "TaskStatus": status.wire(),
+                "TaskType": type_wire,
+                "StartTime": start,
+                "EndTime": end.map_or_else(|| "0000-00-00 00:00:00".to_string(), |e| zone.format(self.inner.started + e)),
+                "InstanceIds": t.instances,
+                "AsyncRequestId": t.async_request_id(),
+                "TaskAttachInfo": [],
+            }),
+            Shape::Documented => {
+                let data: Vec<Value> = if t.instances.is_empty() {
+                    vec![json!({"InstanceId": ""})]
+                } else {
+                    t.instances
+                        .iter()
+                        .map(|i| json!({"InstanceId": i}))
+                        .collect()
+                };
+                json!({
+                    // WAITING has no integer code; the old shape predates it and shows INITIAL.
+                    "Status": status.code().unwrap_or(0),
+                    "Code": code,
+                    "Data": data,
+                    "JobId": t.job_id,
+                    "StartTime": start,
+                    "Progress": progress,
+                    "Message": "",
+                    "EndTime": end.map_or_else(|| "0000-00-00 00:00:00".to_string(), |e| zone.format(self.inner.started + e)),
+                    "Type": type_code,
+                })
+            }
+        }
+    }
+}
+
+fn request_id(seq: u64) -> String {
+    format!("5e4d0000-0000-4000-8000-{seq:012x}")
+}
+
+fn error_response(code: &str, message: &str, seq: u64) -> HttpResponse {
+    let body = json!({"Response": {"Error": {"Code": code, "Message": message}, "RequestId": request_id(seq)}});
+    respond(StatusCode::OK, "application/json", body.to_string())
+}

@@ -168,7 +168,10 @@ impl Client {
         if status != 200 {
             return Err(Error::HttpStatus(status));
         }
-        if resp.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        {
             return Err(Error::TooLarge);
         }
         let mut buf = Vec::new();
@@ -216,7 +219,13 @@ mod tests {
         assert_eq!(e.host, "127.0.0.1:8080");
         let e = Endpoint::parse("https://cdb.intl.tencentcloudapi.com/").unwrap();
         assert_eq!(e.host, "cdb.intl.tencentcloudapi.com");
-        for bad in ["cdb.tencentcloudapi.com", "ftp://x", "http://", "http://h/path", "http://u@h"] {
+        for bad in [
+            "cdb.tencentcloudapi.com",
+            "ftp://x",
+            "http://",
+            "http://h/path",
+            "http://u@h",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }

@@ -108,7 +108,8 @@ impl<F: Fn(&str) -> Option<String>> Environment for F {
 }
 
 /// The default metadata endpoint of CVM instance roles.
-pub const METADATA_URL: &str = "http://metadata.tencentyun.com/latest/meta-data/cam/security-credentials/";
+pub const METADATA_URL: &str =
+    "http://metadata.tencentyun.com/latest/meta-data/cam/security-credentials/";
 
 /// A resolved credential provider.
 #[derive(Debug)]
@@ -122,7 +123,10 @@ pub enum Provider {
 impl Provider {
     /// Resolves an account's credentials: the source, and a provider. Reads the key file and the
     /// profile file now, so a bad one is reported at start-up.
-    pub fn resolve(spec: &CredentialSpec, env: &dyn Environment) -> Result<(Source, Provider), String> {
+    pub fn resolve(
+        spec: &CredentialSpec,
+        env: &dyn Environment,
+    ) -> Result<(Source, Provider), String> {
         if let Some(id) = &spec.secret_id {
             let (source, key) = match (&spec.secret_key, &spec.secret_key_file) {
                 (Some(key), None) => (Source::Config, key.clone()),
@@ -131,7 +135,9 @@ impl Provider {
                     return Err("set either secret_key or secret_key_file, not both".into());
                 }
                 (None, None) => {
-                    return Err("secret_id is set but neither secret_key nor secret_key_file".into());
+                    return Err(
+                        "secret_id is set but neither secret_key nor secret_key_file".into(),
+                    );
                 }
             };
             let cred = Credential {
@@ -148,10 +154,14 @@ impl Provider {
             env.var("TENCENTCLOUD_SECRET_ID"),
             env.var("TENCENTCLOUD_SECRET_KEY"),
         ) {
-            let token = ["TENCENTCLOUD_TOKEN", "TENCENTCLOUD_SECURITY_TOKEN", "TENCENTCLOUD_SESSION_TOKEN"]
-                .iter()
-                .find_map(|k| env.var(k))
-                .map(Secret::new);
+            let token = [
+                "TENCENTCLOUD_TOKEN",
+                "TENCENTCLOUD_SECURITY_TOKEN",
+                "TENCENTCLOUD_SESSION_TOKEN",
+            ]
+            .iter()
+            .find_map(|k| env.var(k))
+            .map(Secret::new);
             let cred = Credential {
                 secret_id: id.trim().to_string(),
                 secret_key: Secret::new(key.trim()),
@@ -168,7 +178,10 @@ impl Provider {
         let url = env
             .var("CDB_TASK_EXPORTER_METADATA_URL")
             .unwrap_or_else(|| METADATA_URL.to_string());
-        Ok((Source::InstanceRole, Provider::InstanceRole(InstanceRole::new(url))))
+        Ok((
+            Source::InstanceRole,
+            Provider::InstanceRole(InstanceRole::new(url)),
+        ))
     }
 
     /// Current credentials.
@@ -290,7 +303,12 @@ impl InstanceRole {
         }
         let fail = |what: String| Error::Credentials(format!("CVM instance role: {what}"));
         let get = |url: String| async move {
-            let resp = self.http.get(&url).send().await.map_err(|e| fail(e.to_string()))?;
+            let resp = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| fail(e.to_string()))?;
             if !resp.status().is_success() {
                 return Err(fail(format!("metadata service answered {}", resp.status())));
             }
@@ -323,8 +341,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k: &str| map.get(k).cloned()
     }
 
@@ -342,7 +362,10 @@ mod tests {
             secret_key: Some(Secret::new("k1")),
             ..Default::default()
         };
-        let e = env(&[("TENCENTCLOUD_SECRET_ID", "AKIDenv"), ("TENCENTCLOUD_SECRET_KEY", "k2")]);
+        let e = env(&[
+            ("TENCENTCLOUD_SECRET_ID", "AKIDenv"),
+            ("TENCENTCLOUD_SECRET_KEY", "k2"),
+        ]);
         let (source, p) = Provider::resolve(&spec, &e).unwrap();
         assert_eq!(source, Source::Config);
         assert_eq!(static_cred(p).secret_id, "AKIDconfig");
@@ -366,12 +389,20 @@ mod tests {
             secret_key_file: Some(dir.path().join("nope")),
             ..spec
         };
-        assert!(Provider::resolve(&missing, &none).unwrap_err().contains("nope"));
+        assert!(
+            Provider::resolve(&missing, &none)
+                .unwrap_err()
+                .contains("nope")
+        );
     }
 
     #[test]
     fn environment_with_each_token_variable() {
-        for var in ["TENCENTCLOUD_TOKEN", "TENCENTCLOUD_SECURITY_TOKEN", "TENCENTCLOUD_SESSION_TOKEN"] {
+        for var in [
+            "TENCENTCLOUD_TOKEN",
+            "TENCENTCLOUD_SECURITY_TOKEN",
+            "TENCENTCLOUD_SESSION_TOKEN",
+        ] {
             let e = env(&[
                 ("TENCENTCLOUD_SECRET_ID", "AKIDenv"),
                 ("TENCENTCLOUD_SECRET_KEY", "k2"),
@@ -399,7 +430,10 @@ mod tests {
         let (source, p) = Provider::resolve(&CredentialSpec::default(), &e).unwrap();
         assert_eq!(source, Source::Profile(file));
         let c = static_cred(p);
-        assert_eq!((c.secret_id.as_str(), c.secret_key.expose()), ("AKIDprofile", "pk"));
+        assert_eq!(
+            (c.secret_id.as_str(), c.secret_key.expose()),
+            ("AKIDprofile", "pk")
+        );
 
         let empty = tempfile::tempdir().unwrap();
         let home = empty.path().to_str().unwrap().to_string();

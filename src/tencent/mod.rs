@@ -211,7 +211,10 @@ mod tests {
 
     #[test]
     fn labels_are_bounded() {
-        assert_eq!(api("InternalError.DesError").as_label(), "InternalError.DesError");
+        assert_eq!(
+            api("InternalError.DesError").as_label(),
+            "InternalError.DesError"
+        );
         assert_eq!(api("InternalError.Brand.New").as_label(), "InternalError");
         assert_eq!(api("Whatever.Else").as_label(), "Other");
         assert_eq!(Error::HttpStatus(502).as_label(), "HttpStatus502");

@@ -158,10 +158,7 @@ impl TaskStatus {
 /// string to its sanitized slug (`[a-z0-9_]`, at most 40 chars).
 pub fn task_type_from_wire(s: &str) -> String {
     let upper = s.trim();
-    if let Some(t) = TASK_TYPES
-        .iter()
-        .find(|t| t.1.eq_ignore_ascii_case(upper))
-    {
+    if let Some(t) = TASK_TYPES.iter().find(|t| t.1.eq_ignore_ascii_case(upper)) {
         return t.2.to_string();
     }
     let mut slug = String::new();
@@ -191,10 +188,7 @@ pub fn task_type_from_code(code: i64) -> &'static str {
 
 /// The request code and response string of a task type label, if it is a known type.
 pub fn task_type_wire(label: &str) -> Option<(i64, &'static str)> {
-    TASK_TYPES
-        .iter()
-        .find(|t| t.2 == label)
-        .map(|t| (t.0, t.1))
+    TASK_TYPES.iter().find(|t| t.2 == label).map(|t| (t.0, t.1))
 }
 
 /// One task, decoded from either response shape.

@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn stops_at_total_count() {
-        assert_eq!(pages(100, 250, |o| (250 - o).min(100) as usize), [0, 100, 200]);
+        assert_eq!(
+            pages(100, 250, |o| (250 - o).min(100) as usize),
+            [0, 100, 200]
+        );
         assert_eq!(pages(100, 200, |o| (200 - o).min(100) as usize), [0, 100]);
     }
 

@@ -1,0 +1,517 @@
+//! Scenarios of the simulated API: tasks whose status changes over time, the item shape to answer
+//! in, and faults to inject. Read from TOML (format in the README) or built in code by tests.
+
+use crate::tencent::apitime::ApiZone;
+use crate::tencent::model::{TASK_TYPES, TaskStatus, task_type_from_code, task_type_from_wire};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Which item shape the simulator answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// `TaskDetail`: string `TaskStatus`/`TaskType`, `InstanceIds` (what the API returns today).
+    #[default]
+    Current,
+    /// The old documented example: integer `Status`/`Type`, `Data[].InstanceId`.
+    Documented,
+}
+
+/// One point of a task's timeline: from `after` seconds past its start on, it has this status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Seconds after the task's start.
+    pub after: i64,
+    /// Status from then on.
+    pub status: TaskStatus,
+    /// Progress from then on; `None` lets the simulator derive it.
+    pub progress: Option<i64>,
+}
+
+/// A simulated task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimTask {
+    /// `JobId`
+    pub job_id: i64,
+    /// Task type label (`import_data`, ...); unknown labels are answered as their upper-case form.
+    pub task_type: String,
+    /// `InstanceIds`
+    pub instances: Vec<String>,
+    /// Region the task lives in.
+    pub region: String,
+    /// Start, in seconds relative to the simulator's start (negative: before it).
+    pub start: i64,
+    /// Status changes, sorted by `after`; the first applies from the start.
+    pub timeline: Vec<Step>,
+}
+
+impl SimTask {
+    /// A task that runs from `start` for `duration` seconds, then ends in `status`; with a
+    /// non-terminal `status` it keeps that status for ever.
+    pub fn simple(
+        job_id: i64,
+        task_type: &str,
+        instances: &[&str],
+        start: i64,
+        duration: i64,
+        status: TaskStatus,
+    ) -> SimTask {
+        let timeline = if status.is_terminal() {
+            vec![
+                Step {
+                    after: 0,
+                    status: TaskStatus::Running,
+                    progress: None,
+                },
+                Step {
+                    after: duration.max(0),
+                    status,
+                    progress: None,
+                },
+            ]
+        } else {
+            vec![Step {
+                after: 0,
+                status,
+                progress: None,
+            }]
+        };
+        SimTask {
+            job_id,
+            task_type: task_type.to_string(),
+            instances: instances.iter().map(|s| s.to_string()).collect(),
+            region: DEFAULT_REGION.to_string(),
+            start,
+            timeline,
+        }
+    }
+
+    /// The same task in another region.
+    pub fn in_region(mut self, region: &str) -> SimTask {
+        self.region = region.to_string();
+        self
+    }
+
+    /// What the task looks like `t` seconds after the simulator's start: `None` before it starts;
+    /// else status, progress and (once terminal) the end offset.
+    pub fn state_at(&self, t: i64) -> Option<(TaskStatus, i64, Option<i64>)> {
+        if t < self.start {
+            return None;
+        }
+        let elapsed = t - self.start;
+        let idx = self
+            .timeline
+            .iter()
+            .rposition(|s| s.after <= elapsed)
+            .unwrap_or(0);
+        let step = self.timeline.get(idx)?;
+        let end = self
+            .timeline
+            .iter()
+            .find(|s| s.status.is_terminal() && s.after <= elapsed)
+            .map(|s| self.start + s.after);
+        let progress = step.progress.unwrap_or_else(|| match step.status {
+            TaskStatus::Succeed => 100,
+            s if s.is_terminal() => 0,
+            TaskStatus::Running => {
+                // Linear towards the next terminal step, if there is one.
+                match self.timeline.iter().find(|s| s.status.is_terminal()) {
+                    Some(fin) if fin.after > 0 => (elapsed * 100 / fin.after).clamp(0, 99),
+                    _ => 50,
+                }
+            }
+            _ => 0,
+        });
+        Some((step.status, progress, end))
+    }
+
+    /// The `AsyncRequestId` the simulator reports for this task.
+    pub fn async_request_id(&self) -> String {
+        let h = (self.job_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        format!(
+            "{:08x}-{:08x}-{:08x}-{:08x}",
+            h >> 32,
+            h & 0xffff_ffff,
+            h.rotate_left(16) >> 32,
+            h.rotate_left(48) & 0xffff_ffff
+        )
+    }
+}
+
+/// A fault the simulator can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// `RequestLimitExceeded`
+    RateLimit,
+    /// `InternalError`
+    InternalError,
+    /// HTTP 502 with an HTML body
+    Http502,
+    /// A body that is not valid JSON
+    Malformed,
+    /// A good page that carries one extra malformed item
+    BadItem,
+    /// An answer delayed by `slow_delay`
+    Slow,
+}
+
+/// Faults on demand: shares of requests, and a schedule by request number.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Faults {
+    /// Seed of the fault dice.
+    pub seed: u64,
+    /// Share of requests answered `RequestLimitExceeded`.
+    pub rate_limit: f64,
+    /// Share answered `InternalError`.
+    pub internal_error: f64,
+    /// Share answered HTTP 502.
+    pub http_502: f64,
+    /// Share answered with a body that is not JSON.
+    pub malformed: f64,
+    /// Share of pages carrying one malformed item.
+    pub bad_item: f64,
+    /// Share of answers delayed by `slow_delay`.
+    pub slow: f64,
+    /// Delay of slow answers.
+    pub slow_delay: Duration,
+    /// Faults by 1-based `DescribeTasks` request number.
+    pub schedule: Vec<(u64, Fault)>,
+}
+
+/// A whole scenario.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Scenario {
+    /// Item shape of answers.
+    pub shape: Shape,
+    /// Zone of the naive times in requests and answers.
+    pub zone: Option<ApiZone>,
+    /// Tasks.
+    pub tasks: Vec<SimTask>,
+    /// Faults.
+    pub faults: Faults,
+}
+
+/// Region of tasks that do not name one.
+pub const DEFAULT_REGION: &str = "ap-guangzhou";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    #[serde(default)]
+    shape: Shape,
+    zone: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    tasks: Vec<RawTask>,
+    faults: Option<RawFaults>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    job_id: Option<i64>,
+    #[serde(rename = "type")]
+    task_type: toml::Value,
+    #[serde(default)]
+    instances: Vec<String>,
+    region: Option<String>,
+    start: String,
+    status: Option<String>,
+    duration: Option<String>,
+    #[serde(default)]
+    timeline: Vec<RawStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    after: String,
+    status: String,
+    progress: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaults {
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    rate_limit: f64,
+    #[serde(default)]
+    internal_error: f64,
+    #[serde(default)]
+    http_502: f64,
+    #[serde(default)]
+    malformed: f64,
+    #[serde(default)]
+    bad_item: f64,
+    #[serde(default)]
+    slow: f64,
+    slow_delay: Option<String>,
+    #[serde(default)]
+    schedule: Vec<RawScheduled>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScheduled {
+    request: u64,
+    fault: Fault,
+}
+
+/// A signed duration: `"-2h"`, `"+30s"`, `"0s"`.
+fn signed_seconds(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (neg, rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let d = humantime::parse_duration(rest.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+    let secs = d.as_secs() as i64;
+    Ok(if neg { -secs } else { secs })
+}
+
+fn parse_status(s: &str) -> Result<TaskStatus, String> {
+    let st = TaskStatus::from_wire(s);
+    let st = if st == TaskStatus::Unknown {
+        TaskStatus::from_label(&s.to_ascii_lowercase()).unwrap_or(TaskStatus::Unknown)
+    } else {
+        st
+    };
+    if st == TaskStatus::Unknown {
+        return Err(format!("unknown status {s:?}"));
+    }
+    Ok(st)
+}
+
+impl Scenario {
+    /// Parses a scenario file's text.
+    pub fn from_toml(text: &str) -> Result<Scenario, String> {
+        let raw: RawScenario = toml::from_str(text).map_err(|e| e.to_string())?;
+        let zone = raw.zone.map(|z| z.parse::<ApiZone>()).transpose()?;
+        let default_region = raw.region.unwrap_or_else(|| DEFAULT_REGION.to_string());
+        let mut tasks = Vec::new();
+        for (i, t) in raw.tasks.into_iter().enumerate() {
+            let ctx = |e: String| format!("tasks[{i}]: {e}");
+            let task_type = match &t.task_type {
+                toml::Value::Integer(code) => task_type_from_code(*code).to_string(),
+                toml::Value::String(s) => task_type_from_wire(s),
+                other => return Err(ctx(format!("type must be a string or code, not {other}"))),
+            };
+            let start = signed_seconds(&t.start).map_err(|e| ctx(format!("start {e}")))?;
+            let timeline = if t.timeline.is_empty() {
+                let status = parse_status(t.status.as_deref().unwrap_or("SUCCEED")).map_err(ctx)?;
+                let duration = signed_seconds(t.duration.as_deref().unwrap_or("60s"))
+                    .map_err(|e| ctx(format!("duration {e}")))?;
+                SimTask::simple(0, "", &[], 0, duration, status).timeline
+            } else {
+                if t.status.is_some() || t.duration.is_some() {
+                    return Err(ctx("give either status/duration or a timeline".into()));
+                }
+                let mut steps = Vec::new();
+                for s in &t.timeline {
+                    steps.push(Step {
+                        after: signed_seconds(&s.after).map_err(|e| ctx(format!("after {e}")))?,
+                        status: parse_status(&s.status).map_err(ctx)?,
+                        progress: s.progress,
+                    });
+                }
+                steps.sort_by_key(|s| s.after);
+                steps
+            };
+            tasks.push(SimTask {
+                job_id: t.job_id.unwrap_or(1000 + i as i64),
+                task_type,
+                instances: t.instances,
+                region: t.region.unwrap_or_else(|| default_region.clone()),
+                start,
+                timeline,
+            });
+        }
+        let faults = match raw.faults {
+            None => Faults::default(),
+            Some(f) => Faults {
+                seed: f.seed,
+                rate_limit: f.rate_limit,
+                internal_error: f.internal_error,
+                http_502: f.http_502,
+                malformed: f.malformed,
+                bad_item: f.bad_item,
+                slow: f.slow,
+                slow_delay: match f.slow_delay {
+                    Some(d) => {
+                        humantime::parse_duration(&d).map_err(|e| format!("slow_delay: {e}"))?
+                    }
+                    None => Duration::from_secs(2),
+                },
+                schedule: f
+                    .schedule
+                    .into_iter()
+                    .map(|s| (s.request, s.fault))
+                    .collect(),
+            },
+        };
+        Ok(Scenario {
+            shape: raw.shape,
+            zone,
+            tasks,
+            faults,
+        })
+    }
+
+    /// The built-in scenario of the demo: four instances in ap-guangzhou, a task every minute or
+    /// two from a day before the simulator started to a day after, every task type, mostly
+    /// successes with some failures and kills, long upgrades and imports, and a DR switch over two
+    /// instances now and then.
+    pub fn demo() -> Scenario {
+        let instances = [
+            "cdb-demo0001",
+            "cdb-demo0002",
+            "cdb-demo0003",
+            "cdb-demo0004",
+        ];
+        let mut rng = fastrand::Rng::with_seed(20_171_227);
+        let mut tasks = Vec::new();
+        let mut t = -86_400;
+        let mut job_id = 300_000;
+        while t < 86_400 {
+            t += rng.i64(30..150);
+            job_id += rng.i64(1..4);
+            let (code, _, label) = TASK_TYPES[rng.usize(..TASK_TYPES.len())];
+            let duration = match code {
+                3 => rng.i64(60..1800),       // imports
+                9 | 11 => rng.i64(600..7200), // upgrades
+                1 | 10 => rng.i64(120..1200), // rollbacks
+                _ => rng.i64(5..180),
+            };
+            let roll = rng.f64();
+            let status = match roll {
+                r if r < 0.80 => TaskStatus::Succeed,
+                r if r < 0.90 => TaskStatus::Failed,
+                r if r < 0.95 => TaskStatus::Killed,
+                r if r < 0.97 => TaskStatus::Removed,
+                _ => TaskStatus::Running, // never ends: long-running stragglers
+            };
+            let inst = instances[rng.usize(..instances.len())];
+            let mut task = if code == 13 {
+                let other = instances[(rng.usize(..3)
+                    + 1
+                    + instances.iter().position(|i| *i == inst).unwrap_or(0))
+                    % 4];
+                SimTask::simple(job_id, label, &[inst, other], t, duration, status)
+            } else {
+                SimTask::simple(job_id, label, &[inst], t, duration, status)
+            };
+            if rng.f64() < 0.1 {
+                // Some tasks queue first.
+                let wait = rng.i64(5..60);
+                for s in &mut task.timeline {
+                    s.after += wait;
+                }
+                task.timeline.insert(
+                    0,
+                    Step {
+                        after: 0,
+                        status: TaskStatus::Waiting,
+                        progress: Some(0),
+                    },
+                );
+            }
+            tasks.push(task);
+        }
+        Scenario {
+            shape: Shape::Current,
+            zone: None,
+            tasks,
+            faults: Faults {
+                seed: 7,
+                rate_limit: 0.02,
+                ..Faults::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_drives_status_progress_and_end() {
+        let t = SimTask::simple(
+            1,
+            "import_data",
+            &["cdb-aaaa1111"],
+            -10,
+            20,
+            TaskStatus::Failed,
+        );
+        assert_eq!(t.state_at(-11), None);
+        assert_eq!(t.state_at(-10), Some((TaskStatus::Running, 0, None)));
+        assert_eq!(t.state_at(0), Some((TaskStatus::Running, 50, None)));
+        assert_eq!(t.state_at(10), Some((TaskStatus::Failed, 0, Some(10))));
+        assert_eq!(t.state_at(1000), Some((TaskStatus::Failed, 0, Some(10))));
+        let forever = SimTask::simple(2, "upgrade_master", &[], 0, 0, TaskStatus::Running);
+        assert_eq!(forever.state_at(99_999).unwrap().2, None);
+    }
+
+    #[test]
+    fn parses_the_documented_format() {
+        let s = Scenario::from_toml(
+            r#"
+shape = "documented"
+zone = "+08:00"
+[[tasks]]
+job_id = 7
+type = "IMPORT DATA"
+instances = ["cdb-aaaa1111"]
+start = "-5m"
+status = "FAILED"
+duration = "20s"
+[[tasks]]
+type = 11
+start = "+1m"
+[[tasks.timeline]]
+after = "0s"
+status = "INITIAL"
+[[tasks.timeline]]
+after = "10s"
+status = "running"
+progress = 30
+[faults]
+rate_limit = 0.3
+slow_delay = "1s"
+schedule = [{ request = 2, fault = "http_502" }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.shape, Shape::Documented);
+        assert_eq!(s.tasks[0].job_id, 7);
+        assert_eq!(s.tasks[0].task_type, "import_data");
+        assert_eq!(s.tasks[0].start, -300);
+        assert_eq!(s.tasks[1].job_id, 1001);
+        assert_eq!(s.tasks[1].task_type, "upgrade_master");
+        assert_eq!(
+            s.tasks[1].state_at(75),
+            Some((TaskStatus::Running, 30, None))
+        );
+        assert_eq!(s.faults.schedule, vec![(2, Fault::Http502)]);
+        assert_eq!(s.faults.slow_delay, Duration::from_secs(1));
+        assert!(Scenario::from_toml("[[tasks]]\ntype=1\nstart=\"x\"").is_err());
+        assert!(Scenario::from_toml("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn demo_is_lively() {
+        let s = Scenario::demo();
+        assert!(s.tasks.len() > 1000, "{}", s.tasks.len());
+        for (_, _, label) in TASK_TYPES {
+            assert!(s.tasks.iter().any(|t| t.task_type == label), "{label}");
+        }
+        let at_start: Vec<_> = s.tasks.iter().filter_map(|t| t.state_at(0)).collect();
+        assert!(at_start.iter().any(|(st, _, _)| *st == TaskStatus::Failed));
+        assert!(at_start.iter().any(|(st, _, _)| *st == TaskStatus::Running));
+        assert!(s.tasks.iter().any(|t| t.instances.len() == 2));
+    }
+}
