@@ -16,13 +16,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod metrics;
+pub mod poller;
 pub mod secret;
+pub mod server;
 pub mod sim;
+pub mod state;
+pub mod tasks;
 pub mod tencent;
+pub mod window;
 
 /// Installs rustls' `ring` crypto provider for the process; later calls do nothing.
 pub fn install_crypto_provider() {

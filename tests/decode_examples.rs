@@ -12,7 +12,10 @@ fn page(file: &str) -> TaskPage {
     }
 }
 
-fn row(p: &TaskPage) -> Vec<(i64, String, TaskStatus, Vec<String>, Option<i64>, i64)> {
+/// Job id, type, status, instances, duration, progress.
+type Row = (i64, String, TaskStatus, Vec<String>, Option<i64>, i64);
+
+fn row(p: &TaskPage) -> Vec<Row> {
     p.tasks
         .iter()
         .map(|t| {

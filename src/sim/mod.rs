@@ -17,7 +17,7 @@ use crate::tencent::sign::{
 };
 use crate::tencent::{DESCRIBE_TASKS, SERVICE, VERSION};
 use hyper::{Method, Request, StatusCode, body::Incoming};
-pub use scenario::{Fault, Faults, Scenario, Shape, SimTask, Step};
+pub use scenario::{Fault, Faults, Scenario, Shape, SimTask, Step, TaskState};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -458,7 +458,7 @@ impl Simulator {
         let end = time(&req.start_time_end, "StartTimeEnd")?;
         let now = self.inner.clock.now() - self.inner.started;
         let tasks = self.inner.tasks.read().expect("lock");
-        let mut matched: Vec<(&SimTask, (TaskStatus, i64, Option<i64>))> = tasks
+        let mut matched: Vec<(&SimTask, TaskState)> = tasks
             .iter()
             .filter(|t| t.region == region)
             .filter_map(|t| t.state_at(now).map(|s| (t, s)))
@@ -482,7 +482,7 @@ impl Simulator {
                     && end.is_none_or(|e| start <= e)
             })
             .collect();
-        matched.sort_by(|a, b| (b.0.start, b.0.job_id).cmp(&(a.0.start, a.0.job_id)));
+        matched.sort_by_key(|(t, _)| std::cmp::Reverse((t.start, t.job_id)));
         let total = matched.len();
         let mut items: Vec<Value> = matched
             .into_iter()
@@ -496,11 +496,7 @@ impl Simulator {
         Ok((total, items))
     }
 
-    fn render(
-        &self,
-        t: &SimTask,
-        (status, progress, end): (TaskStatus, i64, Option<i64>),
-    ) -> Value {
+    fn render(&self, t: &SimTask, (status, progress, end): TaskState) -> Value {
         let zone = self.inner.zone;
         let start = zone.format(self.inner.started + t.start);
         let (type_code, type_wire) = task_type_wire(&t.task_type)

@@ -17,6 +17,9 @@ pub enum Shape {
     Documented,
 }
 
+/// A task's state at some moment: status, progress, and end offset once terminal.
+pub type TaskState = (TaskStatus, i64, Option<i64>);
+
 /// One point of a task's timeline: from `after` seconds past its start on, it has this status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
@@ -94,7 +97,7 @@ impl SimTask {
 
     /// What the task looks like `t` seconds after the simulator's start: `None` before it starts;
     /// else status, progress and (once terminal) the end offset.
-    pub fn state_at(&self, t: i64) -> Option<(TaskStatus, i64, Option<i64>)> {
+    pub fn state_at(&self, t: i64) -> Option<TaskState> {
         if t < self.start {
             return None;
         }

@@ -1,0 +1,367 @@
+//! The daemon: starts the server and one poller per target, applies config reloads, and shuts
+//! everything down in order. [`run`] is the testable entry point.
+
+use crate::cli::{REVISION, VERSION};
+use crate::clock::SharedClock;
+use crate::config::{AccountConfig, Config, PollConfig, RegionConfig};
+use crate::metrics::{Metrics, TargetId};
+use crate::poller::{PollSettings, RateLimiter, Target};
+use crate::server::{Readiness, ServerState, run_server};
+use crate::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimServer, Simulator};
+use crate::state::{self, Saved, SavedTarget, StateWriter};
+use crate::tasks::{Scope, TaskStore};
+use crate::tencent::credentials::{Environment, Provider};
+use crate::tencent::{Client, ClientOptions};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What `run` needs from outside besides the config.
+pub struct RunOptions {
+    /// Wall clock for windows and the baseline.
+    pub clock: SharedClock,
+    /// Where credentials are looked up.
+    pub env: Arc<dyn Environment + Send + Sync>,
+    /// New, already validated configs (SIGHUP).
+    pub reloads: Option<mpsc::Receiver<Config>>,
+}
+
+/// Everything that defines a target: when it changes, the target restarts.
+#[derive(Debug, Clone, PartialEq)]
+struct TargetSpec {
+    account: AccountConfig,
+    region: RegionConfig,
+    poll: PollConfig,
+}
+
+struct Running {
+    spec: TargetSpec,
+    cancel: CancellationToken,
+    handle: JoinHandle<Target>,
+}
+
+struct Fleet {
+    running: BTreeMap<TargetId, Running>,
+    limiters: BTreeMap<String, (u64, Arc<RateLimiter>)>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    state: Option<Arc<StateWriter>>,
+    state_dirty: Arc<Notify>,
+    restored: Saved,
+    clock: SharedClock,
+    env: Arc<dyn Environment + Send + Sync>,
+    process_start: i64,
+}
+
+fn state_key(id: &TargetId) -> String {
+    id.to_string()
+}
+
+impl Fleet {
+    /// Starts, stops and restarts targets so that they match `config`. Credentials are resolved
+    /// first; on failure nothing changes.
+    async fn apply(&mut self, config: &Config) -> Result<(), String> {
+        let mut desired: BTreeMap<TargetId, (TargetSpec, Arc<Provider>)> = BTreeMap::new();
+        for (i, a) in config.accounts.iter().enumerate() {
+            let (source, provider) = Provider::resolve(&a.credentials, self.env.as_ref())
+                .map_err(|e| format!("accounts[{i}] ({}): credentials: {e}", a.name))?;
+            tracing::info!(account = %a.name, %source, "credentials");
+            let provider = Arc::new(provider);
+            for r in &a.regions {
+                let id = TargetId {
+                    account: a.name.clone(),
+                    region: r.region.clone(),
+                };
+                let spec = TargetSpec {
+                    account: a.clone(),
+                    region: r.clone(),
+                    poll: config.poll.clone(),
+                };
+                desired.insert(id, (spec, provider.clone()));
+            }
+        }
+        // Stop targets that left or changed; keep the store of changed ones.
+        let mut carried: BTreeMap<TargetId, (TaskStore, Option<i64>)> = BTreeMap::new();
+        let ids: Vec<TargetId> = self.running.keys().cloned().collect();
+        for id in ids {
+            let unchanged = desired
+                .get(&id)
+                .is_some_and(|(spec, _)| *spec == self.running[&id].spec);
+            if unchanged {
+                continue;
+            }
+            let run = self.running.remove(&id).expect("present");
+            run.cancel.cancel();
+            let target = run.handle.await;
+            self.metrics.remove_target(&id);
+            if desired.contains_key(&id) {
+                if let Ok(t) = target {
+                    carried.insert(id.clone(), (t.store, t.covered_until));
+                }
+                tracing::info!(target_id = %id, "target changed; restarting it");
+            } else {
+                tracing::info!(target_id = %id, "target removed");
+            }
+        }
+        if let Some(state) = &self.state {
+            state.retain(|k| desired.keys().any(|id| state_key(id) == k));
+        }
+        self.readiness.set_targets(desired.keys().cloned());
+        let now = self.clock.now();
+        for (id, (spec, provider)) in desired {
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let (store, covered) = match carried.remove(&id) {
+                Some(c) => c,
+                None => match self.restored.targets.remove(&state_key(&id)) {
+                    Some(SavedTarget {
+                        covered_until,
+                        mut store,
+                    }) => {
+                        // Tasks that ended after the last poll of the previous run ended while it
+                        // was down: they count.
+                        store.set_baseline_cutoff(covered_until.unwrap_or(self.process_start));
+                        tracing::info!(target_id = %id, tasks = store.len(), "restored from the state file");
+                        (store, covered_until)
+                    }
+                    None => {
+                        let lookback = spec.poll.lookback.as_secs() as i64;
+                        // Baseline at start-up, or at the reload that added the target.
+                        (TaskStore::new(Scope::Region, lookback, now), None)
+                    }
+                },
+            };
+            self.start(id, spec, provider, store, covered)?;
+        }
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        id: TargetId,
+        spec: TargetSpec,
+        provider: Arc<Provider>,
+        store: TaskStore,
+        covered: Option<i64>,
+    ) -> Result<(), String> {
+        let rate = spec.poll.requests_per_second;
+        let limiter = match self.limiters.get(&id.account) {
+            Some((bits, l)) if *bits == rate.to_bits() => l.clone(),
+            _ => {
+                let l = Arc::new(RateLimiter::new(rate));
+                self.limiters
+                    .insert(id.account.clone(), (rate.to_bits(), l.clone()));
+                l
+            }
+        };
+        let options = ClientOptions {
+            endpoint: spec.account.endpoint_for(&spec.region.region),
+            region: spec.region.region.clone(),
+            zone: spec.poll.api_timezone,
+            timeout: spec.poll.request_timeout,
+        };
+        let client =
+            Client::new(options, provider, self.clock.clone()).map_err(|e| e.to_string())?;
+        let settings = PollSettings {
+            interval: spec.poll.interval,
+            lookback: spec.poll.lookback,
+        };
+        let target = Target::new(
+            id.clone(),
+            spec.region.instances.clone(),
+            client,
+            limiter,
+            self.metrics.clone(),
+            self.clock.clone(),
+            settings,
+            store,
+            covered,
+        );
+        let cancel = CancellationToken::new();
+        let readiness = self.readiness.clone();
+        let state = self.state.clone();
+        let dirty = self.state_dirty.clone();
+        let key = state_key(&id);
+        let handle = tokio::spawn(target.run(cancel.clone(), move |t, report| {
+            if report.failure.is_none() {
+                readiness.mark_ready(&t.id);
+            }
+            if let Some(state) = &state {
+                state.update(
+                    &key,
+                    SavedTarget {
+                        covered_until: t.covered_until,
+                        store: t.store.clone(),
+                    },
+                );
+                dirty.notify_one();
+            }
+        }));
+        self.running.insert(
+            id,
+            Running {
+                spec,
+                cancel,
+                handle,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops every target, then writes the state one last time.
+    async fn stop_all(&mut self) {
+        for run in self.running.values() {
+            run.cancel.cancel();
+        }
+        for (id, run) in std::mem::take(&mut self.running) {
+            if let Ok(t) = run.handle.await
+                && let Some(state) = &self.state
+            {
+                state.update(
+                    &state_key(&id),
+                    SavedTarget {
+                        covered_until: t.covered_until,
+                        store: t.store,
+                    },
+                );
+            }
+        }
+        if let Some(state) = &self.state {
+            let state = state.clone();
+            let _ = tokio::task::spawn_blocking(move || state.write()).await;
+        }
+    }
+}
+
+/// Runs the exporter until `shutdown` fires: serves `listener`, polls every target, applies
+/// reloads. API failures never end it.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    options: RunOptions,
+) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
+    let metrics = Arc::new(Metrics::new(
+        config.metrics.task_progress,
+        VERSION,
+        REVISION,
+    ));
+    let readiness = Arc::new(Readiness::default());
+    let process_start = options.clock.now();
+    let (state, restored) = match &config.poll.state_file {
+        Some(path) => {
+            let loaded = state::load(path, process_start);
+            (
+                Some(Arc::new(StateWriter::new(path.clone(), loaded.clone()))),
+                loaded,
+            )
+        }
+        None => (None, Saved::default()),
+    };
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(run_server(
+        listener,
+        ServerState {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        },
+        server_stop.clone(),
+    ));
+    let state_dirty = Arc::new(Notify::new());
+    let writer_stop = CancellationToken::new();
+    let writer = state.clone().map(|s| {
+        let dirty = state_dirty.clone();
+        let stop = writer_stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = dirty.notified() => {
+                        let s = s.clone();
+                        let _ = tokio::task::spawn_blocking(move || s.write()).await;
+                    }
+                }
+            }
+        })
+    });
+    let mut fleet = Fleet {
+        running: BTreeMap::new(),
+        limiters: BTreeMap::new(),
+        metrics,
+        readiness,
+        state,
+        state_dirty,
+        restored,
+        clock: options.clock,
+        env: options.env,
+        process_start,
+    };
+    fleet.apply(&config).await.map_err(anyhow::Error::msg)?;
+    let mut reloads = options.reloads;
+    loop {
+        let next = async {
+            match reloads.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            new = next => match new {
+                Some(new) => match fleet.apply(&new).await {
+                    Ok(()) => tracing::info!("configuration reloaded"),
+                    Err(e) => tracing::error!(error = %e, "reload rejected; keeping the running configuration"),
+                },
+                None => reloads = None,
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    fleet.stop_all().await;
+    writer_stop.cancel();
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
+    server_stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+/// The demo's pieces: a simulator with the built-in scenario on a free loopback port, and a
+/// config pointing the exporter at it with a short interval.
+pub async fn demo_setup(
+    listen: SocketAddr,
+    clock: Arc<crate::clock::SystemClock>,
+) -> anyhow::Result<(SimServer, Config)> {
+    let sim = Simulator::with_default_keys(Scenario::demo(), clock)
+        .serve("127.0.0.1:0".parse().expect("valid address"))
+        .await?;
+    let text = format!(
+        r#"
+[server]
+listen_address = "{listen}"
+[poll]
+interval = "5s"
+lookback = "24h"
+request_timeout = "3s"
+[metrics]
+task_progress = true
+[[accounts]]
+name = "demo"
+secret_id = "{DEFAULT_SECRET_ID}"
+secret_key = "{DEFAULT_SECRET_KEY}"
+endpoint = "{}"
+[[accounts.regions]]
+region = "ap-guangzhou"
+"#,
+        sim.url()
+    );
+    let config = Config::from_toml(&text).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    Ok((sim, config))
+}

@@ -1,0 +1,546 @@
+//! The poll loop of one target (account + region): schedule, query plan, paging, retries with
+//! jittered exponential backoff, the account's rate limit, and shutdown. It drives
+//! client -> store -> metrics; it never stops on an API failure.
+
+use crate::clock::SharedClock;
+use crate::metrics::{Metrics, TargetId};
+use crate::tasks::{Observation, Scope, TaskStore};
+use crate::tencent::model::{TaskQuery, TaskStatus};
+use crate::tencent::paging::Pager;
+use crate::tencent::{Client, DESCRIBE_TASKS, Error};
+use crate::window::{self, LOOKUP_SPAN_SECS, Range};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Attempts of one request within a poll (the first try included).
+pub const MAX_ATTEMPTS: u32 = 5;
+/// First backoff ceiling; doubles each retry.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Largest backoff ceiling.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// How often (in polls) a target that chose per-instance queries re-measures the region volume.
+pub const REPROBE_EVERY: u32 = 60;
+
+/// The status codes that mean "not finished" and can be filtered on (`WAITING` cannot).
+const UNFINISHED_CODES: [i64; 4] = [-1, 0, 1, 6];
+
+/// A token bucket shared by the targets of one account.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    state: tokio::sync::Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// `rate` requests a second, bursts up to one second's worth (at least one).
+    pub fn new(rate: f64) -> Self {
+        let burst = rate.max(1.0);
+        RateLimiter {
+            rate,
+            burst,
+            state: tokio::sync::Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Waits for a token.
+    pub async fn acquire(&self) {
+        let mut s = self.state.lock().await;
+        let now = Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.burst);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            return;
+        }
+        let wait = Duration::from_secs_f64((1.0 - s.0) / self.rate);
+        // Holding the lock while sleeping queues the other targets behind this one: fair, FIFO.
+        tokio::time::sleep(wait).await;
+        s.0 = 0.0;
+        s.1 = Instant::now();
+    }
+}
+
+/// The backoff before retry number `attempt` (0-based): full jitter under an exponential ceiling.
+pub fn backoff(attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_MAX);
+    ceiling.mul_f64(rng.f64().max(0.05))
+}
+
+/// How a target asks for its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryMode {
+    /// One query per region (no `InstanceId`); with listed instances, filtered locally.
+    RegionWide,
+    /// One query per listed instance.
+    PerInstance,
+}
+
+/// Settings of a target's loop.
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    /// Time between polls.
+    pub interval: Duration,
+    /// `poll.lookback`.
+    pub lookback: Duration,
+}
+
+/// Why a poll failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollFailure {
+    /// The last error.
+    pub error: Error,
+}
+
+/// One target's poller and its task store.
+#[derive(Debug)]
+pub struct Target {
+    /// Account and region.
+    pub id: TargetId,
+    /// Listed instances; empty means the whole region.
+    pub instances: Vec<String>,
+    client: Client,
+    limiter: Arc<RateLimiter>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+    settings: PollSettings,
+    /// The task store.
+    pub store: TaskStore,
+    /// End of the time the last successful poll covered.
+    pub covered_until: Option<i64>,
+    first_poll: bool,
+    mode: Option<QueryMode>,
+    region_volume: Option<f64>,
+    polls_since_probe: u32,
+    last_failure: Option<String>,
+    rng: fastrand::Rng,
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollReport {
+    /// Requests sent (attempts, retries included).
+    pub requests: u64,
+    /// Tasks returned (with duplicates).
+    pub items: u64,
+    /// Tasks counted as finished by this poll.
+    pub finished: u64,
+    /// The failure, if the poll did not complete.
+    pub failure: Option<Error>,
+}
+
+impl Target {
+    /// A target with a store (fresh, or restored from a state file or an earlier config).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: TargetId,
+        instances: Vec<String>,
+        client: Client,
+        limiter: Arc<RateLimiter>,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+        settings: PollSettings,
+        mut store: TaskStore,
+        covered_until: Option<i64>,
+    ) -> Self {
+        store.set_scope(scope_of(&instances), settings.lookback.as_secs() as i64);
+        let seed = id
+            .to_string()
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        Target {
+            id,
+            instances,
+            client,
+            limiter,
+            metrics,
+            clock,
+            settings,
+            store,
+            covered_until,
+            first_poll: true,
+            mode: None,
+            region_volume: None,
+            polls_since_probe: 0,
+            last_failure: None,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// The query mode chosen for the next poll, with the reason (for the debug log).
+    fn choose_mode(&mut self) -> (QueryMode, String) {
+        let n = self.instances.len();
+        if n == 0 {
+            return (QueryMode::RegionWide, "no instances listed".into());
+        }
+        if n == 1 {
+            return (QueryMode::PerInstance, "one instance listed".into());
+        }
+        self.polls_since_probe += 1;
+        match self.region_volume {
+            None => (
+                QueryMode::RegionWide,
+                format!("{n} instances listed, region volume not measured yet"),
+            ),
+            Some(_)
+                if self.mode == Some(QueryMode::PerInstance)
+                    && self.polls_since_probe >= REPROBE_EVERY =>
+            {
+                (
+                    QueryMode::RegionWide,
+                    "re-measuring the region volume".into(),
+                )
+            }
+            Some(v) => {
+                let region_cost = (v / 100.0).ceil().max(1.0);
+                let per_instance_cost = n as f64;
+                let reason = format!(
+                    "region-wide ~{v:.0} tasks per poll = {region_cost} request(s) vs {per_instance_cost} per-instance request(s)"
+                );
+                if region_cost < per_instance_cost {
+                    (QueryMode::RegionWide, reason)
+                } else {
+                    (QueryMode::PerInstance, reason)
+                }
+            }
+        }
+    }
+
+    /// One poll: recent window, older unfinished tasks, final states; applied to the store and
+    /// the metrics. Never panics on API input; a failure leaves the last good values.
+    pub async fn poll(&mut self, cancel: &CancellationToken) -> PollReport {
+        let started = Instant::now();
+        let now = self.clock.now();
+        let lookback = self.settings.lookback.as_secs() as i64;
+        let overlap = window::overlap_for(self.settings.interval.as_secs() as i64).min(lookback);
+        let recent = window::recent_window(self.covered_until, now, lookback, overlap);
+        let (mode, reason) = self.choose_mode();
+        if self.mode != Some(mode) {
+            tracing::debug!(target_id = %self.id, ?mode, %reason, "query plan");
+        }
+        self.mode = Some(mode);
+        if mode == QueryMode::RegionWide {
+            self.polls_since_probe = 0;
+        }
+        let units: Vec<Option<String>> = match mode {
+            QueryMode::RegionWide => vec![None],
+            QueryMode::PerInstance => self.instances.iter().cloned().map(Some).collect(),
+        };
+        let mut report = PollReport {
+            requests: 0,
+            items: 0,
+            finished: 0,
+            failure: None,
+        };
+        let mut observations = Vec::new();
+
+        // 1. Tasks that started in the recent window.
+        let mut recent_items = 0u64;
+        for unit in &units {
+            let q = query(unit, recent, &[]);
+            match self.fetch_all(q, unit, cancel, &mut report).await {
+                Ok(obs) => {
+                    recent_items += obs.len() as u64;
+                    observations.extend(obs);
+                }
+                Err(e) => report.failure = Some(e),
+            }
+        }
+        if report.failure.is_none() && mode == QueryMode::RegionWide && !self.first_poll {
+            self.region_volume = Some(recent_items as f64);
+        }
+
+        // 2. Older unfinished tasks (all of them on the first poll).
+        let recent_begin = recent.begin.unwrap_or(now);
+        let old = self.store.unfinished_before(recent_begin);
+        let mut returned: HashSet<i64> = HashSet::new();
+        if report.failure.is_none()
+            && let Some(range) =
+                window::unfinished_range(self.first_poll, old.first().map(|t| t.1), recent_begin)
+        {
+            for unit in &units {
+                let q = query(unit, range, &UNFINISHED_CODES);
+                match self.fetch_all(q, unit, cancel, &mut report).await {
+                    Ok(obs) => {
+                        returned.extend(obs.iter().map(|o| o.task.job_id));
+                        observations.extend(obs);
+                    }
+                    Err(e) => report.failure = Some(e),
+                }
+            }
+        }
+
+        // 3. Final states of old unfinished tasks that left the unfinished set (or are WAITING).
+        if report.failure.is_none() {
+            let missing: Vec<_> = old
+                .into_iter()
+                .filter(|t| !returned.contains(&t.0))
+                .collect();
+            let mut by_unit: BTreeMap<Option<String>, Vec<(i64, i64)>> = BTreeMap::new();
+            for (job, start, instances) in missing {
+                let unit = match mode {
+                    QueryMode::RegionWide => None,
+                    QueryMode::PerInstance => {
+                        instances.into_iter().find(|i| self.instances.contains(i))
+                    }
+                };
+                by_unit.entry(unit).or_default().push((job, start));
+            }
+            let mut not_found = Vec::new();
+            'lookups: for (unit, tasks) in by_unit {
+                let starts: Vec<i64> = tasks.iter().map(|t| t.1).collect();
+                for range in window::lookup_ranges(&starts, LOOKUP_SPAN_SECS) {
+                    match self
+                        .fetch_all(query(&unit, range, &[]), &unit, cancel, &mut report)
+                        .await
+                    {
+                        Ok(obs) => {
+                            let found: HashSet<i64> = obs.iter().map(|o| o.task.job_id).collect();
+                            not_found.extend(
+                                tasks
+                                    .iter()
+                                    .filter(|(job, start)| {
+                                        range.begin.is_some_and(|b| *start >= b)
+                                            && *start <= range.end
+                                            && !found.contains(job)
+                                    })
+                                    .map(|t| t.0),
+                            );
+                            observations.extend(obs);
+                        }
+                        Err(e) => {
+                            report.failure = Some(e);
+                            break 'lookups;
+                        }
+                    }
+                }
+            }
+            if report.failure.is_none() {
+                let dropped = self.store.missed(&not_found);
+                if dropped > 0 {
+                    tracing::info!(target_id = %self.id, dropped, "unfinished tasks no longer reported by the API were dropped");
+                }
+            }
+        }
+
+        // Apply what was seen, even from a poll that failed half-way: observations are facts.
+        report.items = observations.len() as u64;
+        for obs in observations {
+            if let Some(f) = self.store.observe(obs) {
+                self.metrics.task_finished(&self.id, &f);
+                report.finished += 1;
+            }
+        }
+        let ok = report.failure.is_none();
+        if ok {
+            self.covered_until = Some(now);
+            self.first_poll = false;
+            self.store.evict(now);
+        }
+        self.publish(ok, now, started.elapsed().as_secs_f64());
+        self.log_outcome(&report);
+        report
+    }
+
+    /// Updates the task and poll metrics after a poll.
+    fn publish(&self, ok: bool, now: i64, seconds: f64) {
+        let monitored = if self.instances.is_empty() {
+            self.store.instances().into_iter().collect()
+        } else {
+            self.instances.clone()
+        };
+        for i in &monitored {
+            self.metrics.monitor_instance(&self.id, i);
+        }
+        self.metrics
+            .set_tasks(&self.id, &self.store.summary(), self.store.last_finished());
+        self.metrics
+            .poll_done(&self.id, ok, now, seconds, self.store.len());
+    }
+
+    /// Logs a failure once per change of its kind, and the recovery.
+    fn log_outcome(&mut self, report: &PollReport) {
+        match (&report.failure, &self.last_failure) {
+            (Some(e), prev) if prev.as_deref() != Some(e.as_label()) => {
+                tracing::warn!(target_id = %self.id, error = %e, "poll failed; keeping the last good values");
+                self.last_failure = Some(e.as_label().to_string());
+            }
+            (None, Some(_)) => {
+                tracing::info!(target_id = %self.id, "poll recovered");
+                self.last_failure = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Every page of one query, as observations.
+    async fn fetch_all(
+        &mut self,
+        mut q: TaskQuery,
+        unit: &Option<String>,
+        cancel: &CancellationToken,
+        report: &mut PollReport,
+    ) -> Result<Vec<Observation>, Error> {
+        let mut pager = Pager::new(100);
+        q.limit = pager.limit();
+        let mut out = Vec::new();
+        while let Some(offset) = pager.next_offset() {
+            q.offset = offset;
+            let page = self.call(&q, cancel, report).await?;
+            pager.record(page.item_count, page.total_count);
+            out.extend(page.tasks.into_iter().map(|task| Observation {
+                task,
+                via_instance: unit.clone(),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// One page, retried with backoff on retryable errors.
+    async fn call(
+        &mut self,
+        q: &TaskQuery,
+        cancel: &CancellationToken,
+        report: &mut PollReport,
+    ) -> Result<crate::tencent::model::TaskPage, Error> {
+        let mut attempt = 0;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Err(Error::Transport("shutting down".into())),
+                () = self.limiter.acquire() => {}
+            }
+            let t0 = Instant::now();
+            let result = tokio::select! {
+                () = cancel.cancelled() => return Err(Error::Transport("shutting down".into())),
+                r = self.client.describe_tasks(q) => r,
+            };
+            report.requests += 1;
+            self.metrics
+                .api_request(&self.id, DESCRIBE_TASKS, t0.elapsed().as_secs_f64());
+            match result {
+                Ok(page) => {
+                    if !page.malformed.is_empty() {
+                        self.metrics.api_errors(
+                            &self.id,
+                            DESCRIBE_TASKS,
+                            "Decode",
+                            page.malformed.len() as u64,
+                        );
+                        tracing::debug!(target_id = %self.id, request_id = %page.request_id, skipped = ?page.malformed, "malformed items skipped");
+                    }
+                    return Ok(page);
+                }
+                Err(e) => {
+                    self.metrics
+                        .api_errors(&self.id, DESCRIBE_TASKS, e.as_label(), 1);
+                    attempt += 1;
+                    if !e.is_retryable() || attempt >= MAX_ATTEMPTS {
+                        return Err(e);
+                    }
+                    let wait = backoff(attempt - 1, &mut self.rng);
+                    tracing::debug!(target_id = %self.id, error = %e, ?wait, "retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Err(e),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls every `interval` until `cancel` fires; `after_poll` runs after each poll.
+    pub async fn run(
+        mut self,
+        cancel: CancellationToken,
+        mut after_poll: impl FnMut(&Target, &PollReport),
+    ) -> Target {
+        let mut ticker = tokio::time::interval(self.settings.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let report = self.poll(&cancel).await;
+            if cancel.is_cancelled() && report.failure.is_some() {
+                break;
+            }
+            after_poll(&self, &report);
+        }
+        self
+    }
+
+    /// Whether the last poll failed.
+    pub fn failing(&self) -> bool {
+        self.last_failure.is_some()
+    }
+}
+
+fn scope_of(instances: &[String]) -> Scope {
+    if instances.is_empty() {
+        Scope::Region
+    } else {
+        Scope::Listed(instances.iter().cloned().collect())
+    }
+}
+
+fn query(unit: &Option<String>, range: Range, statuses: &[i64]) -> TaskQuery {
+    TaskQuery {
+        instance_id: unit.clone(),
+        task_status: statuses.to_vec(),
+        start_time_begin: range.begin,
+        start_time_end: Some(range.end),
+        ..TaskQuery::default()
+    }
+}
+
+/// Statuses a status-filtered unfinished query returns (for documentation and tests).
+pub fn filterable_unfinished() -> Vec<TaskStatus> {
+    UNFINISHED_CODES
+        .iter()
+        .map(|c| TaskStatus::from_code(*c))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        for attempt in 0..20 {
+            let d = backoff(attempt, &mut rng);
+            let ceiling = BACKOFF_BASE
+                .saturating_mul(1 << attempt.min(16))
+                .min(BACKOFF_MAX);
+            assert!(d <= ceiling, "{attempt}: {d:?}");
+        }
+        assert_eq!(
+            filterable_unfinished(),
+            [
+                TaskStatus::Undefined,
+                TaskStatus::Initial,
+                TaskStatus::Running,
+                TaskStatus::Paused
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_spaces_requests() {
+        let l = RateLimiter::new(2.0);
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..6 {
+            l.acquire().await;
+        }
+        // Two from the burst, then one every half second.
+        let elapsed = t0.elapsed();
+        assert!(elapsed >= Duration::from_millis(1900), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_millis(2100), "{elapsed:?}");
+    }
+}
