@@ -150,6 +150,7 @@ pub enum Fault {
     /// `InternalError`
     InternalError,
     /// HTTP 502 with an HTML body
+    #[serde(rename = "http_502")]
     Http502,
     /// A body that is not valid JSON
     Malformed,
