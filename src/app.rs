@@ -165,8 +165,7 @@ impl Fleet {
             zone: spec.poll.api_timezone,
             timeout: spec.poll.request_timeout,
         };
-        let client =
-            Client::new(options, provider, self.clock.clone()).map_err(|e| e.to_string())?;
+        let client = Client::new(options, provider).map_err(|e| e.to_string())?;
         let settings = PollSettings {
             interval: spec.poll.interval,
             lookback: spec.poll.lookback,

@@ -42,7 +42,7 @@ fn client_with(server: &SimServer, id: &str, key: &str, timeout: Duration) -> Cl
         secret_key: Secret::new(key),
         token: None,
     });
-    Client::new(options, Arc::new(provider), SystemClock::shared()).unwrap()
+    Client::new(options, Arc::new(provider)).unwrap()
 }
 
 fn client(server: &SimServer) -> Client {
@@ -367,7 +367,7 @@ async fn regions_are_separate() {
         secret_key: Secret::new(DEFAULT_SECRET_KEY),
         token: None,
     });
-    let c = Client::new(options, Arc::new(provider), SystemClock::shared()).unwrap();
+    let c = Client::new(options, Arc::new(provider)).unwrap();
     let page = c.describe_tasks(&query()).await.unwrap();
     assert_eq!(page.tasks.iter().map(|t| t.job_id).collect::<Vec<_>>(), [7]);
     server.stop().await;
@@ -555,7 +555,7 @@ async fn oversized_answers_are_rejected() {
         secret_key: Secret::new(DEFAULT_SECRET_KEY),
         token: None,
     });
-    let c = Client::new(options, Arc::new(provider), SystemClock::shared()).unwrap();
+    let c = Client::new(options, Arc::new(provider)).unwrap();
     assert_eq!(
         c.describe_tasks(&query()).await.unwrap_err(),
         Error::TooLarge

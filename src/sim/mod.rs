@@ -490,8 +490,15 @@ impl Simulator {
             .take(limit)
             .map(|(t, state)| self.render(t, state))
             .collect();
-        if bad_item && !items.is_empty() {
-            items[0] = json!({"JobId": "not-a-number", "TaskStatus": 17});
+        if bad_item {
+            // An extra item on a short page; on a full page it takes the place of the last one,
+            // so offsets stay those of the API.
+            let bad = json!({"JobId": "not-a-number", "TaskStatus": 17});
+            if items.len() < limit {
+                items.push(bad);
+            } else if let Some(last) = items.last_mut() {
+                *last = bad;
+            }
         }
         Ok((total, items))
     }

@@ -154,7 +154,8 @@ pub enum Fault {
     Http502,
     /// A body that is not valid JSON
     Malformed,
-    /// A good page that carries one extra malformed item
+    /// A good page that carries one malformed item (added to a short page, in place of the
+    /// last item of a full one, so offsets stay those of the API)
     BadItem,
     /// An answer delayed by `slow_delay`
     Slow,

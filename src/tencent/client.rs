@@ -6,7 +6,7 @@ use super::credentials::Provider;
 use super::model::{Envelope, TaskPage, TaskQuery, decode_response};
 use super::sign::{SignInput, sign};
 use super::{DESCRIBE_TASKS, Error, MAX_BODY_BYTES, SERVICE, VERSION};
-use crate::clock::SharedClock;
+use crate::clock::{Clock, SystemClock};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,7 +83,6 @@ pub struct Client {
     http: reqwest::Client,
     options: ClientOptions,
     credentials: Arc<Provider>,
-    clock: SharedClock,
 }
 
 /// `User-Agent` and `X-TC-RequestClient`.
@@ -92,12 +91,9 @@ pub fn user_agent() -> String {
 }
 
 impl Client {
-    /// A client; `clock` gives the signing timestamp.
-    pub fn new(
-        options: ClientOptions,
-        credentials: Arc<Provider>,
-        clock: SharedClock,
-    ) -> Result<Client, Error> {
+    /// A client. The signing timestamp is always the real system time: the API checks it against
+    /// its own clock, whatever clock the rest of the exporter is given.
+    pub fn new(options: ClientOptions, credentials: Arc<Provider>) -> Result<Client, Error> {
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
@@ -110,7 +106,6 @@ impl Client {
             http,
             options,
             credentials,
-            clock,
         })
     }
 
@@ -151,7 +146,7 @@ impl Client {
             action,
             version: VERSION,
             region: &self.options.region,
-            timestamp: self.clock.now(),
+            timestamp: SystemClock::new().now(),
             content_type: CONTENT_TYPE,
             body: &body,
         });

@@ -1,0 +1,291 @@
+//! Shared harness of the whole-program tests: a simulator and `run()` sharing one clock over
+//! loopback, scrapes parsed into series.
+#![allow(dead_code)]
+
+use cdb_task_exporter::app::{RunOptions, run};
+use cdb_task_exporter::clock::{Clock, SystemClock};
+use cdb_task_exporter::config::Config;
+use cdb_task_exporter::sim::{
+    DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimServer, Simulator,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const A: &str = "cdb-aaaa1111";
+pub const B: &str = "cdb-bbbb2222";
+pub const C: &str = "cdb-cccc3333";
+
+/// How long a test waits for a condition before failing (a liveness bound, not a timing claim).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A config for the simulator at `endpoint`; `extra_poll` and `region_block` tweak it.
+pub fn config_text(endpoint: &str, extra_poll: &str, region_block: &str) -> String {
+    format!(
+        r#"
+[server]
+listen_address = "127.0.0.1:0"
+[poll]
+interval = "1s"
+request_timeout = "900ms"
+{extra_poll}
+[[accounts]]
+name = "test"
+secret_id = "{DEFAULT_SECRET_ID}"
+secret_key = "{DEFAULT_SECRET_KEY}"
+endpoint = "{endpoint}"
+{region_block}
+"#
+    )
+}
+
+/// The region block of one region, optionally with listed instances.
+pub fn region(name: &str, instances: &[&str]) -> String {
+    if instances.is_empty() {
+        format!("[[accounts.regions]]\nregion = \"{name}\"\n")
+    } else {
+        let list: Vec<String> = instances.iter().map(|i| format!("\"{i}\"")).collect();
+        format!(
+            "[[accounts.regions]]\nregion = \"{name}\"\ninstances = [{}]\n",
+            list.join(", ")
+        )
+    }
+}
+
+pub struct Exporter {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Exporter {
+    pub async fn start(config: Config, clock: Arc<SystemClock>) -> Exporter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let options = RunOptions {
+            clock,
+            env: Arc::new(|_: &str| None::<String>),
+            reloads: None,
+        };
+        let handle = tokio::spawn(run(config, listener, shutdown.clone(), options));
+        Exporter {
+            addr,
+            shutdown,
+            handle,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+
+    pub async fn scrape(&self) -> String {
+        get(&format!("http://{}/metrics", self.addr)).await.1
+    }
+
+    pub async fn series(&self) -> Series {
+        Series::parse(&self.scrape().await)
+    }
+
+    /// Waits until a successful poll started at or after `t` (exporter clock) is reflected.
+    pub async fn wait_poll_after(&self, t: i64) -> Series {
+        self.wait_for(|s| {
+            s.get(
+                "tencentcloud_cdb_exporter_last_successful_poll_timestamp_seconds",
+                &[],
+            )
+            .is_some_and(|v| v as i64 >= t)
+        })
+        .await
+    }
+
+    /// Waits until `cond` holds on a scrape; panics after [`PATIENCE`] with the last scrape.
+    pub async fn wait_for(&self, cond: impl Fn(&Series) -> bool) -> Series {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let s = self.series().await;
+            if cond(&s) {
+                return s;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("condition not met; last scrape:\n{}", s.text);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub async fn get(url: &str) -> (u16, String) {
+    let resp = reqwest::get(url).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// A simulator and exporter pair sharing one clock.
+pub struct Pair {
+    pub sim: SimServer,
+    pub exporter: Exporter,
+    pub clock: Arc<SystemClock>,
+}
+
+impl Pair {
+    pub async fn start(scenario: Scenario, extra_poll: &str, regions: &str) -> Pair {
+        cdb_task_exporter::install_crypto_provider();
+        let clock = SystemClock::shared();
+        let sim = Simulator::with_default_keys(scenario, clock.clone())
+            .serve("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let config = Config::from_toml(&config_text(&sim.url(), extra_poll, regions)).unwrap();
+        let exporter = Exporter::start(config, clock.clone()).await;
+        Pair {
+            sim,
+            exporter,
+            clock,
+        }
+    }
+
+    /// Moves both clocks forward and waits for a poll that saw the new time.
+    pub async fn advance(&self, seconds: i64) -> Series {
+        self.clock.advance(seconds);
+        self.exporter.wait_poll_after(self.clock.now()).await
+    }
+
+    pub async fn stop(self) {
+        self.exporter.stop().await;
+        self.sim.stop().await;
+    }
+}
+
+/// Parsed samples: `name{sorted labels}` -> value.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub text: String,
+    pub samples: BTreeMap<(String, Vec<(String, String)>), f64>,
+}
+
+impl Series {
+    pub fn parse(text: &str) -> Series {
+        let mut samples = BTreeMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (name_labels, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n.to_string(), parse_labels(rest.trim_end_matches('}'))),
+                None => (name_labels.to_string(), vec![]),
+            };
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            samples.insert((name, labels), value);
+        }
+        Series {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    /// The value of the one sample of `name` whose labels include all of `labels`; `None` if
+    /// there is none; panics if several match.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matches: Vec<f64> = self.matching(name, labels).map(|(_, v)| v).collect();
+        assert!(
+            matches.len() <= 1,
+            "{name} {labels:?} matches {} samples",
+            matches.len()
+        );
+        matches.first().copied()
+    }
+
+    /// Sum of every sample of `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(name, labels).map(|(_, v)| v).sum()
+    }
+
+    /// How many samples of `name` include `labels`.
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> usize {
+        self.matching(name, labels).count()
+    }
+
+    pub fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = (&'a Vec<(String, String)>, f64)> + 'a {
+        self.samples.iter().filter_map(move |((n, ls), v)| {
+            (n == name
+                && labels
+                    .iter()
+                    .all(|(k, val)| ls.iter().any(|(lk, lv)| lk == k && lv == val)))
+            .then_some((ls, *v))
+        })
+    }
+
+    /// The task gauge of one instance, type and status (0 when absent).
+    pub fn tasks(&self, instance: &str, task_type: &str, status: &str) -> f64 {
+        self.get(
+            "tencentcloud_cdb_tasks",
+            &[
+                ("instance_id", instance),
+                ("task_type", task_type),
+                ("status", status),
+            ],
+        )
+        .unwrap_or(0.0)
+    }
+
+    /// The finished counter of one instance, type and status (`None` when absent).
+    pub fn finished(&self, instance: &str, task_type: &str, status: &str) -> Option<f64> {
+        self.get(
+            "tencentcloud_cdb_tasks_finished_total",
+            &[
+                ("instance_id", instance),
+                ("task_type", task_type),
+                ("status", status),
+            ],
+        )
+    }
+}
+
+fn parse_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let (k, after) = rest.split_once("=\"").unwrap();
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(match n {
+                            'n' => '\n',
+                            other => other,
+                        });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.push((k.trim_start_matches(',').to_string(), value));
+        rest = after[end..].trim_start_matches(',');
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,671 @@
+//! The exporter as a whole, `run()` against the simulator over loopback, asserting exact metric
+//! values from real scrapes (contract §4 and §5).
+
+mod common;
+
+use TaskStatus::*;
+use cdb_task_exporter::sim::{Fault, Faults, Scenario, Shape, SimTask, Step};
+use cdb_task_exporter::tencent::apitime::ApiZone;
+use cdb_task_exporter::tencent::model::{TaskStatus, task_type_from_code};
+use common::*;
+
+fn scenario(tasks: Vec<SimTask>) -> Scenario {
+    Scenario {
+        tasks,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn documented_example_in_the_integer_shape() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/describe_tasks_doc_example.json"
+    ))
+    .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let zone = ApiZone::beijing();
+    let items = doc["Response"]["Items"].as_array().unwrap();
+    let time = |v: &serde_json::Value| zone.parse(v.as_str().unwrap()).unwrap();
+    let latest_end = items.iter().map(|i| time(&i["EndTime"])).max().unwrap();
+    // Same tasks, same durations, moved so that the newest ended an hour before the start.
+    let tasks = items
+        .iter()
+        .map(|i| {
+            let start = time(&i["StartTime"]);
+            let end = time(&i["EndTime"]);
+            let instances: Vec<&str> = i["Data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|d| d["InstanceId"].as_str())
+                .filter(|s| !s.is_empty())
+                .collect();
+            SimTask::simple(
+                i["JobId"].as_i64().unwrap(),
+                task_type_from_code(i["Type"].as_i64().unwrap()),
+                &instances,
+                start - latest_end - 3600,
+                end - start,
+                TaskStatus::from_code(i["Status"].as_i64().unwrap()),
+            )
+        })
+        .collect();
+    let mut sc = scenario(tasks);
+    sc.shape = Shape::Documented;
+    // The example spans months; a long lookback keeps them all.
+    let pair = Pair::start(sc, "lookback = \"4000h\"", &region("ap-guangzhou", &[])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(s.tasks("", "import_data", "failed"), 2.0);
+    assert_eq!(s.tasks("", "import_data", "succeed"), 1.0);
+    assert_eq!(s.tasks("", "modify_param", "succeed"), 1.0);
+    assert_eq!(s.tasks("cdb-gt70m8aa", "initial", "succeed"), 1.0);
+    assert_eq!(s.tasks("cdb-gt70m8aa", "upgrade_master", "succeed"), 1.0);
+    assert_eq!(s.tasks("cdb-atjl8gns", "sql_operation", "failed"), 1.0);
+    assert_eq!(s.tasks("cdb-o8cacfkg", "upgrade_master", "succeed"), 1.0);
+    assert_eq!(s.tasks("cdb-7262qp3q", "initial", "succeed"), 1.0);
+    assert_eq!(s.tasks("cdb-ewgjla5w", "batch_rollback", "succeed"), 1.0);
+    assert_eq!(s.sum("tencentcloud_cdb_tasks", &[]), 10.0);
+    // All of them ended before the exporter started: baseline, not counted.
+    assert_eq!(s.sum("tencentcloud_cdb_tasks_finished_total", &[]), 0.0);
+    // Six instances ("" included) x 12 types x 4 terminal statuses, pre-created at 0.
+    assert_eq!(
+        s.count("tencentcloud_cdb_tasks_finished_total", &[]),
+        6 * 48
+    );
+    // The newest failed import on "" is JobId 15971, which ended 2017-06-27 16:49:44.
+    let started = pair.sim.sim.started();
+    let lf = s
+        .get(
+            "tencentcloud_cdb_task_last_finished_timestamp_seconds",
+            &[
+                ("instance_id", ""),
+                ("task_type", "import_data"),
+                ("status", "failed"),
+            ],
+        )
+        .unwrap();
+    let expected = started + (zone.parse("2017-06-27 16:49:44").unwrap() - latest_end - 3600);
+    assert_eq!(lf as i64, expected);
+    assert_eq!(
+        s.count(
+            "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds",
+            &[]
+        ),
+        0
+    );
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn current_shape_every_type_and_status() {
+    let types = [
+        "rollback",
+        "sql_operation",
+        "import_data",
+        "modify_param",
+        "initial",
+        "reboot",
+        "open_gtid",
+        "upgrade_ro",
+        "batch_rollback",
+        "upgrade_master",
+        "drop_tables",
+        "switch_dr_to_master",
+    ];
+    let statuses = [
+        Undefined, Initial, Running, Succeed, Failed, Killed, Removed, Paused, Waiting,
+    ];
+    let mut tasks = Vec::new();
+    for (i, ty) in types.iter().enumerate() {
+        let st = statuses[i % statuses.len()];
+        let mut t = SimTask::simple(100 + i as i64, ty, &[A], -3600 + i as i64 * 60, 30, st);
+        if !st.is_terminal() {
+            t.timeline = vec![Step {
+                after: 0,
+                status: st,
+                progress: Some(40),
+            }];
+        }
+        tasks.push(t);
+    }
+    tasks.push(SimTask::simple(
+        200,
+        "switch_dr_to_master",
+        &[A, B],
+        -100,
+        20,
+        Succeed,
+    ));
+    tasks.push(SimTask::simple(201, "reboot", &[B], -50, 0, Waiting));
+    tasks.push(SimTask::simple(202, "Create Backup", &[B], -40, 5, Failed));
+    let pair = Pair::start(scenario(tasks), "", &region("ap-guangzhou", &[])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    for (i, ty) in types.iter().enumerate() {
+        let st = statuses[i % statuses.len()];
+        assert_eq!(s.tasks(A, ty, st.as_str()), 1.0, "{ty} {st:?}");
+    }
+    // The DR switch on two instances counts under each.
+    assert_eq!(s.tasks(A, "switch_dr_to_master", "succeed"), 1.0);
+    assert_eq!(s.tasks(B, "switch_dr_to_master", "succeed"), 1.0);
+    assert_eq!(s.tasks(B, "reboot", "waiting"), 1.0);
+    assert_eq!(s.tasks(B, "create_backup", "failed"), 1.0);
+    assert_eq!(s.sum("tencentcloud_cdb_tasks", &[("instance_id", A)]), 13.0);
+    // Oldest unfinished per type, absent where nothing is unfinished.
+    let oldest = |inst: &str, ty: &str| {
+        s.get(
+            "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds",
+            &[("instance_id", inst), ("task_type", ty)],
+        )
+    };
+    let started = pair.sim.sim.started();
+    assert_eq!(oldest(A, "rollback"), Some((started - 3600) as f64)); // undefined: not terminal
+    assert_eq!(oldest(B, "reboot"), Some((started - 50) as f64));
+    assert_eq!(oldest(A, "reboot"), None); // failed
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_older_than_the_lookback_is_counted_when_it_fails() {
+    let tasks = vec![
+        SimTask::simple(1, "upgrade_master", &[A], -7200, 7220, Failed),
+        SimTask::simple(2, "reboot", &[A], -600, 30, Succeed),
+    ];
+    let pair = Pair::start(
+        scenario(tasks),
+        "lookback = \"1h\"",
+        &region("ap-guangzhou", &[A]),
+    )
+    .await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(s.tasks(A, "upgrade_master", "running"), 1.0);
+    let started = pair.sim.sim.started();
+    assert_eq!(
+        s.get(
+            "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds",
+            &[("task_type", "upgrade_master")]
+        ),
+        Some((started - 7200) as f64)
+    );
+    assert_eq!(s.finished(A, "upgrade_master", "failed"), Some(0.0));
+    let s = pair.advance(30).await;
+    assert_eq!(s.finished(A, "upgrade_master", "failed"), Some(1.0));
+    assert_eq!(s.tasks(A, "upgrade_master", "running"), 0.0);
+    // Ended, and started before the lookback: evicted, the series stays at 0.
+    assert_eq!(s.tasks(A, "upgrade_master", "failed"), 0.0);
+    assert_eq!(
+        s.count(
+            "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds",
+            &[]
+        ),
+        0
+    );
+    assert_eq!(
+        s.get(
+            "tencentcloud_cdb_task_duration_seconds_count",
+            &[("task_type", "upgrade_master"), ("status", "failed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get(
+            "tencentcloud_cdb_task_duration_seconds_sum",
+            &[("task_type", "upgrade_master"), ("status", "failed")]
+        ),
+        Some(7220.0)
+    );
+    // And it stays counted once.
+    let s = pair.advance(5).await;
+    assert_eq!(s.finished(A, "upgrade_master", "failed"), Some(1.0));
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn transitions_are_counted_once() {
+    let mut three_steps = SimTask::simple(2, "import_data", &[A], -5, 0, Initial);
+    three_steps.timeline = vec![
+        Step {
+            after: 0,
+            status: Initial,
+            progress: Some(0),
+        },
+        Step {
+            after: 20,
+            status: Running,
+            progress: Some(50),
+        },
+        Step {
+            after: 40,
+            status: Succeed,
+            progress: Some(100),
+        },
+    ];
+    let tasks = vec![
+        SimTask::simple(1, "reboot", &[A], -5, 20, Failed),
+        three_steps,
+    ];
+    let pair = Pair::start(scenario(tasks), "", &region("ap-guangzhou", &[])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(s.tasks(A, "reboot", "running"), 1.0);
+    assert_eq!(s.tasks(A, "import_data", "initial"), 1.0);
+    let s = pair.advance(20).await;
+    assert_eq!(s.tasks(A, "reboot", "running"), 0.0);
+    assert_eq!(s.tasks(A, "reboot", "failed"), 1.0);
+    assert_eq!(s.finished(A, "reboot", "failed"), Some(1.0));
+    assert_eq!(s.tasks(A, "import_data", "running"), 1.0);
+    assert_eq!(s.tasks(A, "import_data", "initial"), 0.0);
+    let s = pair.advance(20).await;
+    assert_eq!(s.tasks(A, "import_data", "succeed"), 1.0);
+    assert_eq!(s.finished(A, "import_data", "succeed"), Some(1.0));
+    assert_eq!(s.finished(A, "reboot", "failed"), Some(1.0));
+    let s = pair.advance(600).await;
+    assert_eq!(s.finished(A, "import_data", "succeed"), Some(1.0));
+    assert_eq!(s.finished(A, "reboot", "failed"), Some(1.0));
+    assert_eq!(s.sum("tencentcloud_cdb_tasks_finished_total", &[]), 2.0);
+    pair.stop().await;
+}
+
+/// Steady-state polls: every request is a first page of a recent-window query with no status
+/// filter, and no two share a window start (one request per poll, no retries, no extra pages).
+fn assert_one_request_per_poll(requests: &[cdb_task_exporter::sim::RecordedRequest]) {
+    assert!(requests.len() >= 2, "{requests:?}");
+    let mut begins = std::collections::HashSet::new();
+    for r in requests {
+        let q = r.request.as_ref().unwrap();
+        assert!(q.task_status.is_none() && q.offset == Some(0), "{q:?}");
+        assert!(
+            begins.insert(q.start_time_begin.clone().unwrap()),
+            "two requests in one poll: {q:?}"
+        );
+    }
+}
+
+fn many(n: i64, instances: &[&str]) -> Vec<SimTask> {
+    (0..n)
+        .map(|i| {
+            let inst = instances[i as usize % instances.len()];
+            SimTask::simple(
+                5000 + i,
+                "import_data",
+                &[inst],
+                -80_000 + i * 300,
+                60,
+                Succeed,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_250_tasks_on_one_instance() {
+    let pair = Pair::start(scenario(many(250, &[A])), "", &region("ap-guangzhou", &[A])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(s.tasks(A, "import_data", "succeed"), 250.0);
+    let requests: Vec<_> = pair.sim.sim.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.request.as_ref().is_some_and(|q| q.limit.unwrap() <= 100))
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.request.as_ref().unwrap().instance_id.as_deref() == Some(A))
+    );
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn pages_130_tasks_region_wide_and_then_costs_one_request_a_poll() {
+    let pair = Pair::start(
+        scenario(many(130, &[A, B, C])),
+        "",
+        &region("ap-guangzhou", &[]),
+    )
+    .await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(s.sum("tencentcloud_cdb_tasks", &[]), 130.0);
+    assert_eq!(s.tasks(A, "import_data", "succeed"), 44.0);
+    // First poll: 2 pages and 1 query for unfinished tasks older than the window.
+    let first = pair.sim.sim.requests();
+    assert_eq!(first.len(), 3, "{first:?}");
+    pair.advance(60).await;
+    pair.advance(60).await;
+    assert_one_request_per_poll(&pair.sim.sim.requests()[3..]);
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn converges_under_throttling_and_faults() {
+    // Fewer than a page, so the malformed item is an extra one and no task is lost to it.
+    let tasks = many(90, &[A, B]);
+    let faults = Faults {
+        seed: 99,
+        rate_limit: 0.3,
+        internal_error: 0.05,
+        schedule: vec![
+            (1, Fault::Http502),
+            (2, Fault::Malformed),
+            (4, Fault::BadItem),
+        ],
+        ..Default::default()
+    };
+    let sc = Scenario {
+        tasks,
+        faults,
+        ..Default::default()
+    };
+    let pair = Pair::start(sc, "", &region("ap-guangzhou", &[])).await;
+    let s = pair
+        .exporter
+        .wait_for(|s| s.sum("tencentcloud_cdb_tasks", &[]) == 90.0)
+        .await;
+    assert_eq!(s.tasks(A, "import_data", "succeed"), 45.0);
+    assert_eq!(s.tasks(B, "import_data", "succeed"), 45.0);
+    let err = |code: &str| {
+        s.get(
+            "tencentcloud_cdb_exporter_api_errors_total",
+            &[("code", code)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(err("RequestLimitExceeded") >= 1.0, "{}", s.text);
+    assert_eq!(err("HttpStatus502"), 1.0);
+    assert!(
+        err("Decode") >= 2.0,
+        "a malformed body and a malformed item"
+    );
+    // Every attempt is counted, retries included.
+    let requests = s
+        .get("tencentcloud_cdb_exporter_api_requests_total", &[])
+        .unwrap();
+    assert!(requests as usize <= pair.sim.sim.request_count());
+    assert!(requests >= 3.0 + err("RequestLimitExceeded"));
+    assert_eq!(
+        s.get("tencentcloud_cdb_exporter_last_poll_success", &[]),
+        Some(1.0)
+    );
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn baseline_and_tasks_seen_first_when_already_finished() {
+    let tasks = vec![
+        SimTask::simple(1, "reboot", &[A], -600, 30, Failed),
+        // Starts and ends between two polls, after the exporter started.
+        SimTask::simple(2, "reboot", &[A], 10, 5, Failed),
+    ];
+    let pair = Pair::start(scenario(tasks), "", &region("ap-guangzhou", &[A])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(s.tasks(A, "reboot", "failed"), 1.0);
+    assert_eq!(s.finished(A, "reboot", "failed"), Some(0.0));
+    let s = pair.advance(30).await;
+    assert_eq!(s.tasks(A, "reboot", "failed"), 2.0);
+    assert_eq!(s.finished(A, "reboot", "failed"), Some(1.0));
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn zero_counters_exist_for_listed_instances_from_the_first_poll() {
+    let pair = Pair::start(scenario(vec![]), "", &region("ap-guangzhou", &[A, B])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(
+        s.count("tencentcloud_cdb_tasks_finished_total", &[]),
+        2 * 12 * 4
+    );
+    assert_eq!(s.sum("tencentcloud_cdb_tasks_finished_total", &[]), 0.0);
+    for status in ["succeed", "failed", "killed", "removed"] {
+        assert_eq!(s.finished(B, "switch_dr_to_master", status), Some(0.0));
+    }
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn no_timestamps_no_job_ids_and_help_says_background_poll() {
+    let tasks = vec![SimTask::simple(77, "upgrade_master", &[A], -60, 0, Running)];
+    let pair = Pair::start(scenario(tasks.clone()), "", &region("ap-guangzhou", &[])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    for line in s.text.lines().filter(|l| !l.starts_with('#')) {
+        assert_eq!(
+            line.split(' ').count(),
+            2,
+            "sample with a timestamp: {line}"
+        );
+        assert!(!line.contains("job_id"), "{line}");
+        assert!(!line.contains("77\""), "{line}");
+    }
+    for line in s.text.lines().filter(|l| l.starts_with("# HELP ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        if name.starts_with("tencentcloud_") {
+            assert!(line.contains("background poll"), "{line}");
+        }
+    }
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn progress_is_opt_in_and_removed_when_the_task_ends() {
+    let mut t = SimTask::simple(78, "upgrade_master", &[A], -60, 0, Running);
+    t.timeline = vec![
+        Step {
+            after: 0,
+            status: Running,
+            progress: Some(45),
+        },
+        Step {
+            after: 100,
+            status: Succeed,
+            progress: None,
+        },
+    ];
+    let opt_in = "[metrics]\ntask_progress = true";
+    let pair = Pair::start(scenario(vec![t]), opt_in, &region("ap-guangzhou", &[])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(
+        s.get(
+            "tencentcloud_cdb_task_progress_ratio",
+            &[("job_id", "78"), ("instance_id", A), ("status", "running")]
+        ),
+        Some(0.45)
+    );
+    assert_eq!(s.count("tencentcloud_cdb_tasks", &[("job_id", "78")]), 0);
+    let s = pair.advance(60).await;
+    assert_eq!(s.count("tencentcloud_cdb_task_progress_ratio", &[]), 0);
+    assert_eq!(s.finished(A, "upgrade_master", "succeed"), Some(1.0));
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn sample_values_survive_a_failing_api() {
+    let tasks = vec![SimTask::simple(1, "reboot", &[A], -60, 0, Running)];
+    let pair = Pair::start(scenario(tasks), "", &region("ap-guangzhou", &[])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(s.tasks(A, "reboot", "running"), 1.0);
+    pair.sim.sim.set_faults(Faults {
+        internal_error: 1.0,
+        ..Default::default()
+    });
+    let s = pair
+        .exporter
+        .wait_for(|s| s.get("tencentcloud_cdb_exporter_last_poll_success", &[]) == Some(0.0))
+        .await;
+    assert_eq!(
+        s.tasks(A, "reboot", "running"),
+        1.0,
+        "last good values stay"
+    );
+    let (status, _) = get(&format!("http://{}/healthz", pair.exporter.addr)).await;
+    assert_eq!(status, 200);
+    pair.sim.sim.set_faults(Faults::default());
+    let s = pair
+        .exporter
+        .wait_for(|s| s.get("tencentcloud_cdb_exporter_last_poll_success", &[]) == Some(1.0))
+        .await;
+    assert_eq!(s.tasks(A, "reboot", "running"), 1.0);
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_waits_for_a_successful_poll() {
+    cdb_task_exporter::install_crypto_provider();
+    let clock = cdb_task_exporter::clock::SystemClock::shared();
+    let sim = cdb_task_exporter::sim::Simulator::new(
+        scenario(vec![]),
+        "AKIDother000000000000",
+        cdb_task_exporter::secret::Secret::new("other"),
+        clock.clone(),
+    )
+    .serve("127.0.0.1:0".parse().unwrap())
+    .await
+    .unwrap();
+    let config = cdb_task_exporter::config::Config::from_toml(&config_text(
+        &sim.url(),
+        "",
+        &region("ap-guangzhou", &[]),
+    ))
+    .unwrap();
+    let exporter = Exporter::start(config, clock).await;
+    let s = exporter
+        .wait_for(|s| s.get("tencentcloud_cdb_exporter_last_poll_success", &[]) == Some(0.0))
+        .await;
+    assert_eq!(
+        s.get(
+            "tencentcloud_cdb_exporter_api_errors_total",
+            &[("code", "AuthFailure.SecretIdNotFound")]
+        ),
+        Some(
+            s.get("tencentcloud_cdb_exporter_api_requests_total", &[])
+                .unwrap()
+        ),
+        "auth errors are not retried"
+    );
+    let base = format!("http://{}", exporter.addr);
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 503);
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    let (status, page) = get(&format!("{base}/")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("href=\"/metrics\"") && page.contains("ap-guangzhou"));
+    assert_eq!(get(&format!("{base}/nope")).await.0, 404);
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn ready_after_the_first_poll() {
+    let pair = Pair::start(scenario(vec![]), "", &region("ap-guangzhou", &[])).await;
+    pair.exporter.wait_poll_after(0).await;
+    assert_eq!(
+        get(&format!("http://{}/readyz", pair.exporter.addr))
+            .await
+            .0,
+        200
+    );
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn restart_with_a_state_file_counts_downtime_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let poll = format!("state_file = \"{}\"", state.display());
+    let tasks = vec![
+        // Ends during the first run.
+        SimTask::simple(1, "reboot", &[A], -30, 40, Succeed),
+        // Running at the first stop, ends during the downtime.
+        SimTask::simple(2, "upgrade_master", &[A], -30, 200, Failed),
+        // Starts and ends during the downtime.
+        SimTask::simple(3, "import_data", &[A], 150, 20, Killed),
+        // Ended long before: baseline.
+        SimTask::simple(4, "rollback", &[A], -3000, 20, Succeed),
+    ];
+    cdb_task_exporter::install_crypto_provider();
+    let clock = cdb_task_exporter::clock::SystemClock::shared();
+    let sim = cdb_task_exporter::sim::Simulator::with_default_keys(scenario(tasks), clock.clone())
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let text = config_text(&sim.url(), &poll, &region("ap-guangzhou", &[A]));
+    let config = cdb_task_exporter::config::Config::from_toml(&text).unwrap();
+
+    let first = Exporter::start(config.clone(), clock.clone()).await;
+    first.wait_poll_after(0).await;
+    clock.advance(60);
+    let s = first
+        .wait_poll_after(cdb_task_exporter::clock::Clock::now(clock.as_ref()))
+        .await;
+    assert_eq!(s.finished(A, "reboot", "succeed"), Some(1.0));
+    assert_eq!(s.tasks(A, "upgrade_master", "running"), 1.0);
+    first.stop().await;
+    assert!(state.exists());
+
+    clock.advance(300); // downtime: task 2 fails, task 3 runs and is killed
+    let second = Exporter::start(config.clone(), clock.clone()).await;
+    let s = second
+        .wait_poll_after(cdb_task_exporter::clock::Clock::now(clock.as_ref()))
+        .await;
+    assert_eq!(s.finished(A, "upgrade_master", "failed"), Some(1.0));
+    assert_eq!(s.finished(A, "import_data", "killed"), Some(1.0));
+    assert_eq!(
+        s.finished(A, "reboot", "succeed"),
+        Some(0.0),
+        "counted by the first run"
+    );
+    assert_eq!(s.finished(A, "rollback", "succeed"), Some(0.0), "baseline");
+    second.stop().await;
+
+    // A third run with nothing new counts nothing.
+    let third = Exporter::start(config.clone(), clock.clone()).await;
+    let s = third
+        .wait_poll_after(cdb_task_exporter::clock::Clock::now(clock.as_ref()))
+        .await;
+    assert_eq!(s.sum("tencentcloud_cdb_tasks_finished_total", &[]), 0.0);
+    assert_eq!(s.tasks(A, "upgrade_master", "failed"), 1.0);
+    third.stop().await;
+
+    // A corrupt state file is moved aside and the exporter starts fresh.
+    std::fs::write(&state, b"{ not json").unwrap();
+    let fourth = Exporter::start(config, clock.clone()).await;
+    let s = fourth
+        .wait_poll_after(cdb_task_exporter::clock::Clock::now(clock.as_ref()))
+        .await;
+    assert_eq!(s.sum("tencentcloud_cdb_tasks_finished_total", &[]), 0.0);
+    fourth.stop().await;
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+    assert!(aside);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn region_wide_with_listed_instances_filters_locally() {
+    let mut tasks = many(60, &[A, B, C]);
+    tasks.push(SimTask::simple(9, "reboot", &[], -30, 5, Failed));
+    let pair = Pair::start(scenario(tasks), "", &region("ap-guangzhou", &[A, B])).await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(s.tasks(A, "import_data", "succeed"), 20.0);
+    assert_eq!(s.tasks(B, "import_data", "succeed"), 20.0);
+    assert_eq!(s.tasks(C, "import_data", "succeed"), 0.0);
+    assert_eq!(s.count("tencentcloud_cdb_tasks", &[("instance_id", C)]), 0);
+    assert_eq!(
+        s.count(
+            "tencentcloud_cdb_tasks_finished_total",
+            &[("instance_id", C)]
+        ),
+        0
+    );
+    // Two listed instances and a quiet region: after the first poll, one region-wide request a
+    // poll rather than one per instance.
+    let before = pair.sim.sim.request_count();
+    pair.advance(60).await;
+    pair.advance(60).await;
+    let later = &pair.sim.sim.requests()[before..];
+    assert!(
+        later
+            .iter()
+            .all(|r| r.request.as_ref().unwrap().instance_id.is_none())
+    );
+    assert_one_request_per_poll(later);
+    pair.stop().await;
+}
