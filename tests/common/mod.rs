@@ -121,6 +121,7 @@ impl Exporter {
 }
 
 pub async fn get(url: &str) -> (u16, String) {
+    cdb_task_exporter::install_crypto_provider();
     let resp = reqwest::get(url).await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap())

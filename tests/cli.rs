@@ -1,0 +1,312 @@
+//! The real binary: exit codes, --check-config, signals, the simulator command, secrets in
+//! output, and a scrape linted by promtool.
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cdb-task-exporter");
+const SECRET_KEY: &str = "s3cr3t-KEY-value-that-must-never-show";
+const TOKEN: &str = "t0ken-value-that-must-never-show";
+
+fn exporter(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("CDB_TASK_EXPORTER_CONFIG")
+        .env_remove("TENCENTCLOUD_SECRET_ID")
+        .env_remove("TENCENTCLOUD_SECRET_KEY")
+        .env("HOME", "/nonexistent")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    exporter(args).output().unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+const GOOD: &str = r#"
+[poll]
+interval = "30s"
+[[accounts]]
+name = "prod"
+secret_id = "AKIDprodEXAMPLE000000000000"
+secret_key = "s3cr3t-KEY-value-that-must-never-show"
+token = "t0ken-value-that-must-never-show"
+[[accounts.regions]]
+region = "ap-shanghai-fsi"
+instances = ["cdb-c1nl9rpv"]
+"#;
+
+#[test]
+fn check_config_prints_a_summary_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "good.toml", GOOD);
+    let out = run(&["--config", &path, "--check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("account \"prod\": credentials from config"), "{stdout}");
+    assert!(stdout.contains("https://cdb.ap-shanghai-fsi.tencentcloudapi.com/"), "{stdout}");
+    assert!(stdout.contains("cdb-c1nl9rpv"));
+    assert!(stdout.contains("[redacted]"));
+    for secret in [SECRET_KEY, TOKEN, "AKIDprodEXAMPLE000000000000"] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked");
+    }
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let out = exporter(&["--config", path, "--check-config"])
+        .env("TENCENTCLOUD_SECRET_ID", "AKIDfromENV0000000000")
+        .env("TENCENTCLOUD_SECRET_KEY", "fromenv")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("environment"));
+}
+
+#[test]
+fn bad_configs_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (GOOD.replace("interval = \"30s\"", "interval = \"30s\"\nbogus_key = 1"), "poll.bogus_key"),
+        (GOOD.replace("\"30s\"", "\"thirty\""), "poll.interval"),
+        (GOOD.replace("cdb-c1nl9rpv", "mysql-1"), "accounts[0].regions[0].instances[0]"),
+        (GOOD.replace("ap-shanghai-fsi", "Shanghai"), "accounts[0].regions[0].region"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = write(dir.path(), &format!("bad{i}.toml"), text);
+        let out = run(&["--config", &path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")), "{key}: {stderr}");
+        assert!(stderr.contains(&path), "the file is named: {stderr}");
+        assert!(!stderr.contains(SECRET_KEY));
+    }
+    let missing = dir.path().join("missing.toml");
+    let out = run(&["--config", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+    let out = run(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2), "no config given");
+    // Environment overrides are validated too.
+    let path = write(dir.path(), "env.toml", GOOD);
+    let out = exporter(&["--config", &path, "--check-config"])
+        .env("CDB_TASK_EXPORTER__POLL__LOOKBACK", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`poll.lookback`"));
+    let out = exporter(&["--config", &path, "--check-config"])
+        .env("CDB_TASK_EXPORTER__POLL__INTERVAL", "45s")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("interval 45s"));
+}
+
+#[test]
+fn version_names_the_revision() {
+    let out = run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(env!("CARGO_PKG_VERSION")) && text.contains("revision"), "{text}");
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_ready(url: &str) {
+    cdb_task_exporter::install_crypto_provider();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(resp) = reqwest::get(url).await
+            && resp.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The simulator binary and the exporter binary together, SIGHUP, SIGTERM, secrets, promtool.
+#[tokio::test]
+async fn binaries_serve_reload_lint_and_stop_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim_port = free_port();
+    let scenario = write(
+        dir.path(),
+        "scenario.toml",
+        r#"
+[[tasks]]
+type = "IMPORT DATA"
+instances = ["cdb-aaaa1111"]
+start = "-10m"
+status = "FAILED"
+duration = "30s"
+[[tasks]]
+type = "UPGRADE MASTER"
+instances = ["cdb-aaaa1111", "cdb-bbbb2222"]
+start = "-5m"
+status = "RUNNING"
+"#,
+    );
+    let _sim = Running(
+        exporter(&[
+            "simulate", "--listen", &format!("127.0.0.1:{sim_port}"), "--scenario", &scenario,
+            "--secret-id", "AKIDbinarytest000000000", "--secret-key", SECRET_KEY,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let port = free_port();
+    let config_text = |instances: &str| {
+        format!(
+            r#"
+[server]
+listen_address = "127.0.0.1:{port}"
+[poll]
+interval = "1s"
+request_timeout = "900ms"
+[[accounts]]
+name = "bin"
+secret_id = "AKIDbinarytest000000000"
+secret_key_file = "{}"
+token = "{TOKEN}"
+endpoint = "http://127.0.0.1:{sim_port}"
+[[accounts.regions]]
+region = "ap-guangzhou"
+{instances}
+"#,
+            dir.path().join("key").display()
+        )
+    };
+    std::fs::write(dir.path().join("key"), format!("{SECRET_KEY}\n")).unwrap();
+    let config = write(dir.path(), "config.toml", &config_text(""));
+    let mut child = exporter(&["--config", &config, "--log-format", "json"])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/readyz")).await;
+    let metrics = get(&format!("{base}/metrics")).await.1;
+    let s = Series::parse(&metrics);
+    assert_eq!(s.tasks(A, "import_data", "failed"), 1.0);
+    assert_eq!(s.tasks(B, "upgrade_master", "running"), 1.0);
+
+    // promtool finds nothing to complain about in a real scrape.
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by .ci/run (Debian package prometheus)");
+    std::io::Write::write_all(lint.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    let findings = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    assert!(lint.status.success() && findings.trim().is_empty(), "promtool: {findings}");
+
+    // SIGHUP with an invalid config is ignored; with a valid one, the instance list changes.
+    std::fs::write(&config, "not = [valid").unwrap();
+    signal(&child, "-HUP");
+    std::fs::write(&config, config_text("instances = [\"cdb-aaaa1111\"]")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&child, "-HUP");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = Series::parse(&get(&format!("{base}/metrics")).await.1);
+        if s.count("tencentcloud_cdb_tasks", &[("instance_id", B)]) == 0
+            && s.tasks(A, "upgrade_master", "running") == 1.0
+        {
+            assert_eq!(s.count("tencentcloud_cdb_tasks_finished_total", &[("instance_id", B)]), 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "reload did not drop cdb-bbbb2222:\n{}", s.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(0));
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("reload ignored") || stderr.contains("invalid"), "{stderr}");
+    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    for secret in [SECRET_KEY, TOKEN] {
+        assert!(!stderr.contains(secret), "secret in logs");
+        assert!(!stdout.contains(secret), "secret on stdout");
+        assert!(!metrics.contains(secret), "secret in metrics");
+    }
+    // Logs are JSON lines.
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+    }
+}
+
+#[tokio::test]
+async fn sigint_exits_0_and_a_taken_port_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = format!(
+        "[server]\nlisten_address = \"127.0.0.1:{port}\"\n[[accounts]]\nname = \"x\"\nsecret_id = \"AKIDx0000000000\"\nsecret_key = \"k\"\nendpoint = \"http://127.0.0.1:9\"\n[[accounts.regions]]\nregion = \"ap-guangzhou\"\n"
+    );
+    let path = write(dir.path(), "c.toml", &text);
+    let out = run(&["--config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    drop(taken);
+    let mut child = exporter(&["--config", &path]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_ready(&format!("http://127.0.0.1:{port}/healthz")).await;
+    // The API endpoint is unreachable: the exporter keeps serving and is not ready.
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/readyz")).await.0, 503);
+    signal(&child, "-INT");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
