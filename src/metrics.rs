@@ -3,7 +3,9 @@
 //!
 //! Task gauges are set from per-target aggregates computed after each poll, so a scrape only
 //! encodes the series that exist: its cost is proportional to the number of series, never to the
-//! number of tasks. Several targets may share a label set (two accounts polling one region
+//! number of tasks. Between polls nothing but the process metrics changes, so the encoded text
+//! of everything else is cached and re-encoded only after a change (every verb bumps a
+//! generation counter). Several targets may share a label set (two accounts polling one region
 //! region-wide both have `instance_id=""`), so gauges are merged across targets: counts are
 //! summed, the oldest start is the minimum, the last end the maximum.
 
@@ -15,6 +17,7 @@ use prometheus::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Appended to every HELP line.
 const FROM_POLL: &str =
@@ -80,6 +83,9 @@ pub struct Metrics {
     poll_duration: GaugeVec,
     tasks_tracked: IntGaugeVec,
     book: Mutex<BTreeMap<TargetId, Contribution>>,
+    process: Registry,
+    generation: AtomicU64,
+    cache: Mutex<(u64, Vec<u8>)>,
 }
 
 fn refs(key: &[String]) -> Vec<&str> {
@@ -147,11 +153,13 @@ impl Metrics {
             &["version", "revision"],
         );
         build_info.with_label_values(&[version, revision]).set(1);
+        let process = Registry::new();
         #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .expect("process collector");
+        process
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector");
         Metrics {
             tasks: gauge(
                 &r,
@@ -230,20 +238,40 @@ impl Metrics {
             ),
             registry: r,
             book: Mutex::new(BTreeMap::new()),
+            process,
+            generation: AtomicU64::new(1),
+            cache: Mutex::new((0, Vec::new())),
         }
+    }
+
+    /// Marks the exposition as changed.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(64 * 1024);
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut cache = self.cache.lock().expect("lock");
+        if cache.0 != generation {
+            let mut buf = Vec::with_capacity(cache.1.len().max(64 * 1024));
+            TextEncoder::new()
+                .encode(&self.registry.gather(), &mut buf)
+                .expect("text encoding cannot fail");
+            *cache = (generation, buf);
+        }
+        let mut out = Vec::with_capacity(cache.1.len() + 2048);
+        out.extend_from_slice(&cache.1);
+        drop(cache);
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
+            .encode(&self.process.gather(), &mut out)
             .expect("text encoding cannot fail");
-        buf
+        out
     }
 
     /// One HTTP attempt to the API and how long it took.
     pub fn api_request(&self, t: &TargetId, action: &str, seconds: f64) {
+        self.changed();
         self.api_requests
             .with_label_values(&[&t.account, &t.region, action])
             .inc();
@@ -254,6 +282,7 @@ impl Metrics {
 
     /// `n` API errors with this code (a failed attempt, or malformed items with `Decode`).
     pub fn api_errors(&self, t: &TargetId, action: &str, code: &str, n: u64) {
+        self.changed();
         self.api_errors
             .with_label_values(&[&t.account, &t.region, action, code])
             .inc_by(n);
@@ -261,6 +290,7 @@ impl Metrics {
 
     /// The end of a poll of a target.
     pub fn poll_done(&self, t: &TargetId, ok: bool, now: i64, seconds: f64, tracked: usize) {
+        self.changed();
         let labels = [t.account.as_str(), t.region.as_str()];
         self.last_poll_success
             .with_label_values(&labels)
@@ -278,6 +308,7 @@ impl Metrics {
 
     /// A task finished: count it once under each of its instances, observe its duration once.
     pub fn task_finished(&self, t: &TargetId, f: &Finished) {
+        self.changed();
         let region = t.region.as_str();
         let mut book = self.book.lock().expect("lock");
         let c = book.entry(t.clone()).or_default();
@@ -302,6 +333,7 @@ impl Metrics {
     /// Creates the finished counters at 0 for an instance: 12 known types x 4 terminal statuses,
     /// so `increase()` sees its first failure.
     pub fn monitor_instance(&self, t: &TargetId, instance: &str) {
+        self.changed();
         let mut book = self.book.lock().expect("lock");
         let c = book.entry(t.clone()).or_default();
         if c.instances.insert(instance.to_string()) {
@@ -327,6 +359,7 @@ impl Metrics {
         summary: &Summary,
         last_finished: impl Iterator<Item = ((&'a str, &'a str, TaskStatus), i64)>,
     ) {
+        self.changed();
         let region = &t.region;
         let mut book = self.book.lock().expect("lock");
         let c = book.entry(t.clone()).or_default();
@@ -388,6 +421,7 @@ impl Metrics {
 
     /// Removes every series a target contributed (its instances left the config).
     pub fn remove_target(&self, t: &TargetId) {
+        self.changed();
         let mut book = self.book.lock().expect("lock");
         let Some(c) = book.remove(t) else { return };
         let tasks: BTreeSet<Key4> = c.tasks.into_keys().collect();

@@ -55,12 +55,21 @@ fn check_config_prints_a_summary_without_secrets() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("account \"prod\": credentials from config"), "{stdout}");
-    assert!(stdout.contains("https://cdb.ap-shanghai-fsi.tencentcloudapi.com/"), "{stdout}");
+    assert!(
+        stdout.contains("account \"prod\": credentials from config"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("https://cdb.ap-shanghai-fsi.tencentcloudapi.com/"),
+        "{stdout}"
+    );
     assert!(stdout.contains("cdb-c1nl9rpv"));
     assert!(stdout.contains("[redacted]"));
     for secret in [SECRET_KEY, TOKEN, "AKIDprodEXAMPLE000000000000"] {
-        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} leaked"
+        );
     }
 }
 
@@ -72,7 +81,12 @@ fn the_example_config_is_valid() {
         .env("TENCENTCLOUD_SECRET_KEY", "fromenv")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("environment"));
 }
 
@@ -80,10 +94,19 @@ fn the_example_config_is_valid() {
 fn bad_configs_exit_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        (GOOD.replace("interval = \"30s\"", "interval = \"30s\"\nbogus_key = 1"), "poll.bogus_key"),
+        (
+            GOOD.replace("interval = \"30s\"", "interval = \"30s\"\nbogus_key = 1"),
+            "poll.bogus_key",
+        ),
         (GOOD.replace("\"30s\"", "\"thirty\""), "poll.interval"),
-        (GOOD.replace("cdb-c1nl9rpv", "mysql-1"), "accounts[0].regions[0].instances[0]"),
-        (GOOD.replace("ap-shanghai-fsi", "Shanghai"), "accounts[0].regions[0].region"),
+        (
+            GOOD.replace("cdb-c1nl9rpv", "mysql-1"),
+            "accounts[0].regions[0].instances[0]",
+        ),
+        (
+            GOOD.replace("ap-shanghai-fsi", "Shanghai"),
+            "accounts[0].regions[0].region",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = write(dir.path(), &format!("bad{i}.toml"), text);
@@ -122,7 +145,10 @@ fn version_names_the_revision() {
     let out = run(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(env!("CARGO_PKG_VERSION")) && text.contains("revision"), "{text}");
+    assert!(
+        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("revision"),
+        "{text}"
+    );
 }
 
 struct Running(Child);
@@ -135,7 +161,10 @@ impl Drop for Running {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -151,7 +180,11 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_ready(url: &str) {
@@ -192,8 +225,15 @@ status = "RUNNING"
     );
     let _sim = Running(
         exporter(&[
-            "simulate", "--listen", &format!("127.0.0.1:{sim_port}"), "--scenario", &scenario,
-            "--secret-id", "AKIDbinarytest000000000", "--secret-key", SECRET_KEY,
+            "simulate",
+            "--listen",
+            &format!("127.0.0.1:{sim_port}"),
+            "--scenario",
+            &scenario,
+            "--secret-id",
+            "AKIDbinarytest000000000",
+            "--secret-key",
+            SECRET_KEY,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -247,8 +287,15 @@ region = "ap-guangzhou"
         .expect("promtool is installed by .ci/run (Debian package prometheus)");
     std::io::Write::write_all(lint.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
     let lint = lint.wait_with_output().unwrap();
-    let findings = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
-    assert!(lint.status.success() && findings.trim().is_empty(), "promtool: {findings}");
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    assert!(
+        lint.status.success() && findings.trim().is_empty(),
+        "promtool: {findings}"
+    );
 
     // SIGHUP with an invalid config is ignored; with a valid one, the instance list changes.
     std::fs::write(&config, "not = [valid").unwrap();
@@ -262,10 +309,20 @@ region = "ap-guangzhou"
         if s.count("tencentcloud_cdb_tasks", &[("instance_id", B)]) == 0
             && s.tasks(A, "upgrade_master", "running") == 1.0
         {
-            assert_eq!(s.count("tencentcloud_cdb_tasks_finished_total", &[("instance_id", B)]), 0);
+            assert_eq!(
+                s.count(
+                    "tencentcloud_cdb_tasks_finished_total",
+                    &[("instance_id", B)]
+                ),
+                0
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "reload did not drop cdb-bbbb2222:\n{}", s.text);
+        assert!(
+            Instant::now() < deadline,
+            "reload did not drop cdb-bbbb2222:\n{}",
+            s.text
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
@@ -275,9 +332,22 @@ region = "ap-guangzhou"
     assert_eq!(status.code(), Some(0));
     let mut stdout = String::new();
     let mut stderr = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert!(stderr.contains("reload ignored") || stderr.contains("invalid"), "{stderr}");
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("reload ignored") || stderr.contains("invalid"),
+        "{stderr}"
+    );
     assert!(stderr.contains("configuration reloaded"), "{stderr}");
     for secret in [SECRET_KEY, TOKEN] {
         assert!(!stderr.contains(secret), "secret in logs");
@@ -286,7 +356,10 @@ region = "ap-guangzhou"
     }
     // Logs are JSON lines.
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
     }
 }
 
@@ -303,7 +376,11 @@ async fn sigint_exits_0_and_a_taken_port_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
     drop(taken);
-    let mut child = exporter(&["--config", &path]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = exporter(&["--config", &path])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_ready(&format!("http://127.0.0.1:{port}/healthz")).await;
     // The API endpoint is unreachable: the exporter keeps serving and is not ready.
     assert_eq!(get(&format!("http://127.0.0.1:{port}/readyz")).await.0, 503);

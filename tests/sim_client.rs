@@ -519,7 +519,7 @@ async fn each_fault_maps_to_its_error() {
     let page = c.describe_tasks(&query()).await.unwrap();
     assert_eq!(
         (page.item_count, page.tasks.len(), page.malformed.len()),
-        (5, 4, 1)
+        (6, 5, 1)
     );
     let e = c.describe_tasks(&query()).await.unwrap_err();
     assert_eq!(e, Error::Timeout);

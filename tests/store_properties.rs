@@ -30,7 +30,11 @@ impl Timeline {
         Some(Task {
             job_id: self.job_id,
             task_type: self.task_type.into(),
-            status: if end.is_some() { self.outcome } else { TaskStatus::Running },
+            status: if end.is_some() {
+                self.outcome
+            } else {
+                TaskStatus::Running
+            },
             start_time: self.start,
             end_time: end,
             progress: 0,
@@ -46,7 +50,12 @@ fn timeline() -> impl Strategy<Value = Timeline> {
     (
         -3_000i64..3_000,
         prop::option::weighted(0.8, 0i64..4_000),
-        prop::sample::select(vec![TaskStatus::Succeed, TaskStatus::Failed, TaskStatus::Killed, TaskStatus::Removed]),
+        prop::sample::select(vec![
+            TaskStatus::Succeed,
+            TaskStatus::Failed,
+            TaskStatus::Killed,
+            TaskStatus::Removed,
+        ]),
         prop::sample::select(vec!["cdb-aaaa1111", "cdb-bbbb2222"]),
         prop::sample::select(vec!["reboot", "import_data"]),
     )
@@ -85,7 +94,12 @@ fn case() -> impl Strategy<Value = Case> {
                 t += g;
                 polls.push(t);
             }
-            Case { tasks, polls, restarts, seed }
+            Case {
+                tasks,
+                polls,
+                restarts,
+                seed,
+            }
         })
 }
 
@@ -123,7 +137,8 @@ impl Model {
     fn counts(&self) -> BTreeMap<(String, String, TaskStatus), u64> {
         let mut m = BTreeMap::new();
         for t in self.latest.values() {
-            *m.entry((t.instance_ids[0].clone(), t.task_type.clone(), t.status)).or_default() += 1;
+            *m.entry((t.instance_ids[0].clone(), t.task_type.clone(), t.status))
+                .or_default() += 1;
         }
         m
     }
