@@ -1,0 +1,351 @@
+//! The deployment bundle: rules lint and unit tests with promtool, the Prometheus and
+//! Alertmanager examples, Kubernetes manifests that reference each other consistently, the
+//! PrometheusRule carrying exactly the shipped rules, the dashboard, the unit and image files.
+
+use cdb_task_exporter::config::Config;
+use serde_yaml_ng::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn yaml(rel: &str) -> Value {
+    serde_yaml_ng::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn tool(cmd: &str, args: &[&str], dir: &Path) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is installed by .ci/run: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd} {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn rules_lint_clean_and_unit_tests_pass() {
+    let dir = root().join("deploy/prometheus");
+    let text = tool(
+        "promtool",
+        &["check", "rules", "rules/cdb-task-exporter.rules.yml"],
+        &dir,
+    );
+    assert!(text.contains("SUCCESS: 14 rules found"), "{text}");
+    let text = tool(
+        "promtool",
+        &["test", "rules", "tests/cdb-task-exporter.test.yml"],
+        &dir,
+    );
+    assert!(text.contains("SUCCESS"), "{text}");
+    tool("promtool", &["check", "config", "prometheus.yml"], &dir);
+    tool(
+        "amtool",
+        &["check-config", "../alertmanager/alertmanager.yml"],
+        &dir,
+    );
+}
+
+fn alerts(rules: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for g in rules["groups"].as_sequence().unwrap() {
+        for r in g["rules"].as_sequence().unwrap() {
+            if let Some(a) = r["alert"].as_str() {
+                out.push((a.to_string(), r.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_alert_is_well_formed_and_unit_tested_firing_and_not() {
+    let rules = yaml("deploy/prometheus/rules/cdb-task-exporter.rules.yml");
+    let tests = yaml("deploy/prometheus/tests/cdb-task-exporter.test.yml");
+    let all = alerts(&rules);
+    assert_eq!(all.len(), 6);
+    for (name, rule) in &all {
+        assert!(name.starts_with("CdbTask"), "{name}");
+        let sev = rule["labels"]["severity"].as_str().unwrap();
+        assert!(
+            ["critical", "warning", "info"].contains(&sev),
+            "{name}: {sev}"
+        );
+        assert!(rule["annotations"]["summary"].is_string(), "{name}");
+        assert!(
+            rule["annotations"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("{{"),
+            "{name}: templated description"
+        );
+        // The selector lives in the recording rules only.
+        assert!(
+            !rule["expr"].as_str().unwrap().contains("job="),
+            "{name} selects the job itself"
+        );
+        let cases: Vec<&Value> = tests["tests"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["alert_rule_test"].as_sequence().unwrap())
+            .filter(|c| c["alertname"].as_str() == Some(name))
+            .collect();
+        let firing = cases
+            .iter()
+            .any(|c| !c["exp_alerts"].as_sequence().unwrap().is_empty());
+        let silent = cases
+            .iter()
+            .any(|c| c["exp_alerts"].as_sequence().unwrap().is_empty());
+        assert!(
+            firing && silent,
+            "{name} needs a firing and a not-firing test"
+        );
+        let checks_annotations = cases
+            .iter()
+            .flat_map(|c| c["exp_alerts"].as_sequence().unwrap())
+            .all(|a| {
+                a["exp_annotations"]["summary"].is_string()
+                    && a["exp_annotations"]["description"].is_string()
+            });
+        assert!(
+            checks_annotations,
+            "{name}: every expected alert checks its annotations"
+        );
+    }
+    let desc =
+        all.iter().find(|(n, _)| n == "CdbTaskFailed").unwrap().1["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert!(
+        desc.contains("import_data") && desc.contains("upgrade_master"),
+        "imports and upgrades are called out"
+    );
+}
+
+fn docs(rel: &str) -> Vec<Value> {
+    let text = read(rel);
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{rel}: {e}")))
+        .collect()
+}
+
+fn one(rel: &str, kind: &str) -> Value {
+    let d = docs(rel);
+    assert_eq!(d.len(), 1, "{rel}");
+    assert_eq!(d[0]["kind"].as_str(), Some(kind), "{rel}");
+    d[0].clone()
+}
+
+#[test]
+fn kubernetes_manifests_are_consistent() {
+    let dep = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    let svc = one("deploy/kubernetes/service.yaml", "Service");
+    let cm = one("deploy/kubernetes/configmap.yaml", "ConfigMap");
+    let secret = one("deploy/kubernetes/secret.example.yaml", "Secret");
+    let sm = one("deploy/kubernetes/servicemonitor.yaml", "ServiceMonitor");
+    let pr = one("deploy/kubernetes/prometheusrule.yaml", "PrometheusRule");
+    for m in [&dep, &svc, &cm, &secret, &sm, &pr] {
+        assert_eq!(m["metadata"]["namespace"].as_str(), Some("monitoring"));
+    }
+    let pod_labels = &dep["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&dep["spec"]["selector"]["matchLabels"], pod_labels);
+    assert_eq!(&svc["spec"]["selector"], pod_labels);
+    assert_eq!(
+        &sm["spec"]["selector"]["matchLabels"],
+        &svc["metadata"]["labels"]
+    );
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    let port = &c["ports"][0];
+    assert_eq!(port["containerPort"].as_u64(), Some(39236));
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], port["name"]);
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["port"],
+        svc["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        c["securityContext"]["allowPrivilegeEscalation"].as_bool(),
+        Some(false)
+    );
+    assert!(
+        c["resources"]["requests"]["memory"].is_string()
+            && c["resources"]["limits"]["memory"].is_string()
+    );
+    assert_eq!(
+        c["envFrom"][0]["secretRef"]["name"],
+        secret["metadata"]["name"]
+    );
+    let volumes = dep["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap();
+    let config_volume = volumes
+        .iter()
+        .find(|v| v["configMap"].is_mapping())
+        .unwrap();
+    assert_eq!(config_volume["configMap"]["name"], cm["metadata"]["name"]);
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == config_volume["name"])
+        .unwrap();
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config_path = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
+    assert_eq!(
+        config_path,
+        format!("{}/config.toml", mount["mountPath"].as_str().unwrap())
+    );
+    // The ConfigMap's config is valid, listens on the container port, and keeps state on the
+    // state volume.
+    let config = Config::from_toml(cm["data"]["config.toml"].as_str().unwrap()).unwrap();
+    assert_eq!(config.server.listen_address.port(), 39236);
+    let state = config.poll.state_file.unwrap();
+    let state_mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str() == Some("state"))
+        .unwrap();
+    assert!(state.starts_with(state_mount["mountPath"].as_str().unwrap()));
+    // The ServiceMonitor's job is the Service name, which is the rules' selector.
+    assert!(
+        read("deploy/prometheus/rules/cdb-task-exporter.rules.yml").contains(&format!(
+            "job=\"{}\"",
+            svc["metadata"]["name"].as_str().unwrap()
+        ))
+    );
+}
+
+#[test]
+fn prometheusrule_carries_exactly_the_shipped_rules() {
+    let pr = one("deploy/kubernetes/prometheusrule.yaml", "PrometheusRule");
+    let rules = yaml("deploy/prometheus/rules/cdb-task-exporter.rules.yml");
+    assert_eq!(
+        pr["spec"]["groups"], rules["groups"],
+        "run scripts/gen-prometheusrule"
+    );
+}
+
+#[test]
+fn dashboard_has_the_variables_and_panels() {
+    let d: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/cdb-task-exporter.json")).unwrap();
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        vars,
+        ["datasource", "job", "region", "instance", "task_type"]
+    );
+    assert_eq!(d["templating"]["list"][0]["query"], "prometheus");
+    let exprs: Vec<String> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    for metric in [
+        "tencentcloud_cdb_tasks{",
+        "tencentcloud_cdb_tasks_finished_total",
+        "tencentcloud_cdb_task_duration_seconds_bucket",
+        "tencentcloud_cdb_task_last_finished_timestamp_seconds",
+        "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds",
+        "tencentcloud_cdb_exporter_last_poll_success",
+        "tencentcloud_cdb_exporter_api_requests_total",
+        "tencentcloud_cdb_exporter_api_errors_total",
+        "RequestLimitExceeded",
+        "tencentcloud_cdb_exporter_poll_duration_seconds",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "no panel shows {metric}"
+        );
+    }
+    for p in d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] != "row")
+    {
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+    }
+}
+
+#[test]
+fn systemd_unit_and_container_file_are_hardened() {
+    let unit = read("deploy/systemd/cdb-task-exporter.service");
+    let directives: Vec<(&str, &str)> = unit
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let has = |k: &str, v: &str| directives.iter().any(|(dk, dv)| *dk == k && *dv == v);
+    assert!(has(
+        "ExecStart",
+        "/usr/local/bin/cdb-task-exporter --config /etc/cdb-task-exporter/config.toml"
+    ));
+    assert!(has("ExecReload", "/bin/kill -HUP $MAINPID"));
+    for (k, v) in [
+        ("DynamicUser", "yes"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("CapabilityBoundingSet", ""),
+    ] {
+        assert!(has(k, v), "{k}={v}");
+    }
+    assert!(directives.iter().any(|(k, _)| *k == "EnvironmentFile"));
+    assert!(
+        directives
+            .iter()
+            .any(|(k, v)| *k == "LoadCredential" && v.starts_with("secret_key:"))
+    );
+
+    let image = read("deploy/container/Containerfile");
+    let froms = image.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert_eq!(froms, 2, "multi-stage");
+    assert!(image.contains("Cargo.lock") && image.contains("--locked"));
+    assert!(image.contains("ca-certificates"));
+    assert!(
+        image
+            .lines()
+            .any(|l| l.starts_with("USER ") && !l.contains("root"))
+    );
+    assert!(image.lines().any(|l| l.starts_with("HEALTHCHECK")) && image.contains("/healthz"));
+    assert!(image.contains("EXPOSE 39236"));
+}
