@@ -11,6 +11,16 @@
 //!   mappings ([`tencent::model`]), naive API times ([`tencent::apitime`]), paging
 //!   ([`tencent::paging`]), one signed call ([`tencent::client`]), credentials
 //!   ([`tencent::credentials`]).
+//! - [`tasks`]: the task store of one target: latest state by `JobId`, exactly-once accounting of
+//!   finished tasks, eviction. Pure.
+//! - [`window`]: which start-time ranges to ask for next. Pure.
+//! - [`poller`]: one target's loop: query plan, paging, retries, rate limit; client -> store ->
+//!   metrics.
+//! - [`metrics`]: every metric, its HELP and labels, behind verb methods; rendering.
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/`.
+//! - [`http`]: the HTTP/1 serving loop shared by the server and the simulator.
+//! - [`state`]: the state file, written atomically.
+//! - [`app`]: `run()`, the testable entry point: server, pollers, reloads, shutdown; the demo.
 //! - [`sim`]: the simulated CDB API (scenarios, signature check, faults) for the demo and tests.
 
 #![forbid(unsafe_code)]

@@ -23,6 +23,7 @@ const A: &str = "cdb-aaaa1111";
 const B: &str = "cdb-bbbb2222";
 
 async fn start(scenario: Scenario) -> (SimServer, Arc<SystemClock>) {
+    cdb_task_exporter::install_crypto_provider();
     let clock = SystemClock::shared();
     let sim = Simulator::with_default_keys(scenario, clock.clone());
     let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();

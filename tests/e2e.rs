@@ -1,0 +1,363 @@
+//! End to end with the real programs: the exporter against the simulator, Debian's Prometheus
+//! scraping it with the shipped scrape config and rules, Debian's Alertmanager routing the alerts
+//! with the shipped routing to a webhook inside this test. Everything listens on loopback and is
+//! stopped by process id at the end.
+
+mod common;
+
+use cdb_task_exporter::clock::Clock;
+use cdb_task_exporter::http::{read_body, respond, serve};
+use cdb_task_exporter::sim::{Scenario, SimTask};
+use cdb_task_exporter::tencent::model::TaskStatus;
+use common::*;
+use hyper::StatusCode;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A child process killed (by pid) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(bin: &'static str, args: &[String], log: &Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin} is installed by .ci/run: {e}"));
+    Proc(child)
+}
+
+fn replace(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the shipped file no longer contains {from:?}"
+    );
+    text.replace(from, to)
+}
+
+async fn query(prom: &str, expr: &str) -> Value {
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{prom}/api/v1/query"))
+        .form(&[("query", expr)])
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap()
+}
+
+async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn scalar(v: &Value) -> Option<f64> {
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+
+    // The exporter against the simulator: an import that fails once the test moves the clock, an
+    // upgrade that has been running for seven hours.
+    let tasks = vec![
+        SimTask::simple(1, "import_data", &[A], 10, 20, TaskStatus::Failed),
+        SimTask::simple(2, "upgrade_master", &[B], -7 * 3600, 0, TaskStatus::Running),
+        SimTask::simple(3, "reboot", &[A], -600, 30, TaskStatus::Succeed),
+    ];
+    let pair = Pair::start(
+        Scenario {
+            tasks,
+            ..Default::default()
+        },
+        "",
+        &region("ap-guangzhou", &[]),
+    )
+    .await;
+    pair.exporter.wait_poll_after(0).await;
+
+    // A webhook receiver for Alertmanager.
+    let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_port = hook_listener.local_addr().unwrap().port();
+    let hook_stop = CancellationToken::new();
+    let sink = received.clone();
+    tokio::spawn(serve(
+        hook_listener,
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let sink = sink.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                if let Some(body) = read_body(req.into_body(), 1 << 20).await
+                    && let Ok(v) = serde_json::from_slice::<Value>(&body)
+                {
+                    sink.lock().unwrap().push((path, v));
+                }
+                respond(StatusCode::OK, "text/plain", "ok")
+            }
+        },
+        hook_stop.clone(),
+        Duration::from_secs(1),
+    ));
+
+    // Alertmanager with the shipped routing, delivering to the webhook, grouping fast.
+    let am_port = free_port();
+    let am_config = read(root, "deploy/alertmanager/alertmanager.yml");
+    let am_config = replace(
+        &am_config,
+        "http://127.0.0.1:5001",
+        &format!("http://127.0.0.1:{hook_port}"),
+    );
+    let am_config = replace(&am_config, "group_wait: 30s", "group_wait: 1s");
+    let am_config = replace(&am_config, "group_interval: 5m", "group_interval: 1s");
+    std::fs::write(dir.path().join("alertmanager.yml"), am_config).unwrap();
+    let _am = start(
+        "/usr/bin/prometheus-alertmanager",
+        &[
+            format!(
+                "--config.file={}",
+                dir.path().join("alertmanager.yml").display()
+            ),
+            format!("--storage.path={}", dir.path().join("am-data").display()),
+            format!("--web.listen-address=127.0.0.1:{am_port}"),
+            "--cluster.listen-address=".into(),
+        ],
+        &dir.path().join("alertmanager.log"),
+    );
+
+    // Prometheus with the shipped scrape config and rules, scraping and evaluating every second.
+    let prom_port = free_port();
+    let prom_config = read(root, "deploy/prometheus/prometheus.yml");
+    let prom_config = replace(&prom_config, "scrape_interval: 30s", "scrape_interval: 1s");
+    let prom_config = replace(
+        &prom_config,
+        "evaluation_interval: 30s",
+        "evaluation_interval: 1s",
+    );
+    let prom_config = replace(&prom_config, "scrape_timeout: 10s", "scrape_timeout: 1s");
+    let prom_config = replace(
+        &prom_config,
+        "localhost:39236",
+        &pair.exporter.addr.to_string(),
+    );
+    let prom_config = replace(
+        &prom_config,
+        "localhost:9093",
+        &format!("127.0.0.1:{am_port}"),
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), prom_config).unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::copy(
+        root.join("deploy/prometheus/rules/cdb-task-exporter.rules.yml"),
+        dir.path().join("rules/cdb-task-exporter.rules.yml"),
+    )
+    .unwrap();
+    let _prom = start(
+        "/usr/bin/prometheus",
+        &[
+            format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ),
+            format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom-data").display()
+            ),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+        ],
+        &dir.path().join("prometheus.log"),
+    );
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    cdb_task_exporter::install_crypto_provider();
+
+    // Prometheus has scraped the zero counter of the import before it fails.
+    let failed_imports = r#"tencentcloud_cdb_tasks_finished_total{job="cdb-task-exporter", instance_id="cdb-aaaa1111", task_type="import_data", status="failed"}"#;
+    wait_until("the zero counter in Prometheus", || async {
+        reqwest::get(format!("{prom}/-/ready"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+            && scalar(&query(&prom, failed_imports).await) == Some(0.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The import fails.
+    pair.clock.advance(40);
+    pair.exporter.wait_poll_after(pair.clock.now()).await;
+    wait_until("the failure in Prometheus", || async {
+        scalar(&query(&prom, failed_imports).await) == Some(1.0)
+    })
+    .await;
+
+    // The series are queryable with the expected values.
+    let running = query(&prom, r#"tencentcloud_cdb_tasks{job="cdb-task-exporter", task_type="upgrade_master", status="running"}"#).await;
+    assert_eq!(scalar(&running), Some(1.0), "{running}");
+    assert_eq!(running["data"]["result"][0]["metric"]["instance_id"], B);
+    let oldest = query(
+        &prom,
+        r#"cdb:task_oldest_unfinished_start:timestamp_seconds{task_type="upgrade_master"}"#,
+    )
+    .await;
+    assert_eq!(
+        scalar(&oldest),
+        Some((pair.sim.sim.started() - 7 * 3600) as f64),
+        "{oldest}"
+    );
+    let succeeded = query(
+        &prom,
+        r#"tencentcloud_cdb_tasks{job="cdb-task-exporter", task_type="reboot", status="succeed"}"#,
+    )
+    .await;
+    assert_eq!(scalar(&succeeded), Some(1.0));
+    assert_eq!(
+        scalar(&query(&prom, "cdb_task_exporter:up").await),
+        Some(1.0)
+    );
+
+    // Alertmanager delivers both alerts to the task receiver, with their labels and annotations.
+    let find = |name: &str| -> Option<Value> {
+        received.lock().unwrap().iter().find_map(|(path, body)| {
+            (path == "/cdb-tasks")
+                .then(|| body["alerts"].as_array().cloned().unwrap_or_default())
+                .into_iter()
+                .flatten()
+                .find(|a| a["labels"]["alertname"] == name && a["status"] == "firing")
+        })
+    };
+    wait_until("both alerts at the webhook", || {
+        let ok = find("CdbTaskFailed").is_some() && find("CdbTaskRunningTooLong").is_some();
+        async move { ok }
+    })
+    .await;
+    let failed = find("CdbTaskFailed").unwrap();
+    assert_eq!(failed["labels"]["severity"], "warning");
+    assert_eq!(failed["labels"]["instance_id"], A);
+    assert_eq!(failed["labels"]["task_type"], "import_data");
+    assert_eq!(failed["labels"]["region"], "ap-guangzhou");
+    assert_eq!(
+        failed["annotations"]["summary"],
+        "A CDB import_data task failed on cdb-aaaa1111"
+    );
+    assert!(
+        failed["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("A data import failed")
+    );
+    let stuck = find("CdbTaskRunningTooLong").unwrap();
+    assert_eq!(stuck["labels"]["instance_id"], B);
+    assert_eq!(stuck["labels"]["task_type"], "upgrade_master");
+    assert!(
+        stuck["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("started 7h")
+    );
+    // Nothing about the exporter's health: it is fine.
+    let health_alerts = received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| {
+            a["labels"]["alertname"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("CdbTaskExporter")
+        })
+        .count();
+    assert_eq!(health_alerts, 0);
+
+    // Every PromQL expression of the dashboard evaluates without error.
+    let dashboard: Value =
+        serde_json::from_str(&read(root, "deploy/grafana/cdb-task-exporter.json")).unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    for v in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"]["query"].as_str() {
+            // label_values(selector, label): the selector must be valid PromQL.
+            let inner = q
+                .trim_start_matches("label_values(")
+                .rsplit_once(',')
+                .unwrap()
+                .0;
+            exprs.push(inner.to_string());
+        }
+    }
+    assert!(exprs.len() > 20);
+    let mut nonempty = 0;
+    for e in &exprs {
+        let concrete = e
+            .replace("$job", "cdb-task-exporter")
+            .replace("$region", ".*")
+            .replace("$instance", ".*")
+            .replace("$task_type", ".*")
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "1h");
+        let v = query(&prom, &concrete).await;
+        assert_eq!(v["status"], "success", "{concrete}: {v}");
+        if v["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            nonempty += 1;
+        }
+    }
+    assert!(
+        nonempty * 2 > exprs.len(),
+        "most panels have data: {nonempty} of {}",
+        exprs.len()
+    );
+
+    hook_stop.cancel();
+    pair.stop().await;
+}
+
+fn read(root: &Path, rel: &str) -> String {
+    std::fs::read_to_string(root.join(rel)).unwrap()
+}
