@@ -179,14 +179,6 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_ready(url: &str) {
     cdb_task_exporter::install_crypto_provider();
     let deadline = Instant::now() + PATIENCE;

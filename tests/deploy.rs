@@ -11,9 +11,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+mod common;
+
+use common::repo_file as read;
 
 fn yaml(rel: &str) -> Value {
     serde_yaml_ng::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -270,13 +270,7 @@ fn dashboard_has_the_variables_and_panels() {
         ["datasource", "job", "region", "instance", "task_type"]
     );
     assert_eq!(d["templating"]["list"][0]["query"], "prometheus");
-    let exprs: Vec<String> = d["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .map(|t| t["expr"].as_str().unwrap().to_string())
-        .collect();
+    let exprs: Vec<String> = common::dashboard_exprs(&d);
     for metric in [
         "tencentcloud_cdb_tasks{",
         "tencentcloud_cdb_tasks_finished_total",

@@ -38,14 +38,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(bin: &'static str, args: &[String], log: &Path) -> Proc {
     let log = std::fs::File::create(log).unwrap();
     let child = Command::new(bin)
@@ -142,7 +134,7 @@ async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade
 
     // Alertmanager with the shipped routing, delivering to the webhook, grouping fast.
     let am_port = free_port();
-    let am_config = read(root, "deploy/alertmanager/alertmanager.yml");
+    let am_config = repo_file("deploy/alertmanager/alertmanager.yml");
     let am_config = replace(
         &am_config,
         "http://127.0.0.1:5001",
@@ -167,7 +159,7 @@ async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade
 
     // Prometheus with the shipped scrape config and rules, scraping and evaluating every second.
     let prom_port = free_port();
-    let prom_config = read(root, "deploy/prometheus/prometheus.yml");
+    let prom_config = repo_file("deploy/prometheus/prometheus.yml");
     let prom_config = replace(&prom_config, "scrape_interval: 30s", "scrape_interval: 1s");
     let prom_config = replace(
         &prom_config,
@@ -310,14 +302,8 @@ async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade
 
     // Every PromQL expression of the dashboard evaluates without error.
     let dashboard: Value =
-        serde_json::from_str(&read(root, "deploy/grafana/cdb-task-exporter.json")).unwrap();
-    let mut exprs: Vec<String> = dashboard["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .map(|t| t["expr"].as_str().unwrap().to_string())
-        .collect();
+        serde_json::from_str(&repo_file("deploy/grafana/cdb-task-exporter.json")).unwrap();
+    let mut exprs: Vec<String> = dashboard_exprs(&dashboard);
     for v in dashboard["templating"]["list"].as_array().unwrap() {
         if let Some(q) = v["query"]["query"].as_str() {
             // label_values(selector, label): the selector must be valid PromQL.
@@ -356,8 +342,4 @@ async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade
 
     hook_stop.cancel();
     pair.stop().await;
-}
-
-fn read(root: &Path, rel: &str) -> String {
-    std::fs::read_to_string(root.join(rel)).unwrap()
 }

@@ -30,11 +30,12 @@ async fn start(scenario: Scenario) -> (SimServer, Arc<SystemClock>) {
     (server, clock)
 }
 
-fn client_with(server: &SimServer, id: &str, key: &str, timeout: Duration) -> Client {
+/// A client for `url` in `region`, signing with `id`/`key`.
+fn client_at(url: &str, region: &str, id: &str, key: &str, timeout: Duration) -> Client {
     cdb_task_exporter::install_crypto_provider();
     let options = ClientOptions {
-        endpoint: Endpoint::parse(&server.url()).unwrap(),
-        region: "ap-guangzhou".into(),
+        endpoint: Endpoint::parse(url).unwrap(),
+        region: region.into(),
         zone: ApiZone::beijing(),
         timeout,
     };
@@ -44,6 +45,10 @@ fn client_with(server: &SimServer, id: &str, key: &str, timeout: Duration) -> Cl
         token: None,
     });
     Client::new(options, Arc::new(provider)).unwrap()
+}
+
+fn client_with(server: &SimServer, id: &str, key: &str, timeout: Duration) -> Client {
+    client_at(&server.url(), "ap-guangzhou", id, key, timeout)
 }
 
 fn client(server: &SimServer) -> Client {
@@ -151,64 +156,57 @@ async fn correctly_signed_request_gets_real_shaped_json() {
 #[tokio::test]
 async fn signature_errors_are_the_apis() {
     let (server, _) = start(mixed()).await;
-    let body = "{\"Limit\": 10}";
-    let v = raw(&server, "DescribeTasks", body, "wrong-key", now()).await;
-    assert_eq!(err_code(&v), "AuthFailure.SignatureFailure");
-    let v = raw(
-        &server,
-        "DescribeTasks",
-        body,
-        DEFAULT_SECRET_KEY,
-        now() - 600,
-    )
-    .await;
-    assert_eq!(err_code(&v), "AuthFailure.SignatureExpire");
-    let v = raw(
-        &server,
-        "DescribeTasks",
-        body,
-        DEFAULT_SECRET_KEY,
-        now() - 200,
-    )
-    .await;
-    assert_eq!(err_code(&v), "none", "within the 5-minute window: {v}");
-    let v = raw(
-        &server,
-        "DescribeInstances",
-        body,
-        DEFAULT_SECRET_KEY,
-        now(),
-    )
-    .await;
-    assert_eq!(err_code(&v), "InvalidAction");
-    let v = raw(
-        &server,
-        "DescribeTasks",
-        "{\"Limit\": 101}",
-        DEFAULT_SECRET_KEY,
-        now(),
-    )
-    .await;
-    assert_eq!(err_code(&v), "InvalidParameter");
-    let bad_time = "{\"StartTimeBegin\": \"2024-13-01 00:00:00\"}";
-    let v = raw(
-        &server,
-        "DescribeTasks",
-        bad_time,
-        DEFAULT_SECRET_KEY,
-        now(),
-    )
-    .await;
-    assert_eq!(err_code(&v), "InvalidParameter");
-    let v = raw(
-        &server,
-        "DescribeTasks",
-        "{\"Bogus\": 1}",
-        DEFAULT_SECRET_KEY,
-        now(),
-    )
-    .await;
-    assert_eq!(err_code(&v), "UnknownParameter");
+    let limit10 = "{\"Limit\": 10}";
+    let cases = [
+        (
+            "DescribeTasks",
+            limit10,
+            "wrong-key",
+            0,
+            "AuthFailure.SignatureFailure",
+        ),
+        (
+            "DescribeTasks",
+            limit10,
+            DEFAULT_SECRET_KEY,
+            -600,
+            "AuthFailure.SignatureExpire",
+        ),
+        // Within the 5-minute window.
+        ("DescribeTasks", limit10, DEFAULT_SECRET_KEY, -200, "none"),
+        (
+            "DescribeInstances",
+            limit10,
+            DEFAULT_SECRET_KEY,
+            0,
+            "InvalidAction",
+        ),
+        (
+            "DescribeTasks",
+            "{\"Limit\": 101}",
+            DEFAULT_SECRET_KEY,
+            0,
+            "InvalidParameter",
+        ),
+        (
+            "DescribeTasks",
+            "{\"StartTimeBegin\": \"2024-13-01 00:00:00\"}",
+            DEFAULT_SECRET_KEY,
+            0,
+            "InvalidParameter",
+        ),
+        (
+            "DescribeTasks",
+            "{\"Bogus\": 1}",
+            DEFAULT_SECRET_KEY,
+            0,
+            "UnknownParameter",
+        ),
+    ];
+    for (action, body, key, skew, expected) in cases {
+        let v = raw(&server, action, body, key, now() + skew).await;
+        assert_eq!(err_code(&v), expected, "{action} {body} {skew}: {v}");
+    }
 
     let e = client_with(
         &server,
@@ -356,19 +354,13 @@ async fn every_filter_is_applied() {
 #[tokio::test]
 async fn regions_are_separate() {
     let (server, _) = start(mixed()).await;
-    cdb_task_exporter::install_crypto_provider();
-    let options = ClientOptions {
-        endpoint: Endpoint::parse(&server.url()).unwrap(),
-        region: "ap-shanghai".into(),
-        zone: ApiZone::beijing(),
-        timeout: Duration::from_secs(5),
-    };
-    let provider = Provider::Static(Credential {
-        secret_id: DEFAULT_SECRET_ID.into(),
-        secret_key: Secret::new(DEFAULT_SECRET_KEY),
-        token: None,
-    });
-    let c = Client::new(options, Arc::new(provider)).unwrap();
+    let c = client_at(
+        &server.url(),
+        "ap-shanghai",
+        DEFAULT_SECRET_ID,
+        DEFAULT_SECRET_KEY,
+        Duration::from_secs(5),
+    );
     let page = c.describe_tasks(&query()).await.unwrap();
     assert_eq!(page.tasks.iter().map(|t| t.job_id).collect::<Vec<_>>(), [7]);
     server.stop().await;
@@ -544,19 +536,13 @@ async fn oversized_answers_are_rejected() {
         let _ = s.write_all(head.as_bytes()).await;
         let _ = s.write_all(&body).await;
     });
-    cdb_task_exporter::install_crypto_provider();
-    let options = ClientOptions {
-        endpoint: Endpoint::parse(&format!("http://{addr}")).unwrap(),
-        region: "ap-guangzhou".into(),
-        zone: ApiZone::beijing(),
-        timeout: Duration::from_secs(20),
-    };
-    let provider = Provider::Static(Credential {
-        secret_id: DEFAULT_SECRET_ID.into(),
-        secret_key: Secret::new(DEFAULT_SECRET_KEY),
-        token: None,
-    });
-    let c = Client::new(options, Arc::new(provider)).unwrap();
+    let c = client_at(
+        &format!("http://{addr}"),
+        "ap-guangzhou",
+        DEFAULT_SECRET_ID,
+        DEFAULT_SECRET_KEY,
+        Duration::from_secs(20),
+    );
     assert_eq!(
         c.describe_tasks(&query()).await.unwrap_err(),
         Error::TooLarge
