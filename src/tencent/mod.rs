@@ -10,6 +10,8 @@ pub mod sign;
 
 pub use client::{Client, ClientOptions};
 
+use std::sync::{Mutex, OnceLock};
+
 /// The product and version this exporter speaks.
 pub const SERVICE: &str = "cdb";
 /// API version of `DescribeTasks`.
@@ -97,8 +99,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying the same request can help (api-notes §3): throttling, server-side and
-    /// transport trouble yes; authentication and parameter errors no.
+    /// Whether retrying the same request can help (contract §5.6): throttling, server-side and
+    /// transport trouble yes; authentication (`AuthFailure.*`) and parameter errors no.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Api { code, .. } => {
@@ -109,8 +111,7 @@ impl Error {
                         | "InternalError"
                         | "ServiceUnavailable"
                         | "ResourceUnavailable"
-                ) || code == "AuthFailure.SignatureExpire"
-                    || code == "AuthFailure.TokenFailure"
+                )
             }
             Error::HttpStatus(status) => *status >= 500 || *status == 429,
             Error::Timeout | Error::Transport(_) | Error::Decode(_) => true,
@@ -137,9 +138,30 @@ impl Error {
     }
 }
 
+/// How many codes outside [`KNOWN_CODES`] get a label of their own before the rest are folded.
+const MAX_EXTRA_CODES: usize = 64;
+
+/// The API's error code as a label: known codes as they are; a new code that looks like one
+/// (letters, digits, dots) as it is too, up to [`MAX_EXTRA_CODES`] of them per process; anything
+/// else its family or `Other`. The set of label values stays bounded whatever a server sends.
 fn code_label(code: &str) -> &'static str {
     if let Some(known) = KNOWN_CODES.iter().find(|k| **k == code) {
         return known;
+    }
+    static EXTRA: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let looks_like_code = !code.is_empty()
+        && code.len() <= 64
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
+    if looks_like_code {
+        let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(seen) = extra.iter().find(|c| **c == code) {
+            return seen;
+        }
+        if extra.len() < MAX_EXTRA_CODES {
+            let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
+            extra.push(leaked);
+            return leaked;
+        }
     }
     let family = code.split('.').next().unwrap_or_default();
     KNOWN_CODES
@@ -149,22 +171,13 @@ fn code_label(code: &str) -> &'static str {
         .unwrap_or("Other")
 }
 
+/// `HttpStatus<NNN>` for any status.
 fn http_status_label(status: u16) -> &'static str {
-    match status {
-        400 => "HttpStatus400",
-        401 => "HttpStatus401",
-        403 => "HttpStatus403",
-        404 => "HttpStatus404",
-        413 => "HttpStatus413",
-        429 => "HttpStatus429",
-        500 => "HttpStatus500",
-        502 => "HttpStatus502",
-        503 => "HttpStatus503",
-        504 => "HttpStatus504",
-        s if s >= 500 => "HttpStatus5xx",
-        s if s >= 400 => "HttpStatus4xx",
-        _ => "HttpStatusOther",
-    }
+    static LABELS: OnceLock<Vec<String>> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| (0..600).map(|s| format!("HttpStatus{s}")).collect());
+    labels
+        .get(usize::from(status))
+        .map_or("HttpStatusOther", String::as_str)
 }
 
 #[cfg(test)]
@@ -193,6 +206,8 @@ mod tests {
         }
         for code in [
             "AuthFailure.SignatureFailure",
+            "AuthFailure.SignatureExpire",
+            "AuthFailure.TokenFailure",
             "AuthFailure.SecretIdNotFound",
             "InvalidParameter",
             "InvalidParameter.InstanceNotFound",
@@ -215,10 +230,22 @@ mod tests {
             api("InternalError.DesError").as_label(),
             "InternalError.DesError"
         );
-        assert_eq!(api("InternalError.Brand.New").as_label(), "InternalError");
-        assert_eq!(api("Whatever.Else").as_label(), "Other");
+        assert_eq!(
+            api("InternalError.BrandNew").as_label(),
+            "InternalError.BrandNew"
+        );
+        assert_eq!(api("InternalError.<script>").as_label(), "InternalError");
+        assert_eq!(api("weird code").as_label(), "Other");
+        for i in 0..200 {
+            api(&format!("FailedOperation.Flood{i}")).as_label();
+        }
+        assert_eq!(
+            api("FailedOperation.Flood199").as_label(),
+            "FailedOperation"
+        );
         assert_eq!(Error::HttpStatus(502).as_label(), "HttpStatus502");
-        assert_eq!(Error::HttpStatus(599).as_label(), "HttpStatus5xx");
+        assert_eq!(Error::HttpStatus(599).as_label(), "HttpStatus599");
+        assert_eq!(Error::HttpStatus(700).as_label(), "HttpStatusOther");
         assert_eq!(Error::Decode("x".into()).as_label(), "Decode");
     }
 }

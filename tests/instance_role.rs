@@ -1,0 +1,96 @@
+//! The last link of the credential chain: temporary keys of the CVM instance role, read from a
+//! metadata service (here a fake one on loopback) and cached until close to their expiry.
+
+use cdb_task_exporter::http::{respond, serve};
+use cdb_task_exporter::tencent::credentials::{CredentialSpec, Provider, Source};
+use hyper::StatusCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+async fn metadata(expires_in: i64) -> (String, Arc<AtomicUsize>, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!(
+        "http://{}/latest/meta-data/cam/security-credentials/",
+        listener.local_addr().unwrap()
+    );
+    let hits = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    let counter = hits.clone();
+    tokio::spawn(serve(
+        listener,
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                match req.uri().path() {
+                    "/latest/meta-data/cam/security-credentials/" => {
+                        respond(StatusCode::OK, "text/plain", "exporter-role")
+                    }
+                    "/latest/meta-data/cam/security-credentials/exporter-role" => {
+                        let expires = chrono::Utc::now().timestamp() + expires_in;
+                        let body = format!(
+                            r#"{{"TmpSecretId":"AKIDtemporary000000","TmpSecretKey":"tmpkey","Token":"tmptoken","ExpiredTime":{expires},"Expiration":"","Code":"Success"}}"#
+                        );
+                        respond(StatusCode::OK, "application/json", body)
+                    }
+                    _ => respond(StatusCode::NOT_FOUND, "text/plain", "no"),
+                }
+            }
+        },
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    (base, hits, stop)
+}
+
+fn resolve(base: &str) -> (Source, Provider) {
+    let base = base.to_string();
+    let env = move |k: &str| match k {
+        "CDB_TASK_EXPORTER_METADATA_URL" => Some(base.clone()),
+        "HOME" => Some("/nonexistent".to_string()),
+        _ => None,
+    };
+    Provider::resolve(&CredentialSpec::default(), &env).unwrap()
+}
+
+#[tokio::test]
+async fn instance_role_keys_are_fetched_and_cached() {
+    cdb_task_exporter::install_crypto_provider();
+    let (base, hits, stop) = metadata(3600).await;
+    let (source, provider) = resolve(&base);
+    assert_eq!(source, Source::InstanceRole);
+    let c = provider.get().await.unwrap();
+    assert_eq!(c.secret_id, "AKIDtemporary000000");
+    assert_eq!(c.secret_key.expose(), "tmpkey");
+    assert_eq!(c.token.as_ref().map(|t| t.expose()), Some("tmptoken"));
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    provider.get().await.unwrap();
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "cached while far from expiry"
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn keys_close_to_expiry_are_refreshed_and_a_missing_role_is_an_error() {
+    cdb_task_exporter::install_crypto_provider();
+    let (base, hits, stop) = metadata(60).await;
+    let (_, provider) = resolve(&base);
+    provider.get().await.unwrap();
+    provider.get().await.unwrap();
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        4,
+        "refreshed: under 5 minutes left"
+    );
+    stop.cancel();
+
+    let (_, provider) = resolve(&base.replace("security-credentials/", "nothing/"));
+    let e = provider.get().await.unwrap_err();
+    assert_eq!(e.as_label(), "Credentials");
+    assert!(!e.is_retryable());
+}
