@@ -32,14 +32,32 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    // RUST_LOG as `level` or `target=level,...`; a bad value falls back to info (and says so).
+    let (filter, bad) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => match v.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (
+                Targets::new().with_default(tracing::Level::INFO),
+                Some(format!("{v:?}: {e}")),
+            ),
+        },
+        _ => (Targets::new().with_default(tracing::Level::INFO), None),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(fmt.json().with_filter(filter))
+            .init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .init(),
+    }
+    if let Some(bad) = bad {
+        tracing::warn!(rust_log = %bad, "RUST_LOG not understood; logging at info");
     }
 }
 
