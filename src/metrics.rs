@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const FROM_POLL: &str =
     "Values come from a background poll of the CDB DescribeTasks API, not from the scrape.";
 
+/// Appended to the HELP of the process metrics, which, unlike the rest, are read at scrape time.
+const PROCESS_NOTE: &str = "Read from the operating system at scrape time; the CDB task values come from a background poll.";
+
 /// Buckets of task durations: seconds to a day.
 pub const TASK_DURATION_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
@@ -263,8 +266,13 @@ impl Metrics {
         let mut out = Vec::with_capacity(cache.1.len() + 2048);
         out.extend_from_slice(&cache.1);
         drop(cache);
+        let mut process = self.process.gather();
+        for family in &mut process {
+            let help = format!("{} {PROCESS_NOTE}", family.help());
+            family.set_help(help);
+        }
         TextEncoder::new()
-            .encode(&self.process.gather(), &mut out)
+            .encode(&process, &mut out)
             .expect("text encoding cannot fail");
         out
     }
