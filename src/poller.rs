@@ -89,13 +89,6 @@ pub struct PollSettings {
     pub lookback: Duration,
 }
 
-/// Why a poll failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollFailure {
-    /// The last error.
-    pub error: Error,
-}
-
 /// One target's poller and its task store.
 #[derive(Debug)]
 pub struct Target {
@@ -472,11 +465,6 @@ impl Target {
             after_poll(&self, &report);
         }
         self
-    }
-
-    /// Whether the last poll failed.
-    pub fn failing(&self) -> bool {
-        self.last_failure.is_some()
     }
 }
 
