@@ -91,6 +91,16 @@ pub struct Metrics {
     cache: Mutex<(u64, Vec<u8>)>,
 }
 
+/// Sets a series to `value`, or removes it when there is none.
+fn set_or_remove(gauge: &GaugeVec, key: &[String], value: Option<f64>) {
+    match value {
+        Some(v) => gauge.with_label_values(&refs(key)).set(v),
+        None => {
+            let _ = gauge.remove_label_values(&refs(key));
+        }
+    }
+}
+
 fn refs(key: &[String]) -> Vec<&str> {
     key.iter().map(String::as_str).collect()
 }
@@ -460,49 +470,25 @@ impl Metrics {
         last_finished: &BTreeSet<Key4>,
         progress: &BTreeSet<Key5>,
     ) {
+        let targets = || book.values();
         for key in tasks {
-            let present: Vec<u64> = book
-                .values()
+            let present: Vec<u64> = targets()
                 .filter_map(|c| c.tasks.get(key).copied())
                 .collect();
-            if present.is_empty() {
-                let _ = self.tasks.remove_label_values(&refs(key));
-            } else {
-                self.tasks
-                    .with_label_values(&refs(key))
-                    .set(present.iter().sum::<u64>() as f64);
-            }
+            let sum = (!present.is_empty()).then(|| present.iter().sum::<u64>() as f64);
+            set_or_remove(&self.tasks, key, sum);
         }
         for key in oldest {
-            match book.values().filter_map(|c| c.oldest.get(key)).min() {
-                Some(v) => self
-                    .oldest_unfinished
-                    .with_label_values(&refs(key))
-                    .set(*v as f64),
-                None => {
-                    let _ = self.oldest_unfinished.remove_label_values(&refs(key));
-                }
-            }
+            let min = targets().filter_map(|c| c.oldest.get(key)).min();
+            set_or_remove(&self.oldest_unfinished, key, min.map(|v| *v as f64));
         }
         for key in last_finished {
-            match book.values().filter_map(|c| c.last_finished.get(key)).max() {
-                Some(v) => self
-                    .last_finished
-                    .with_label_values(&refs(key))
-                    .set(*v as f64),
-                None => {
-                    let _ = self.last_finished.remove_label_values(&refs(key));
-                }
-            }
+            let max = targets().filter_map(|c| c.last_finished.get(key)).max();
+            set_or_remove(&self.last_finished, key, max.map(|v| *v as f64));
         }
         if let Some(p) = &self.progress {
             for key in progress {
-                match book.values().find_map(|c| c.progress.get(key)) {
-                    Some(v) => p.with_label_values(&refs(key)).set(*v),
-                    None => {
-                        let _ = p.remove_label_values(&refs(key));
-                    }
-                }
+                set_or_remove(p, key, targets().find_map(|c| c.progress.get(key)).copied());
             }
         }
     }

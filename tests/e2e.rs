@@ -6,7 +6,7 @@
 mod common;
 
 use cdb_task_exporter::clock::Clock;
-use cdb_task_exporter::http::{read_body, respond, serve};
+use cdb_task_exporter::http::{read_body, respond};
 use cdb_task_exporter::sim::{Scenario, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
 use common::*;
@@ -16,7 +16,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -110,13 +109,9 @@ async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade
 
     // A webhook receiver for Alertmanager.
     let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_port = hook_listener.local_addr().unwrap().port();
-    let hook_stop = CancellationToken::new();
     let sink = received.clone();
-    tokio::spawn(serve(
-        hook_listener,
-        move |req: hyper::Request<hyper::body::Incoming>| {
+    let (hook_addr, hook_stop) =
+        serve_on_loopback(move |req: hyper::Request<hyper::body::Incoming>| {
             let sink = sink.clone();
             async move {
                 let path = req.uri().path().to_string();
@@ -127,10 +122,9 @@ async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade
                 }
                 respond(StatusCode::OK, "text/plain", "ok")
             }
-        },
-        hook_stop.clone(),
-        Duration::from_secs(1),
-    ));
+        })
+        .await;
+    let hook_port = hook_addr.port();
 
     // Alertmanager with the shipped routing, delivering to the webhook, grouping fast.
     let am_port = free_port();

@@ -4,7 +4,7 @@
 mod common;
 
 use TaskStatus::*;
-use cdb_task_exporter::sim::{Fault, Faults, Scenario, Shape, SimTask, Step};
+use cdb_task_exporter::sim::{Fault, Faults, Scenario, Shape, SimTask};
 use cdb_task_exporter::tencent::apitime::ApiZone;
 use cdb_task_exporter::tencent::model::{TaskStatus, task_type_from_code};
 use common::*;
@@ -121,11 +121,7 @@ async fn current_shape_every_type_and_status() {
         let st = statuses[i % statuses.len()];
         let mut t = SimTask::simple(100 + i as i64, ty, &[A], -3600 + i as i64 * 60, 30, st);
         if !st.is_terminal() {
-            t.timeline = vec![Step {
-                after: 0,
-                status: st,
-                progress: Some(40),
-            }];
+            t = t.with_timeline(&[(0, st, Some(40))]);
         }
         tasks.push(t);
     }
@@ -222,24 +218,11 @@ async fn a_task_older_than_the_lookback_is_counted_when_it_fails() {
 
 #[tokio::test]
 async fn transitions_are_counted_once() {
-    let mut three_steps = SimTask::simple(2, "import_data", &[A], -5, 0, Initial);
-    three_steps.timeline = vec![
-        Step {
-            after: 0,
-            status: Initial,
-            progress: Some(0),
-        },
-        Step {
-            after: 20,
-            status: Running,
-            progress: Some(50),
-        },
-        Step {
-            after: 40,
-            status: Succeed,
-            progress: Some(100),
-        },
-    ];
+    let three_steps = SimTask::simple(2, "import_data", &[A], -5, 0, Initial).with_timeline(&[
+        (0, Initial, Some(0)),
+        (20, Running, Some(50)),
+        (40, Succeed, Some(100)),
+    ]);
     let tasks = vec![
         SimTask::simple(1, "reboot", &[A], -5, 20, Failed),
         three_steps,
@@ -442,19 +425,8 @@ async fn no_timestamps_no_job_ids_and_help_says_background_poll() {
 
 #[tokio::test]
 async fn progress_is_opt_in_and_removed_when_the_task_ends() {
-    let mut t = SimTask::simple(78, "upgrade_master", &[A], -60, 0, Running);
-    t.timeline = vec![
-        Step {
-            after: 0,
-            status: Running,
-            progress: Some(45),
-        },
-        Step {
-            after: 100,
-            status: Succeed,
-            progress: None,
-        },
-    ];
+    let t = SimTask::simple(78, "upgrade_master", &[A], -60, 0, Running)
+        .with_timeline(&[(0, Running, Some(45)), (100, Succeed, None)]);
     let opt_in = "[metrics]\ntask_progress = true";
     let pair = Pair::start(scenario(vec![t]), opt_in, &region("ap-guangzhou", &[])).await;
     let s = pair.exporter.wait_poll_after(0).await;
@@ -666,3 +638,4 @@ async fn region_wide_with_listed_instances_filters_locally() {
     assert_one_request_per_poll(later);
     pair.stop().await;
 }
+

@@ -1,47 +1,40 @@
 //! The last link of the credential chain: temporary keys of the CVM instance role, read from a
 //! metadata service (here a fake one on loopback) and cached until close to their expiry.
 
-use cdb_task_exporter::http::{respond, serve};
+mod common;
+
+use cdb_task_exporter::http::respond;
 use cdb_task_exporter::tencent::credentials::{CredentialSpec, Provider, Source};
+use common::serve_on_loopback;
 use hyper::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 async fn metadata(expires_in: i64) -> (String, Arc<AtomicUsize>, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!(
-        "http://{}/latest/meta-data/cam/security-credentials/",
-        listener.local_addr().unwrap()
-    );
     let hits = Arc::new(AtomicUsize::new(0));
-    let stop = CancellationToken::new();
     let counter = hits.clone();
-    tokio::spawn(serve(
-        listener,
-        move |req: hyper::Request<hyper::body::Incoming>| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                match req.uri().path() {
-                    "/latest/meta-data/cam/security-credentials/" => {
-                        respond(StatusCode::OK, "text/plain", "exporter-role")
-                    }
-                    "/latest/meta-data/cam/security-credentials/exporter-role" => {
-                        let expires = chrono::Utc::now().timestamp() + expires_in;
-                        let body = format!(
-                            r#"{{"TmpSecretId":"AKIDtemporary000000","TmpSecretKey":"tmpkey","Token":"tmptoken","ExpiredTime":{expires},"Expiration":"","Code":"Success"}}"#
-                        );
-                        respond(StatusCode::OK, "application/json", body)
-                    }
-                    _ => respond(StatusCode::NOT_FOUND, "text/plain", "no"),
+    let (addr, stop) = serve_on_loopback(move |req: hyper::Request<hyper::body::Incoming>| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            match req.uri().path() {
+                "/latest/meta-data/cam/security-credentials/" => {
+                    respond(StatusCode::OK, "text/plain", "exporter-role")
                 }
+                "/latest/meta-data/cam/security-credentials/exporter-role" => {
+                    let expires = chrono::Utc::now().timestamp() + expires_in;
+                    let body = format!(
+                        r#"{{"TmpSecretId":"AKIDtemporary000000","TmpSecretKey":"tmpkey","Token":"tmptoken","ExpiredTime":{expires},"Expiration":"","Code":"Success"}}"#
+                    );
+                    respond(StatusCode::OK, "application/json", body)
+                }
+                _ => respond(StatusCode::NOT_FOUND, "text/plain", "no"),
             }
-        },
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
+        }
+    })
+    .await;
+    let base = format!("http://{addr}/latest/meta-data/cam/security-credentials/");
     (base, hits, stop)
 }
 

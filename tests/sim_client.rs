@@ -92,6 +92,18 @@ fn mixed() -> Scenario {
 
 /// Sends a hand-made request, signed with `secret` at `timestamp`, and returns the JSON answer.
 async fn raw(server: &SimServer, action: &str, body: &str, secret: &str, timestamp: i64) -> Value {
+    raw_tampered(server, action, body, body, secret, timestamp).await
+}
+
+/// Like [`raw`], but signs `signed_body` and sends `sent_body`.
+async fn raw_tampered(
+    server: &SimServer,
+    action: &str,
+    signed_body: &str,
+    sent_body: &str,
+    secret: &str,
+    timestamp: i64,
+) -> Value {
     let host = server.addr.to_string();
     let signed = sign(&SignInput {
         secret_id: DEFAULT_SECRET_ID,
@@ -104,13 +116,13 @@ async fn raw(server: &SimServer, action: &str, body: &str, secret: &str, timesta
         region: "ap-guangzhou",
         timestamp,
         content_type: "application/json",
-        body: body.as_bytes(),
+        body: signed_body.as_bytes(),
     });
     let mut req = reqwest::Client::new().post(server.url());
     for (k, v) in signed.headers {
         req = req.header(k, v);
     }
-    let resp = req.body(body.to_string()).send().await.unwrap();
+    let resp = req.body(sent_body.to_string()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap()
 }
@@ -226,33 +238,15 @@ async fn signature_errors_are_the_apis() {
     assert_eq!(api_code(e), "AuthFailure.SignatureFailure");
 
     // A body changed after signing fails: the signature covers the exact bytes.
-    let host = server.addr.to_string();
-    let signed = sign(&SignInput {
-        secret_id: DEFAULT_SECRET_ID,
-        secret_key: DEFAULT_SECRET_KEY,
-        token: None,
-        host: &host,
-        service: "cdb",
-        action: "DescribeTasks",
-        version: "2017-03-20",
-        region: "ap-guangzhou",
-        timestamp: now(),
-        content_type: "application/json",
-        body: b"{\"Limit\": 10}",
-    });
-    let mut req = reqwest::Client::new().post(server.url());
-    for (k, v) in signed.headers {
-        req = req.header(k, v);
-    }
-    let bytes = req
-        .body("{\"Limit\":10}")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    let v = raw_tampered(
+        &server,
+        "DescribeTasks",
+        "{\"Limit\": 10}",
+        "{\"Limit\":10}",
+        DEFAULT_SECRET_KEY,
+        now(),
+    )
+    .await;
     assert_eq!(err_code(&v), "AuthFailure.SignatureFailure");
     server.stop().await;
 }

@@ -33,6 +33,8 @@ pub const DEFAULT_SECRET_KEY: &str = "simulatorSecretKey000000000000000";
 
 /// Largest request body the simulator reads.
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// How many requests the simulator remembers for inspection.
+const MAX_LOGGED_REQUESTS: usize = 10_000;
 /// Allowed clock skew between the signer and the server, as the API allows.
 const MAX_SKEW_SECONDS: i64 = 300;
 
@@ -154,12 +156,12 @@ impl Simulator {
         *self.inner.faults.lock().expect("lock") = faults;
     }
 
-    /// Every request seen so far.
+    /// The requests seen so far (the most recent ones, in a long run).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.log.lock().expect("lock").clone()
     }
 
-    /// How many requests were seen so far.
+    /// How many requests [`Simulator::requests`] holds.
     pub fn request_count(&self) -> usize {
         self.inner.log.lock().expect("lock").len()
     }
@@ -190,9 +192,9 @@ impl Simulator {
 
     async fn handle(&self, req: Request<Incoming>) -> HttpResponse {
         if req.method() == Method::GET && req.uri().path() == "/_sim/stats" {
-            let log = self.requests();
-            let ok = log.iter().filter(|r| r.outcome == "OK").count();
-            let body = json!({"requests": log.len(), "ok": ok, "tasks": self.inner.tasks.read().expect("lock").len()});
+            let tasks = self.inner.tasks.read().expect("lock").len();
+            let served = self.inner.served.load(Ordering::SeqCst);
+            let body = json!({"requests": served, "tasks": tasks});
             return respond(StatusCode::OK, "application/json", body.to_string());
         }
         if req.method() != Method::POST || req.uri().path() != "/" {
@@ -229,7 +231,14 @@ impl Simulator {
             }
             Ok(()) => self.answer(&mut record, &body, seq),
         };
-        self.inner.log.lock().expect("lock").push(record);
+        {
+            let mut log = self.inner.log.lock().expect("lock");
+            if log.len() >= MAX_LOGGED_REQUESTS {
+                // A long-running simulator (the demo) keeps only the recent past.
+                log.drain(..MAX_LOGGED_REQUESTS / 2);
+            }
+            log.push(record);
+        }
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
@@ -340,48 +349,44 @@ impl Simulator {
             );
         }
         let fault = self.draw_fault(seq);
-        let mut delay = None;
-        match fault {
-            Some(Fault::RateLimit) => {
-                record.outcome = "RequestLimitExceeded".into();
-                return (
-                    error_response(
-                        "RequestLimitExceeded",
-                        "request rate exceeds the limit",
-                        seq,
-                    ),
-                    None,
-                );
-            }
-            Some(Fault::InternalError) => {
-                record.outcome = "InternalError".into();
-                return (error_response("InternalError", "internal error", seq), None);
-            }
-            Some(Fault::Http502) => {
-                record.outcome = "HTTP502".into();
-                return (
-                    respond(
-                        StatusCode::BAD_GATEWAY,
-                        "text/html",
-                        "<html><body>502 Bad Gateway</body></html>",
-                    ),
-                    None,
-                );
-            }
-            Some(Fault::Malformed) => {
-                record.outcome = "Malformed".into();
-                return (
-                    respond(
-                        StatusCode::OK,
-                        "application/json",
-                        "{\"Response\": {\"TotalCount\": 3, \"Items\": [{\"JobId\"",
-                    ),
-                    None,
-                );
-            }
-            Some(Fault::Slow) => delay = Some(self.inner.faults.lock().expect("lock").slow_delay),
-            Some(Fault::BadItem) | None => {}
+        // Faults that replace the answer: the outcome recorded, and the response.
+        let replaced = match fault {
+            Some(Fault::RateLimit) => Some((
+                "RequestLimitExceeded",
+                error_response(
+                    "RequestLimitExceeded",
+                    "request rate exceeds the limit",
+                    seq,
+                ),
+            )),
+            Some(Fault::InternalError) => Some((
+                "InternalError",
+                error_response("InternalError", "internal error", seq),
+            )),
+            Some(Fault::Http502) => Some((
+                "HTTP502",
+                respond(
+                    StatusCode::BAD_GATEWAY,
+                    "text/html",
+                    "<html><body>502 Bad Gateway</body></html>",
+                ),
+            )),
+            Some(Fault::Malformed) => Some((
+                "Malformed",
+                respond(
+                    StatusCode::OK,
+                    "application/json",
+                    "{\"Response\": {\"TotalCount\": 3, \"Items\": [{\"JobId\"",
+                ),
+            )),
+            Some(Fault::Slow | Fault::BadItem) | None => None,
+        };
+        if let Some((outcome, response)) = replaced {
+            record.outcome = outcome.into();
+            return (response, None);
         }
+        let delay = (fault == Some(Fault::Slow))
+            .then(|| self.inner.faults.lock().expect("lock").slow_delay);
         let request: DescribeTasksRequest = match serde_json::from_slice(body) {
             Ok(r) => r,
             Err(e) => {

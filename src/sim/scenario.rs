@@ -89,6 +89,19 @@ impl SimTask {
         }
     }
 
+    /// The same task with an explicit timeline: `(seconds after start, status, progress)`.
+    pub fn with_timeline(mut self, steps: &[(i64, TaskStatus, Option<i64>)]) -> SimTask {
+        self.timeline = steps
+            .iter()
+            .map(|&(after, status, progress)| Step {
+                after,
+                status,
+                progress,
+            })
+            .collect();
+        self
+    }
+
     /// The same task in another region.
     pub fn in_region(mut self, region: &str) -> SimTask {
         self.region = region.to_string();

@@ -63,13 +63,22 @@ pub struct Exporter {
 
 impl Exporter {
     pub async fn start(config: Config, clock: Arc<SystemClock>) -> Exporter {
+        Self::start_with_reloads(config, clock, None).await
+    }
+
+    /// Like [`Exporter::start`], applying configs sent on `reloads` as SIGHUP would.
+    pub async fn start_with_reloads(
+        config: Config,
+        clock: Arc<SystemClock>,
+        reloads: Option<tokio::sync::mpsc::Receiver<Config>>,
+    ) -> Exporter {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let options = RunOptions {
             clock,
             env: Arc::new(|_: &str| None::<String>),
-            reloads: None,
+            reloads,
         };
         let handle = tokio::spawn(run(config, listener, shutdown.clone(), options));
         Exporter {
@@ -315,4 +324,22 @@ pub fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<String> {
         .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
         .map(|t| t["expr"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Serves `handler` on a free loopback port until the returned token is cancelled.
+pub async fn serve_on_loopback<H, F>(handler: H) -> (SocketAddr, CancellationToken)
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = cdb_task_exporter::http::HttpResponse> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(cdb_task_exporter::http::serve(
+        listener,
+        handler,
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    (addr, stop)
 }
