@@ -74,11 +74,12 @@ async fn async_main(cli: Cli) -> ExitCode {
     }
 }
 
-/// Loads and fully validates a config, credentials included.
-fn load(path: &Path) -> Result<Config, String> {
+/// Loads and fully validates a config, credentials included; returns it with its summary.
+fn load(path: &Path) -> Result<(Config, String), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    check_config_summary(&config, &ProcessEnv).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(config)
+    let summary = check_config_summary(&config, &ProcessEnv)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((config, summary))
 }
 
 async fn daemon(path: Option<PathBuf>, check_only: bool) -> ExitCode {
@@ -88,7 +89,7 @@ async fn daemon(path: Option<PathBuf>, check_only: bool) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let config = match load(&path) {
+    let (config, summary) = match load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -96,17 +97,9 @@ async fn daemon(path: Option<PathBuf>, check_only: bool) -> ExitCode {
         }
     };
     if check_only {
-        match check_config_summary(&config, &ProcessEnv) {
-            Ok(summary) => {
-                print!("{summary}");
-                println!("config OK");
-                return ExitCode::SUCCESS;
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        }
+        print!("{summary}");
+        println!("config OK");
+        return ExitCode::SUCCESS;
     }
     let listener = match tokio::net::TcpListener::bind(config.server.listen_address).await {
         Ok(l) => l,
@@ -160,7 +153,7 @@ async fn watch_signals(
             _ = int.recv() => break,
             _ = hup.recv() => match &reload {
                 Some((path, tx)) => match load(path) {
-                    Ok(c) => { let _ = tx.send(c).await; }
+                    Ok((c, _)) => { let _ = tx.send(c).await; }
                     Err(e) => tracing::error!(error = %e, "reload ignored: the new config is invalid"),
                 },
                 None => tracing::info!("SIGHUP ignored: nothing to reload"),

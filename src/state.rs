@@ -68,6 +68,10 @@ fn move_aside(path: &Path, now: i64) -> PathBuf {
 
 /// Writes `saved` to `path` atomically: a temp file beside it, fsync, rename, fsync of the folder.
 pub fn write_atomic(path: &Path, saved: &Saved) -> std::io::Result<()> {
+    write_bytes_atomic(path, &serde_json::to_vec(saved)?)
+}
+
+fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -77,7 +81,7 @@ pub fn write_atomic(path: &Path, saved: &Saved) -> std::io::Result<()> {
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(&mut f, saved)?;
+        f.write_all(bytes)?;
         f.write_all(b"\n")?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -133,8 +137,11 @@ impl StateWriter {
 
     /// Writes the file; a failure is logged once per change, never fatal.
     pub fn write(&self) {
-        let snapshot = self.saved.lock().expect("lock").clone();
-        let result = write_atomic(&self.path, &snapshot);
+        // Serialized under the lock (no copy of every store), written outside it.
+        let bytes = serde_json::to_vec(&*self.saved.lock().expect("lock"));
+        let result = bytes
+            .map_err(std::io::Error::from)
+            .and_then(|b| write_bytes_atomic(&self.path, &b));
         let mut failing = self.failing.lock().expect("lock");
         match result {
             Err(e) if !*failing => {
