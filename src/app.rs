@@ -30,7 +30,8 @@ pub struct RunOptions {
     pub reloads: Option<mpsc::Receiver<Config>>,
 }
 
-/// Everything that defines a target: when it changes, the target restarts.
+/// Everything that defines a target: when it changes, the target restarts. `account` has its
+/// region list emptied.
 #[derive(Debug, Clone, PartialEq)]
 struct TargetSpec {
     account: AccountConfig,
@@ -71,13 +72,19 @@ impl Fleet {
                 .map_err(|e| format!("accounts[{i}] ({}): credentials: {e}", a.name))?;
             tracing::info!(account = %a.name, %source, "credentials");
             let provider = Arc::new(provider);
+            // A target depends on its account's keys and endpoint, not on the account's other
+            // regions: adding a region must not restart the others.
+            let account = AccountConfig {
+                regions: Vec::new(),
+                ..a.clone()
+            };
             for r in &a.regions {
                 let id = TargetId {
                     account: a.name.clone(),
                     region: r.region.clone(),
                 };
                 let spec = TargetSpec {
-                    account: a.clone(),
+                    account: account.clone(),
                     region: r.clone(),
                     poll: config.poll.clone(),
                 };

@@ -639,3 +639,39 @@ async fn region_wide_with_listed_instances_filters_locally() {
     pair.stop().await;
 }
 
+#[tokio::test]
+async fn a_reload_that_adds_a_region_keeps_the_other_targets_counters() {
+    let tasks = vec![
+        SimTask::simple(1, "reboot", &[A], 5, 5, Failed),
+        SimTask::simple(2, "reboot", &[B], -60, 5, Succeed).in_region("ap-shanghai"),
+    ];
+    cdb_task_exporter::install_crypto_provider();
+    let clock = cdb_task_exporter::clock::SystemClock::shared();
+    let sim = cdb_task_exporter::sim::Simulator::with_default_keys(scenario(tasks), clock.clone())
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let one = config_text(&sim.url(), "", &region("ap-guangzhou", &[]));
+    let two = format!("{one}{}", region("ap-shanghai", &[]));
+    let parse = |t: &str| cdb_task_exporter::config::Config::from_toml(t).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let exporter = Exporter::start_with_reloads(parse(&one), clock.clone(), Some(rx)).await;
+    exporter.wait_poll_after(0).await;
+    clock.advance(20);
+    let now = cdb_task_exporter::clock::Clock::now(clock.as_ref());
+    let s = exporter.wait_poll_after(now).await;
+    assert_eq!(s.finished(A, "reboot", "failed"), Some(1.0));
+
+    tx.send(parse(&two)).await.unwrap();
+    let s = exporter
+        .wait_for(|s| s.tasks(B, "reboot", "succeed") == 1.0)
+        .await;
+    // The Guangzhou target did not change: it kept running, and its counter.
+    assert_eq!(s.finished(A, "reboot", "failed"), Some(1.0));
+    assert_eq!(
+        s.count("tencentcloud_cdb_exporter_last_poll_success", &[]),
+        2
+    );
+    exporter.stop().await;
+    sim.stop().await;
+}
