@@ -232,20 +232,13 @@ impl Target {
         let mut observations = Vec::new();
 
         // 1. Tasks that started in the recent window.
-        let mut recent_items = 0u64;
-        for unit in &units {
-            let q = query(unit, recent, &[]);
-            match self.fetch_all(q, unit, cancel, &mut report).await {
-                Ok(obs) => {
-                    recent_items += obs.len() as u64;
-                    observations.extend(obs);
-                }
-                Err(e) => report.failure = Some(e),
-            }
-        }
+        let recent_obs = self
+            .fetch_each(&units, recent, &[], cancel, &mut report)
+            .await;
         if report.failure.is_none() && mode == QueryMode::RegionWide && !self.first_poll {
-            self.region_volume = Some(recent_items as f64);
+            self.region_volume = Some(recent_obs.len() as f64);
         }
+        observations.extend(recent_obs);
 
         // 2. Older unfinished tasks (all of them on the first poll).
         let recent_begin = recent.begin.unwrap_or(now);
@@ -255,16 +248,11 @@ impl Target {
             && let Some(range) =
                 window::unfinished_range(self.first_poll, old.first().map(|t| t.1), recent_begin)
         {
-            for unit in &units {
-                let q = query(unit, range, &UNFINISHED_CODES);
-                match self.fetch_all(q, unit, cancel, &mut report).await {
-                    Ok(obs) => {
-                        returned.extend(obs.iter().map(|o| o.task.job_id));
-                        observations.extend(obs);
-                    }
-                    Err(e) => report.failure = Some(e),
-                }
-            }
+            let obs = self
+                .fetch_each(&units, range, &UNFINISHED_CODES, cancel, &mut report)
+                .await;
+            returned.extend(obs.iter().map(|o| o.task.job_id));
+            observations.extend(obs);
         }
 
         // 3. Final states of old unfinished tasks that left the unfinished set (or are WAITING).
@@ -273,51 +261,8 @@ impl Target {
                 .into_iter()
                 .filter(|t| !returned.contains(&t.0))
                 .collect();
-            let mut by_unit: BTreeMap<Option<String>, Vec<(i64, i64)>> = BTreeMap::new();
-            for (job, start, instances) in missing {
-                let unit = match mode {
-                    QueryMode::RegionWide => None,
-                    QueryMode::PerInstance => {
-                        instances.into_iter().find(|i| self.instances.contains(i))
-                    }
-                };
-                by_unit.entry(unit).or_default().push((job, start));
-            }
-            let mut not_found = Vec::new();
-            'lookups: for (unit, tasks) in by_unit {
-                let starts: Vec<i64> = tasks.iter().map(|t| t.1).collect();
-                for range in window::lookup_ranges(&starts, LOOKUP_SPAN_SECS) {
-                    match self
-                        .fetch_all(query(&unit, range, &[]), &unit, cancel, &mut report)
-                        .await
-                    {
-                        Ok(obs) => {
-                            let found: HashSet<i64> = obs.iter().map(|o| o.task.job_id).collect();
-                            not_found.extend(
-                                tasks
-                                    .iter()
-                                    .filter(|(job, start)| {
-                                        range.begin.is_some_and(|b| *start >= b)
-                                            && *start <= range.end
-                                            && !found.contains(job)
-                                    })
-                                    .map(|t| t.0),
-                            );
-                            observations.extend(obs);
-                        }
-                        Err(e) => {
-                            report.failure = Some(e);
-                            break 'lookups;
-                        }
-                    }
-                }
-            }
-            if report.failure.is_none() {
-                let dropped = self.store.missed(&not_found);
-                if dropped > 0 {
-                    tracing::info!(target_id = %self.id, dropped, "unfinished tasks no longer reported by the API were dropped");
-                }
-            }
+            let obs = self.final_states(mode, missing, cancel, &mut report).await;
+            observations.extend(obs);
         }
 
         // Apply what was seen, even from a poll that failed half-way: observations are facts.
@@ -368,6 +313,82 @@ impl Target {
             }
             _ => {}
         }
+    }
+
+    /// One query per unit over `range`; what the units that answered returned. A failure is
+    /// recorded in `report` and the other units are still asked.
+    async fn fetch_each(
+        &mut self,
+        units: &[Option<String>],
+        range: Range,
+        statuses: &[i64],
+        cancel: &CancellationToken,
+        report: &mut PollReport,
+    ) -> Vec<Observation> {
+        let mut out = Vec::new();
+        for unit in units {
+            match self
+                .fetch_all(query(unit, range, statuses), unit, cancel, report)
+                .await
+            {
+                Ok(obs) => out.extend(obs),
+                Err(e) => report.failure = Some(e),
+            }
+        }
+        out
+    }
+
+    /// Narrow look-ups around the start seconds of `missing` tracked tasks (job, start,
+    /// instances). Tasks a successful look-up did not find count a miss in the store.
+    async fn final_states(
+        &mut self,
+        mode: QueryMode,
+        missing: Vec<(i64, i64, Vec<String>)>,
+        cancel: &CancellationToken,
+        report: &mut PollReport,
+    ) -> Vec<Observation> {
+        let mut by_unit: BTreeMap<Option<String>, Vec<(i64, i64)>> = BTreeMap::new();
+        for (job, start, instances) in missing {
+            let unit = match mode {
+                QueryMode::RegionWide => None,
+                QueryMode::PerInstance => {
+                    instances.into_iter().find(|i| self.instances.contains(i))
+                }
+            };
+            by_unit.entry(unit).or_default().push((job, start));
+        }
+        let mut out = Vec::new();
+        let mut not_found = Vec::new();
+        for (unit, tasks) in by_unit {
+            let starts: Vec<i64> = tasks.iter().map(|t| t.1).collect();
+            for range in window::lookup_ranges(&starts, LOOKUP_SPAN_SECS) {
+                let obs = match self
+                    .fetch_all(query(&unit, range, &[]), &unit, cancel, report)
+                    .await
+                {
+                    Ok(obs) => obs,
+                    Err(e) => {
+                        report.failure = Some(e);
+                        return out;
+                    }
+                };
+                let found: HashSet<i64> = obs.iter().map(|o| o.task.job_id).collect();
+                let in_range =
+                    |start: i64| range.begin.is_some_and(|b| start >= b) && start <= range.end;
+                not_found.extend(
+                    tasks
+                        .iter()
+                        .filter(|(job, start)| in_range(*start) && !found.contains(job))
+                        .map(|t| t.0),
+                );
+                out.extend(obs);
+            }
+        }
+        let dropped = self.store.missed(&not_found);
+        if dropped > 0 {
+            tracing::info!(target_id = %self.id, dropped, "unfinished tasks no longer reported by the API were dropped");
+        }
+        out
     }
 
     /// Every page of one query, as observations.
