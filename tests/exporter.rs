@@ -559,12 +559,7 @@ async fn restart_with_a_state_file_counts_downtime_once() {
         // Ended long before: baseline.
         SimTask::simple(4, "rollback", &[A], -3000, 20, Succeed),
     ];
-    cdb_task_exporter::install_crypto_provider();
-    let clock = cdb_task_exporter::clock::SystemClock::shared();
-    let sim = cdb_task_exporter::sim::Simulator::with_default_keys(scenario(tasks), clock.clone())
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let (sim, clock) = start_sim(scenario(tasks)).await;
     let text = config_text(&sim.url(), &poll, &region("ap-guangzhou", &[A]));
     let config = cdb_task_exporter::config::Config::from_toml(&text).unwrap();
 
@@ -657,12 +652,7 @@ async fn a_reload_that_adds_a_region_keeps_the_other_targets_counters() {
         SimTask::simple(1, "reboot", &[A], 5, 5, Failed),
         SimTask::simple(2, "reboot", &[B], -60, 5, Succeed).in_region("ap-shanghai"),
     ];
-    cdb_task_exporter::install_crypto_provider();
-    let clock = cdb_task_exporter::clock::SystemClock::shared();
-    let sim = cdb_task_exporter::sim::Simulator::with_default_keys(scenario(tasks), clock.clone())
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let (sim, clock) = start_sim(scenario(tasks)).await;
     let one = config_text(&sim.url(), "", &region("ap-guangzhou", &[]));
     let two = format!("{one}{}", region("ap-shanghai", &[]));
     let parse = |t: &str| cdb_task_exporter::config::Config::from_toml(t).unwrap();

@@ -136,6 +136,17 @@ pub async fn get(url: &str) -> (u16, String) {
     (status, resp.text().await.unwrap())
 }
 
+/// A simulator with the default keys on a free loopback port, and its (movable) clock.
+pub async fn start_sim(scenario: Scenario) -> (SimServer, Arc<SystemClock>) {
+    cdb_task_exporter::install_crypto_provider();
+    let clock = SystemClock::shared();
+    let sim = Simulator::with_default_keys(scenario, clock.clone())
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    (sim, clock)
+}
+
 /// A simulator and exporter pair sharing one clock.
 pub struct Pair {
     pub sim: SimServer,
@@ -145,12 +156,7 @@ pub struct Pair {
 
 impl Pair {
     pub async fn start(scenario: Scenario, extra_poll: &str, regions: &str) -> Pair {
-        cdb_task_exporter::install_crypto_provider();
-        let clock = SystemClock::shared();
-        let sim = Simulator::with_default_keys(scenario, clock.clone())
-            .serve("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let (sim, clock) = start_sim(scenario).await;
         let config = Config::from_toml(&config_text(&sim.url(), extra_poll, regions)).unwrap();
         let exporter = Exporter::start(config, clock.clone()).await;
         Pair {
