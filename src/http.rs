@@ -13,8 +13,102 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A response with a fully buffered body.
-pub type HttpResponse = Response<Full<Bytes>>;
+/// A response of the exporter or the simulator.
+pub type HttpResponse = Response<Body>;
+
+/// A response body: buffered whole, or streamed as chunks from a channel (a large page is
+/// written by a producer while the client reads it, so it is never held in memory whole).
+#[derive(Debug)]
+pub enum Body {
+    /// The whole body.
+    Full(Full<Bytes>),
+    /// Chunks in order; the body ends when the sender is dropped.
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(f) => std::pin::Pin::new(f).poll_frame(cx),
+            Body::Stream(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(f) => f.is_end_stream(),
+            Body::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(f) => f.size_hint(),
+            Body::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// A [`std::io::Write`] that sends what is written as chunks of about [`ChunkWriter::CHUNK`]
+/// bytes into a [`Body::Stream`]; meant for a blocking thread. A write fails once the client
+/// has gone, which stops the producer.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// Chunk size: large enough for few wake-ups, small enough to keep memory flat.
+    pub const CHUNK: usize = 64 * 1024;
+
+    /// A writer and the body it feeds.
+    pub fn new() -> (ChunkWriter, Body) {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        (
+            ChunkWriter {
+                tx,
+                buf: Vec::with_capacity(Self::CHUNK),
+            },
+            Body::Stream(rx),
+        )
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(Self::CHUNK),
+        ));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,7 +118,7 @@ pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, content_type)
-        .body(Full::new(body.into()))
+        .body(Body::Full(Full::new(body.into())))
         .expect("static response parts are valid")
 }
 

@@ -31,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod intern;
 pub mod metrics;
 pub mod poller;
 pub mod secret;

@@ -1,23 +1,33 @@
 //! Every metric of contract §4: names, HELP, labels, series lifetime, behind verb methods.
 //! Nothing here knows about JSON or the API; the poller calls the verbs, the server renders.
 //!
-//! Task gauges are set from per-target aggregates computed after each poll, so a scrape only
-//! encodes the series that exist: its cost is proportional to the number of series, never to the
-//! number of tasks. Between polls nothing but the process metrics changes, so the encoded text
-//! of everything else is cached and re-encoded only after a change (every verb bumps a
-//! generation counter). Several targets may share a label set (two accounts polling one region
-//! region-wide both have `instance_id=""`), so gauges are merged across targets: counts are
-//! summed, the oldest start is the minimum, the last end the maximum.
+//! # Two kinds of metric, two mechanisms
+//!
+//! The self-metrics (`tencentcloud_cdb_exporter_*`, a few series per target) live in a
+//! `prometheus` crate registry, and so does the process collector.
+//!
+//! The task families can have tens of thousands of series (48 zero-initialised counters per
+//! instance alone), so they bypass the general machinery: each target keeps a compact [`Book`]
+//! (instance ids stored once, counters in dense arrays indexed by task type and terminal status),
+//! and at the end of each poll publishes an immutable [`Series`] snapshot behind an `Arc`. A
+//! scrape takes the current snapshots and writes the text straight from them, so it never sees a
+//! poll half-applied (counters and gauges of one poll are published together), never blocks a
+//! poll while it writes, and needs no cache of the whole page: the text can be streamed out in
+//! chunks ([`Metrics::render_to`]).
+//!
+//! Several targets may share a label set (two accounts polling one region region-wide both have
+//! `instance_id=""`), so series are merged across the targets of a region when rendered: counts
+//! and counters are summed, the oldest start is the minimum, the last end the maximum.
 
-use crate::tasks::{Finished, Summary};
-use crate::tencent::model::{TaskStatus, known_task_type_labels};
+use crate::tasks::{Aggregates, Finished, KeyRef};
+use crate::tencent::model::{TASK_TYPES, TaskStatus};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 
 /// Appended to every HELP line.
 const FROM_POLL: &str =
@@ -27,7 +37,7 @@ const FROM_POLL: &str =
 const PROCESS_NOTE: &str = "Read from the operating system at scrape time; the CDB task values come from a background poll.";
 
 /// Buckets of task durations: seconds to a day.
-pub const TASK_DURATION_BUCKETS: &[f64] = &[
+pub const TASK_DURATION_BUCKETS: [f64; 16] = [
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
     28800.0, 43200.0, 86400.0,
 ];
@@ -50,34 +60,241 @@ impl std::fmt::Display for TargetId {
     }
 }
 
-type Key4 = [String; 4];
-type Key3 = [String; 3];
-type Key5 = [String; 5];
+const TASKS: &str = "tencentcloud_cdb_tasks";
+const FINISHED: &str = "tencentcloud_cdb_tasks_finished_total";
+const DURATION: &str = "tencentcloud_cdb_task_duration_seconds";
+const LAST_FINISHED: &str = "tencentcloud_cdb_task_last_finished_timestamp_seconds";
+const OLDEST: &str = "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds";
+const PROGRESS: &str = "tencentcloud_cdb_task_progress_ratio";
 
-/// What one target contributes to the task gauges.
-#[derive(Debug, Default)]
-struct Contribution {
-    /// `tasks` series (zeros included, once seen) and their values.
-    tasks: BTreeMap<Key4, u64>,
-    oldest: BTreeMap<Key3, i64>,
-    last_finished: BTreeMap<Key4, i64>,
-    progress: BTreeMap<Key5, f64>,
-    /// Instances whose finished counters were created.
-    instances: BTreeSet<String>,
-    /// Finished counter series created for this target.
-    finished: BTreeSet<Key4>,
+/// HELP texts of the task families (without [`FROM_POLL`]).
+const TASKS_HELP: &str = "Tasks that started inside the lookback window or are still unfinished, by their latest known status.";
+const FINISHED_HELP: &str = "Tasks that reached a terminal status, each job counted once when the exporter first saw it terminal.";
+const DURATION_HELP: &str =
+    "EndTime - StartTime of each task counted in tencentcloud_cdb_tasks_finished_total.";
+const LAST_FINISHED_HELP: &str = "EndTime (unix seconds) of the newest finished task seen.";
+const OLDEST_HELP: &str =
+    "StartTime (unix seconds) of the oldest unfinished task; absent when there is none.";
+const PROGRESS_HELP: &str = "Progress (0-1) of each unfinished task, by job id.";
+
+/// Index of a task type in a book's type table: the 12 known types first, in [`TASK_TYPES`]
+/// order, then the unknown ones in order of appearance.
+type TypeIx = u16;
+/// Index of an instance id in a book's instance table.
+type InstIx = u32;
+/// Known types x terminal statuses: the dense counter array of one instance.
+const DENSE: usize = TASK_TYPES.len() * TaskStatus::TERMINAL.len();
+
+fn terminal_ix(st: TaskStatus) -> Option<usize> {
+    TaskStatus::TERMINAL.iter().position(|s| *s == st)
 }
 
-/// The exporter's metrics and their registry.
+/// Cumulative histogram of task durations.
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    buckets: [u64; TASK_DURATION_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, v: f64) {
+        for (b, le) in self.buckets.iter_mut().zip(TASK_DURATION_BUCKETS) {
+            if v <= le {
+                *b += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+}
+
+/// A table of label strings stored once, shared with the published snapshots.
+#[derive(Debug, Clone, Default)]
+struct Labels {
+    index: HashMap<Box<str>, u32>,
+    /// Copy-on-write: a snapshot holds the table it was published with.
+    names: Arc<Vec<Box<str>>>,
+}
+
+impl Labels {
+    fn with(initial: impl IntoIterator<Item = &'static str>) -> Labels {
+        let mut l = Labels::default();
+        for s in initial {
+            l.ix(s);
+        }
+        l
+    }
+
+    fn ix(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = u32::try_from(self.names.len()).expect("fewer than 2^32 labels");
+        Arc::make_mut(&mut self.names).push(s.into());
+        self.index.insert(s.into(), i);
+        i
+    }
+}
+
+/// The mutable accounting of one target: what its series are made of between publications.
+#[derive(Debug)]
+struct Book {
+    instances: Labels,
+    types: Labels,
+    /// Per instance: finished counters of known types, `[type * 4 + terminal status]`.
+    finished: Vec<[u64; DENSE]>,
+    /// Per instance: whether its 48 zero counters exist (a monitored instance).
+    monitored: Vec<bool>,
+    /// Finished counters of unknown types.
+    finished_other: BTreeMap<(InstIx, TypeIx, TaskStatus), u64>,
+    durations: BTreeMap<(TypeIx, TaskStatus), Histogram>,
+    /// Task gauge series once seen: they stay, at 0, while the target runs.
+    seen_tasks: HashSet<(InstIx, TypeIx, TaskStatus)>,
+}
+
+impl Book {
+    fn new() -> Book {
+        Book {
+            instances: Labels::default(),
+            types: Labels::with(TASK_TYPES.iter().map(|t| t.2)),
+            finished: Vec::new(),
+            monitored: Vec::new(),
+            finished_other: BTreeMap::new(),
+            durations: BTreeMap::new(),
+            seen_tasks: HashSet::new(),
+        }
+    }
+
+    fn instance(&mut self, name: &str) -> InstIx {
+        let i = self.instances.ix(name);
+        if i as usize == self.finished.len() {
+            self.finished.push([0; DENSE]);
+            self.monitored.push(false);
+        }
+        i
+    }
+
+    fn task_type(&mut self, name: &str) -> TypeIx {
+        TypeIx::try_from(self.types.ix(name)).unwrap_or(TypeIx::MAX)
+    }
+}
+
+/// Label values of a row: instance, task type, status.
+type Key3<'a> = (&'a str, &'a str, &'static str);
+
+/// One target's series as of its last poll: immutable, shared by the scrapes rendering it.
+#[derive(Debug)]
+pub struct Series {
+    region: Box<str>,
+    instances: Arc<Vec<Box<str>>>,
+    types: Arc<Vec<Box<str>>>,
+    /// Instance indices in label order.
+    order: Vec<InstIx>,
+    /// Type indices in label order.
+    type_order: Vec<TypeIx>,
+    tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
+    finished: Vec<[u64; DENSE]>,
+    monitored: Vec<bool>,
+    finished_other: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
+    durations: Vec<(TypeIx, TaskStatus, Histogram)>,
+    last_finished: Vec<(InstIx, TypeIx, TaskStatus, i64)>,
+    oldest: Vec<(InstIx, TypeIx, i64)>,
+    progress: Vec<(InstIx, TypeIx, TaskStatus, i64, i64)>,
+}
+
+impl Series {
+    fn inst(&self, i: InstIx) -> &str {
+        &self.instances[i as usize]
+    }
+
+    fn ty(&self, t: TypeIx) -> &str {
+        &self.types[t as usize]
+    }
+
+    /// Sorts rows by their label strings (instance, type, then status), as the text shows them.
+    fn sort<T>(&self, rows: &mut [T], key: impl Fn(&T) -> (InstIx, TypeIx, &'static str)) {
+        rows.sort_by(|a, b| {
+            let (ia, ta, sa) = key(a);
+            let (ib, tb, sb) = key(b);
+            (self.inst(ia), self.ty(ta), sa).cmp(&(self.inst(ib), self.ty(tb), sb))
+        });
+    }
+
+    /// Task gauge rows: (instance, type, status) and count.
+    fn task_rows(&self) -> impl Iterator<Item = (Key3<'_>, u64)> + '_ {
+        self.tasks
+            .iter()
+            .map(|(i, t, st, n)| ((self.inst(*i), self.ty(*t), st.as_str()), *n))
+    }
+
+    /// Last-finished rows: (instance, type, status) and end time.
+    fn last_finished_rows(&self) -> impl Iterator<Item = (Key3<'_>, i64)> + '_ {
+        self.last_finished
+            .iter()
+            .map(|(i, t, st, v)| ((self.inst(*i), self.ty(*t), st.as_str()), *v))
+    }
+
+    /// Oldest-unfinished rows: (instance, type) and start time.
+    fn oldest_rows(&self) -> impl Iterator<Item = ((&str, &str), i64)> + '_ {
+        self.oldest
+            .iter()
+            .map(|(i, t, v)| ((self.inst(*i), self.ty(*t)), *v))
+    }
+
+    /// Progress rows: (instance, job id, type, status) and progress 0-100.
+    fn progress_rows(&self) -> impl Iterator<Item = ((&str, i64, &str, &'static str), i64)> + '_ {
+        self.progress
+            .iter()
+            .map(|(i, t, st, job, p)| ((self.inst(*i), *job, self.ty(*t), st.as_str()), *p))
+    }
+
+    /// Duration histogram rows: (status, type) and histogram.
+    fn duration_rows(&self) -> impl Iterator<Item = ((&'static str, &str), Histogram)> + '_ {
+        self.durations
+            .iter()
+            .map(|(t, st, h)| ((st.as_str(), self.ty(*t)), h.clone()))
+    }
+
+    /// Finished counters in label order: (instance, type, status, value).
+    fn finished_rows(&self) -> impl Iterator<Item = (Key3<'_>, u64)> + '_ {
+        let mut statuses = TaskStatus::TERMINAL;
+        statuses.sort_by_key(|s| s.as_str());
+        self.order.iter().flat_map(move |&i| {
+            let dense = &self.finished[i as usize];
+            let all = self.monitored[i as usize];
+            self.type_order.iter().flat_map(move |&t| {
+                let known = (t as usize) < TASK_TYPES.len();
+                let dense_rows = statuses.into_iter().filter_map(move |st| {
+                    if !known {
+                        return None;
+                    }
+                    let v = dense[t as usize * 4 + terminal_ix(st).expect("terminal")];
+                    (all || v > 0).then(|| ((self.inst(i), self.ty(t), st.as_str()), v))
+                });
+                let other_rows = self
+                    .finished_other
+                    .iter()
+                    .filter(move |(oi, ot, ..)| !known && *oi == i && *ot == t)
+                    .map(move |(_, _, st, v)| ((self.inst(i), self.ty(t), st.as_str()), *v));
+                dense_rows.chain(other_rows)
+            })
+        })
+    }
+}
+
+/// The exporter's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    tasks: GaugeVec,
-    finished: IntCounterVec,
-    duration: HistogramVec,
-    last_finished: GaugeVec,
-    oldest_unfinished: GaugeVec,
-    progress: Option<GaugeVec>,
     api_requests: IntCounterVec,
     api_errors: IntCounterVec,
     api_duration: HistogramVec,
@@ -85,24 +302,11 @@ pub struct Metrics {
     last_success_ts: GaugeVec,
     poll_duration: GaugeVec,
     tasks_tracked: IntGaugeVec,
-    book: Mutex<BTreeMap<TargetId, Contribution>>,
+    shard_info: IntGaugeVec,
     process: Registry,
-    generation: AtomicU64,
-    cache: Mutex<(u64, Vec<u8>)>,
-}
-
-/// Sets a series to `value`, or removes it when there is none.
-fn set_or_remove(gauge: &GaugeVec, key: &[String], value: Option<f64>) {
-    match value {
-        Some(v) => gauge.with_label_values(&refs(key)).set(v),
-        None => {
-            let _ = gauge.remove_label_values(&refs(key));
-        }
-    }
-}
-
-fn refs(key: &[String]) -> Vec<&str> {
-    key.iter().map(String::as_str).collect()
+    task_progress: bool,
+    books: Mutex<BTreeMap<TargetId, Book>>,
+    published: Mutex<BTreeMap<TargetId, Arc<Series>>>,
 }
 
 fn help(text: &str) -> String {
@@ -127,23 +331,6 @@ fn counter(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntCounterV
     c
 }
 
-fn histogram(
-    r: &Registry,
-    name: &str,
-    text: &str,
-    labels: &[&str],
-    buckets: &[f64],
-) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help(text)).buckets(buckets.to_vec()),
-        labels,
-    )
-    .expect("valid metric");
-    r.register(Box::new(h.clone())).expect("unique metric");
-    h
-}
-
-const TASK_LABELS: &[&str] = &["region", "instance_id", "task_type", "status"];
 const TARGET_LABELS: &[&str] = &["account", "region"];
 const EX: &str = "tencentcloud_cdb_exporter_";
 
@@ -151,14 +338,6 @@ impl Metrics {
     /// Creates and registers every metric; `task_progress` enables the opt-in progress gauge.
     pub fn new(task_progress: bool, version: &str, revision: &str) -> Metrics {
         let r = Registry::new();
-        let progress = task_progress.then(|| {
-            gauge(
-                &r,
-                "tencentcloud_cdb_task_progress_ratio",
-                "Progress (0-1) of each unfinished task, by job id.",
-                &["region", "instance_id", "task_type", "status", "job_id"],
-            )
-        });
         let build_info = int_gauge(
             &r,
             &format!("{EX}build_info"),
@@ -166,6 +345,17 @@ impl Metrics {
             &["version", "revision"],
         );
         build_info.with_label_values(&[version, revision]).set(1);
+        let api_duration = HistogramVec::new(
+            HistogramOpts::new(
+                format!("{EX}api_request_duration_seconds"),
+                help("Duration of cloud API requests."),
+            )
+            .buckets(API_DURATION_BUCKETS.to_vec()),
+            &["action"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(api_duration.clone()))
+            .expect("unique metric");
         let process = Registry::new();
         #[cfg(target_os = "linux")]
         process
@@ -174,38 +364,6 @@ impl Metrics {
             ))
             .expect("process collector");
         Metrics {
-            tasks: gauge(
-                &r,
-                "tencentcloud_cdb_tasks",
-                "Tasks that started inside the lookback window or are still unfinished, by their latest known status.",
-                TASK_LABELS,
-            ),
-            finished: counter(
-                &r,
-                "tencentcloud_cdb_tasks_finished_total",
-                "Tasks that reached a terminal status, each job counted once when the exporter first saw it terminal.",
-                TASK_LABELS,
-            ),
-            duration: histogram(
-                &r,
-                "tencentcloud_cdb_task_duration_seconds",
-                "EndTime - StartTime of each task counted in tencentcloud_cdb_tasks_finished_total.",
-                &["region", "task_type", "status"],
-                TASK_DURATION_BUCKETS,
-            ),
-            last_finished: gauge(
-                &r,
-                "tencentcloud_cdb_task_last_finished_timestamp_seconds",
-                "EndTime (unix seconds) of the newest finished task seen.",
-                TASK_LABELS,
-            ),
-            oldest_unfinished: gauge(
-                &r,
-                "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds",
-                "StartTime (unix seconds) of the oldest unfinished task; absent when there is none.",
-                &["region", "instance_id", "task_type"],
-            ),
-            progress,
             api_requests: counter(
                 &r,
                 &format!("{EX}api_requests_total"),
@@ -218,13 +376,7 @@ impl Metrics {
                 "Failed cloud API requests and skipped malformed items, by error code.",
                 &["account", "region", "action", "code"],
             ),
-            api_duration: histogram(
-                &r,
-                &format!("{EX}api_request_duration_seconds"),
-                "Duration of cloud API requests.",
-                &["action"],
-                API_DURATION_BUCKETS,
-            ),
+            api_duration,
             last_poll_success: int_gauge(
                 &r,
                 &format!("{EX}last_poll_success"),
@@ -249,47 +401,30 @@ impl Metrics {
                 "Tasks held in memory for the target.",
                 TARGET_LABELS,
             ),
+            shard_info: int_gauge(
+                &r,
+                &format!("{EX}shard_info"),
+                "Always 1; labels carry this process's shard and the number of shards.",
+                &["shard", "total_shards"],
+            ),
             registry: r,
-            book: Mutex::new(BTreeMap::new()),
             process,
-            generation: AtomicU64::new(1),
-            cache: Mutex::new((0, Vec::new())),
+            task_progress,
+            books: Mutex::new(BTreeMap::new()),
+            published: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Marks the exposition as changed.
-    fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// The text exposition of every metric.
-    pub fn render(&self) -> Vec<u8> {
-        let generation = self.generation.load(Ordering::SeqCst);
-        let mut cache = self.cache.lock().expect("lock");
-        if cache.0 != generation {
-            let mut buf = Vec::with_capacity(cache.1.len().max(64 * 1024));
-            TextEncoder::new()
-                .encode(&self.registry.gather(), &mut buf)
-                .expect("text encoding cannot fail");
-            *cache = (generation, buf);
-        }
-        let mut out = Vec::with_capacity(cache.1.len() + 2048);
-        out.extend_from_slice(&cache.1);
-        drop(cache);
-        let mut process = self.process.gather();
-        for family in &mut process {
-            let help = format!("{} {PROCESS_NOTE}", family.help());
-            family.set_help(help);
-        }
-        TextEncoder::new()
-            .encode(&process, &mut out)
-            .expect("text encoding cannot fail");
-        out
+    /// Sets `shard_info` (one series; a reload that changes the sharding replaces it).
+    pub fn shard(&self, shard: u32, total_shards: u32) {
+        self.shard_info.reset();
+        self.shard_info
+            .with_label_values(&[&shard.to_string(), &total_shards.to_string()])
+            .set(1);
     }
 
     /// One HTTP attempt to the API and how long it took.
     pub fn api_request(&self, t: &TargetId, action: &str, seconds: f64) {
-        self.changed();
         self.api_requests
             .with_label_values(&[&t.account, &t.region, action])
             .inc();
@@ -300,7 +435,6 @@ impl Metrics {
 
     /// `n` API errors with this code (a failed attempt, or malformed items with `Decode`).
     pub fn api_errors(&self, t: &TargetId, action: &str, code: &str, n: u64) {
-        self.changed();
         self.api_errors
             .with_label_values(&[&t.account, &t.region, action, code])
             .inc_by(n);
@@ -308,7 +442,6 @@ impl Metrics {
 
     /// The end of a poll of a target.
     pub fn poll_done(&self, t: &TargetId, ok: bool, now: i64, seconds: f64, tracked: usize) {
-        self.changed();
         let labels = [t.account.as_str(), t.region.as_str()];
         self.last_poll_success
             .with_label_values(&labels)
@@ -325,135 +458,85 @@ impl Metrics {
     }
 
     /// A task finished: count it once under each of its instances, observe its duration once.
+    /// Visible from the target's next [`Metrics::publish`].
     pub fn task_finished(&self, t: &TargetId, f: &Finished) {
-        self.changed();
-        let region = t.region.as_str();
-        let mut book = self.book.lock().expect("lock");
-        let c = book.entry(t.clone()).or_default();
+        let mut books = self.books.lock().expect("lock");
+        let book = books.entry(t.clone()).or_insert_with(Book::new);
+        let ty = book.task_type(&f.task_type);
         for i in &f.instances {
-            self.finished
-                .with_label_values(&[region, i, &f.task_type, f.status.as_str()])
-                .inc();
-            c.finished.insert([
-                region.to_string(),
-                i.clone(),
-                f.task_type.clone(),
-                f.status.as_str().to_string(),
-            ]);
+            let ix = book.instance(i);
+            match terminal_ix(f.status) {
+                Some(s) if (ty as usize) < TASK_TYPES.len() => {
+                    book.finished[ix as usize][ty as usize * 4 + s] += 1;
+                }
+                _ => *book.finished_other.entry((ix, ty, f.status)).or_default() += 1,
+            }
         }
         if let Some(d) = f.duration {
-            self.duration
-                .with_label_values(&[region, &f.task_type, f.status.as_str()])
+            book.durations
+                .entry((ty, f.status))
+                .or_default()
                 .observe(d as f64);
         }
     }
 
-    /// Creates the finished counters at 0 for an instance: 12 known types x 4 terminal statuses,
-    /// so `increase()` sees its first failure.
-    pub fn monitor_instance(&self, t: &TargetId, instance: &str) {
-        self.changed();
-        let mut book = self.book.lock().expect("lock");
-        let c = book.entry(t.clone()).or_default();
-        if c.instances.insert(instance.to_string()) {
-            for ty in known_task_type_labels() {
-                for st in TaskStatus::TERMINAL {
-                    let key = [
-                        t.region.clone(),
-                        instance.to_string(),
-                        ty.to_string(),
-                        st.as_str().to_string(),
-                    ];
-                    self.finished.with_label_values(&refs(&key));
-                    c.finished.insert(key);
-                }
-            }
-        }
-    }
-
-    /// Sets the task gauges from a target's aggregates after a poll.
-    pub fn set_tasks<'a>(
+    /// Publishes a target's task series after a poll: `monitored` instances get their 48 zero
+    /// counters (so `increase()` sees a first failure), the gauges are set from the store's
+    /// aggregates, and the whole set replaces the target's previous snapshot at once.
+    pub fn publish<'a>(
         &self,
         t: &TargetId,
-        summary: &Summary,
-        last_finished: impl Iterator<Item = ((&'a str, &'a str, TaskStatus), i64)>,
+        monitored: impl IntoIterator<Item = &'a str>,
+        aggregates: &Aggregates<'_>,
+        last_finished: impl IntoIterator<Item = (KeyRef<'a>, i64)>,
     ) {
-        self.changed();
-        let region = &t.region;
-        let mut book = self.book.lock().expect("lock");
-        let c = book.entry(t.clone()).or_default();
-        let mut touched_tasks: BTreeSet<Key4> = c.tasks.keys().cloned().collect();
-        for v in c.tasks.values_mut() {
-            *v = 0; // series once seen stay, at 0
+        let mut books = self.books.lock().expect("lock");
+        let book = books.entry(t.clone()).or_insert_with(Book::new);
+        for i in monitored {
+            let ix = book.instance(i);
+            book.monitored[ix as usize] = true;
         }
-        for ((i, ty, st), n) in &summary.tasks {
-            let key = [
-                region.clone(),
-                i.clone(),
-                ty.clone(),
-                st.as_str().to_string(),
-            ];
-            c.tasks.insert(key.clone(), *n);
-            touched_tasks.insert(key);
+        let mut counts: HashMap<(InstIx, TypeIx, TaskStatus), u64> = HashMap::new();
+        for ((i, ty, st), n) in &aggregates.tasks {
+            let key = (book.instance(i), book.task_type(ty), *st);
+            book.seen_tasks.insert(key);
+            counts.insert(key, *n);
         }
-        let mut touched_oldest: BTreeSet<Key3> =
-            std::mem::take(&mut c.oldest).into_keys().collect();
-        for ((i, ty), start) in &summary.oldest_unfinished {
-            let key = [region.clone(), i.clone(), ty.clone()];
-            c.oldest.insert(key.clone(), *start);
-            touched_oldest.insert(key);
-        }
-        let mut touched_lf = BTreeSet::new();
-        for ((i, ty, st), end) in last_finished {
-            let key = [
-                region.clone(),
-                i.to_string(),
-                ty.to_string(),
-                st.as_str().to_string(),
-            ];
-            c.last_finished.insert(key.clone(), end);
-            touched_lf.insert(key);
-        }
-        let mut touched_progress: BTreeSet<Key5> =
-            std::mem::take(&mut c.progress).into_keys().collect();
-        if self.progress.is_some() {
-            for ((i, ty, st), job, p) in &summary.progress {
-                let key = [
-                    region.clone(),
-                    i.clone(),
-                    ty.clone(),
-                    st.as_str().to_string(),
-                    job.to_string(),
-                ];
-                c.progress.insert(key.clone(), *p as f64 / 100.0);
-                touched_progress.insert(key);
-            }
-        }
-        self.refresh(
-            &book,
-            &touched_tasks,
-            &touched_oldest,
-            &touched_lf,
-            &touched_progress,
-        );
+        let tasks = book
+            .seen_tasks
+            .iter()
+            .map(|&(i, ty, st)| (i, ty, st, counts.get(&(i, ty, st)).copied().unwrap_or(0)))
+            .collect();
+        let oldest = aggregates
+            .oldest_unfinished
+            .iter()
+            .map(|((i, ty), v)| (book.instance(i), book.task_type(ty), *v))
+            .collect();
+        let progress = if self.task_progress {
+            aggregates
+                .progress
+                .iter()
+                .map(|((i, ty, st), job, p)| (book.instance(i), book.task_type(ty), *st, *job, *p))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let last_finished = last_finished
+            .into_iter()
+            .map(|((i, ty, st), v)| (book.instance(i), book.task_type(ty), st, v))
+            .collect();
+        let series = Series::from_book(&t.region, book, tasks, oldest, progress, last_finished);
+        drop(books);
+        self.published
+            .lock()
+            .expect("lock")
+            .insert(t.clone(), Arc::new(series));
     }
 
-    /// Removes every series a target contributed (its instances left the config).
+    /// Removes every series a target contributed (it left the config or restarts).
     pub fn remove_target(&self, t: &TargetId) {
-        self.changed();
-        let mut book = self.book.lock().expect("lock");
-        let Some(c) = book.remove(t) else { return };
-        let tasks: BTreeSet<Key4> = c.tasks.into_keys().collect();
-        let oldest: BTreeSet<Key3> = c.oldest.into_keys().collect();
-        let lf: BTreeSet<Key4> = c.last_finished.into_keys().collect();
-        let progress: BTreeSet<Key5> = c.progress.into_keys().collect();
-        self.refresh(&book, &tasks, &oldest, &lf, &progress);
-        let still_counted: BTreeSet<&Key4> =
-            book.values().flat_map(|c| c.finished.iter()).collect();
-        for key in &c.finished {
-            if !still_counted.contains(key) {
-                let _ = self.finished.remove_label_values(&refs(key));
-            }
-        }
+        self.books.lock().expect("lock").remove(t);
+        self.published.lock().expect("lock").remove(t);
         let labels = [t.account.as_str(), t.region.as_str()];
         let _ = self.last_poll_success.remove_label_values(&labels);
         let _ = self.last_success_ts.remove_label_values(&labels);
@@ -461,35 +544,355 @@ impl Metrics {
         let _ = self.tasks_tracked.remove_label_values(&labels);
     }
 
-    /// Re-derives the given series from every target's contribution.
-    fn refresh(
-        &self,
-        book: &BTreeMap<TargetId, Contribution>,
-        tasks: &BTreeSet<Key4>,
-        oldest: &BTreeSet<Key3>,
-        last_finished: &BTreeSet<Key4>,
-        progress: &BTreeSet<Key5>,
-    ) {
-        let targets = || book.values();
-        for key in tasks {
-            let present: Vec<u64> = targets()
-                .filter_map(|c| c.tasks.get(key).copied())
-                .collect();
-            let sum = (!present.is_empty()).then(|| present.iter().sum::<u64>() as f64);
-            set_or_remove(&self.tasks, key, sum);
+    /// The text exposition of every metric, whole.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 * 1024);
+        self.render_to(&mut out).expect("writing to memory");
+        out
+    }
+
+    /// Writes the text exposition to `w`: the self-metrics, the task families from the latest
+    /// snapshot of every target, then the process metrics. Stops at the first write error (a
+    /// client that went away).
+    pub fn render_to(&self, w: &mut impl Write) -> io::Result<()> {
+        let snapshots: Vec<Arc<Series>> = self
+            .published
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
+        let encode = |families: &[prometheus::proto::MetricFamily], w: &mut dyn Write| {
+            let mut buf = Vec::new();
+            TextEncoder::new()
+                .encode(families, &mut buf)
+                .map_err(io::Error::other)?;
+            w.write_all(&buf)
+        };
+        encode(&self.registry.gather(), w)?;
+        render_tasks(w, &snapshots, self.task_progress)?;
+        let mut process = self.process.gather();
+        for family in &mut process {
+            let help = format!("{} {PROCESS_NOTE}", family.help());
+            family.set_help(help);
         }
-        for key in oldest {
-            let min = targets().filter_map(|c| c.oldest.get(key)).min();
-            set_or_remove(&self.oldest_unfinished, key, min.map(|v| *v as f64));
+        encode(&process, w)
+    }
+}
+
+impl Series {
+    fn from_book(
+        region: &str,
+        book: &Book,
+        mut tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
+        mut oldest: Vec<(InstIx, TypeIx, i64)>,
+        mut progress: Vec<(InstIx, TypeIx, TaskStatus, i64, i64)>,
+        mut last_finished: Vec<(InstIx, TypeIx, TaskStatus, i64)>,
+    ) -> Series {
+        let instances = book.instances.names.clone();
+        let types = book.types.names.clone();
+        let mut order: Vec<InstIx> = (0..instances.len() as InstIx).collect();
+        order.sort_by(|a, b| instances[*a as usize].cmp(&instances[*b as usize]));
+        let mut type_order: Vec<TypeIx> = (0..types.len() as TypeIx).collect();
+        type_order.sort_by(|a, b| types[*a as usize].cmp(&types[*b as usize]));
+        let mut s = Series {
+            region: region.into(),
+            instances,
+            types,
+            order,
+            type_order,
+            tasks: Vec::new(),
+            finished: book.finished.clone(),
+            monitored: book.monitored.clone(),
+            finished_other: book
+                .finished_other
+                .iter()
+                .map(|(&(i, t, st), &v)| (i, t, st, v))
+                .collect(),
+            durations: Vec::new(),
+            last_finished: Vec::new(),
+            oldest: Vec::new(),
+            progress: Vec::new(),
+        };
+        s.sort(&mut tasks, |r| (r.0, r.1, r.2.as_str()));
+        s.sort(&mut last_finished, |r| (r.0, r.1, r.2.as_str()));
+        s.sort(&mut oldest, |r| (r.0, r.1, ""));
+        progress.sort_by(|a, b| {
+            (s.inst(a.0), a.3, s.ty(a.1), a.2.as_str()).cmp(&(
+                s.inst(b.0),
+                b.3,
+                s.ty(b.1),
+                b.2.as_str(),
+            ))
+        });
+        let mut other = s.finished_other.clone();
+        s.sort(&mut other, |r| (r.0, r.1, r.2.as_str()));
+        s.finished_other = other;
+        let mut durations: Vec<_> = book
+            .durations
+            .iter()
+            .map(|(&(t, st), h)| (t, st, h.clone()))
+            .collect();
+        durations.sort_by(|a, b| (a.1.as_str(), s.ty(a.0)).cmp(&(b.1.as_str(), s.ty(b.0))));
+        s.tasks = tasks;
+        s.oldest = oldest;
+        s.progress = progress;
+        s.last_finished = last_finished;
+        s.durations = durations;
+        s
+    }
+}
+
+/// A sample value.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    U(u64),
+    I(i64),
+    F(f64),
+}
+
+/// Writes `name{labels} value\n` the way the text format wants it.
+fn sample(w: &mut impl Write, name: &str, labels: &[(&str, &str)], value: Num) -> io::Result<()> {
+    w.write_all(name.as_bytes())?;
+    w.write_all(b"{")?;
+    for (k, (n, v)) in labels.iter().enumerate() {
+        if k > 0 {
+            w.write_all(b",")?;
         }
-        for key in last_finished {
-            let max = targets().filter_map(|c| c.last_finished.get(key)).max();
-            set_or_remove(&self.last_finished, key, max.map(|v| *v as f64));
+        w.write_all(n.as_bytes())?;
+        w.write_all(b"=\"")?;
+        escape_label(w, v)?;
+        w.write_all(b"\"")?;
+    }
+    w.write_all(b"} ")?;
+    match value {
+        Num::U(v) => write_u64(w, v)?,
+        Num::I(v) if v < 0 => {
+            w.write_all(b"-")?;
+            write_u64(w, v.unsigned_abs())?;
         }
-        if let Some(p) = &self.progress {
-            for key in progress {
-                set_or_remove(p, key, targets().find_map(|c| c.progress.get(key)).copied());
+        Num::I(v) => write_u64(w, v.unsigned_abs())?,
+        Num::F(v) => write!(w, "{v}")?,
+    }
+    w.write_all(b"\n")
+}
+
+fn write_u64(w: &mut impl Write, mut v: u64) -> io::Result<()> {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    w.write_all(&buf[i..])
+}
+
+fn escape_label(w: &mut impl Write, v: &str) -> io::Result<()> {
+    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        return w.write_all(v.as_bytes());
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => w.write_all(b"\\\\")?,
+            '"' => w.write_all(b"\\\"")?,
+            '\n' => w.write_all(b"\\n")?,
+            c => {
+                let mut b = [0u8; 4];
+                w.write_all(c.encode_utf8(&mut b).as_bytes())?;
             }
         }
     }
+    Ok(())
+}
+
+/// Writes a family's HELP and TYPE before its first sample, and nothing for an empty family.
+struct Family<'a> {
+    name: &'a str,
+    help: &'a str,
+    kind: &'a str,
+    started: bool,
+}
+
+impl<'a> Family<'a> {
+    fn new(name: &'a str, help: &'a str, kind: &'a str) -> Self {
+        Family {
+            name,
+            help,
+            kind,
+            started: false,
+        }
+    }
+
+    fn start(&mut self, w: &mut impl Write) -> io::Result<()> {
+        if !self.started {
+            self.started = true;
+            writeln!(w, "# HELP {} {} {FROM_POLL}", self.name, self.help)?;
+            writeln!(w, "# TYPE {} {}", self.name, self.kind)?;
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self, w: &mut impl Write, labels: &[(&str, &str)], v: Num) -> io::Result<()> {
+        self.start(w)?;
+        sample(w, self.name, labels, v)
+    }
+}
+
+/// Calls `emit` for each row of one region, in label order: straight from the snapshot when one
+/// target has the region, merged with `fold` when several do.
+fn each_row<'a, K: Ord, V, I>(
+    group: &[&'a Series],
+    rows: impl Fn(&'a Series) -> I,
+    fold: impl Fn(&mut V, V),
+    mut emit: impl FnMut(K, V) -> io::Result<()>,
+) -> io::Result<()>
+where
+    I: Iterator<Item = (K, V)>,
+{
+    if let [one] = group {
+        for (k, v) in rows(one) {
+            emit(k, v)?;
+        }
+        return Ok(());
+    }
+    let mut merged: BTreeMap<K, V> = BTreeMap::new();
+    for s in group {
+        for (k, v) in rows(s) {
+            match merged.entry(k) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => fold(e.get_mut(), v),
+            }
+        }
+    }
+    for (k, v) in merged {
+        emit(k, v)?;
+    }
+    Ok(())
+}
+
+/// The task families from the targets' snapshots, in name order.
+fn render_tasks(w: &mut impl Write, snapshots: &[Arc<Series>], progress: bool) -> io::Result<()> {
+    let mut regions: BTreeMap<&str, Vec<&Series>> = BTreeMap::new();
+    for s in snapshots {
+        regions.entry(&s.region).or_default().push(s);
+    }
+    let sum = |a: &mut u64, b: u64| *a += b;
+
+    let mut f = Family::new(DURATION, DURATION_HELP, "histogram");
+    for (region, group) in &regions {
+        each_row(
+            group,
+            Series::duration_rows,
+            |a, b| a.merge(&b),
+            |(st, ty), h| {
+                let base = [("region", *region), ("status", st), ("task_type", ty)];
+                let bucket = format!("{DURATION}_bucket");
+                for (le, n) in TASK_DURATION_BUCKETS.iter().zip(h.buckets) {
+                    let le = le.to_string();
+                    f.start(w)?;
+                    sample(
+                        w,
+                        &bucket,
+                        &[base[0], base[1], base[2], ("le", &le)],
+                        Num::U(n),
+                    )?;
+                }
+                f.start(w)?;
+                sample(
+                    w,
+                    &bucket,
+                    &[base[0], base[1], base[2], ("le", "+Inf")],
+                    Num::U(h.count),
+                )?;
+                sample(w, &format!("{DURATION}_sum"), &base, Num::F(h.sum))?;
+                sample(w, &format!("{DURATION}_count"), &base, Num::U(h.count))
+            },
+        )?;
+    }
+
+    let mut f = Family::new(LAST_FINISHED, LAST_FINISHED_HELP, "gauge");
+    for (region, group) in &regions {
+        each_row(
+            group,
+            Series::last_finished_rows,
+            |a, b| *a = (*a).max(b),
+            |(i, ty, st), v| {
+                let labels = [
+                    ("instance_id", i),
+                    ("region", *region),
+                    ("status", st),
+                    ("task_type", ty),
+                ];
+                f.sample(w, &labels, Num::I(v))
+            },
+        )?;
+    }
+
+    let mut f = Family::new(OLDEST, OLDEST_HELP, "gauge");
+    for (region, group) in &regions {
+        each_row(
+            group,
+            Series::oldest_rows,
+            |a, b| *a = (*a).min(b),
+            |(i, ty), v| {
+                let labels = [("instance_id", i), ("region", *region), ("task_type", ty)];
+                f.sample(w, &labels, Num::I(v))
+            },
+        )?;
+    }
+
+    if progress {
+        let mut f = Family::new(PROGRESS, PROGRESS_HELP, "gauge");
+        for (region, group) in &regions {
+            each_row(
+                group,
+                Series::progress_rows,
+                |_, _| {},
+                |(i, job, ty, st), p| {
+                    let job = job.to_string();
+                    let labels = [
+                        ("instance_id", i),
+                        ("job_id", job.as_str()),
+                        ("region", *region),
+                        ("status", st),
+                        ("task_type", ty),
+                    ];
+                    f.sample(w, &labels, Num::F(p as f64 / 100.0))
+                },
+            )?;
+        }
+    }
+
+    let mut f = Family::new(TASKS, TASKS_HELP, "gauge");
+    for (region, group) in &regions {
+        each_row(group, Series::task_rows, sum, |(i, ty, st), n| {
+            let labels = [
+                ("instance_id", i),
+                ("region", *region),
+                ("status", st),
+                ("task_type", ty),
+            ];
+            f.sample(w, &labels, Num::U(n))
+        })?;
+    }
+
+    let mut f = Family::new(FINISHED, FINISHED_HELP, "counter");
+    for (region, group) in &regions {
+        each_row(group, Series::finished_rows, sum, |(i, ty, st), n| {
+            let labels = [
+                ("instance_id", i),
+                ("region", *region),
+                ("status", st),
+                ("task_type", ty),
+            ];
+            f.sample(w, &labels, Num::U(n))
+        })?;
+    }
+    Ok(())
 }

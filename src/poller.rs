@@ -4,7 +4,7 @@
 
 use crate::clock::SharedClock;
 use crate::metrics::{Metrics, TargetId};
-use crate::tasks::{Observation, Scope, TaskStore};
+use crate::tasks::{Observation, Scope, TaskStore, Unfinished};
 use crate::tencent::model::{TaskQuery, TaskStatus};
 use crate::tencent::paging::Pager;
 use crate::tencent::{Client, DESCRIBE_TASKS, Error};
@@ -114,10 +114,16 @@ pub struct Target {
 }
 
 /// What one poll did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollReport {
     /// Requests sent (attempts, retries included).
     pub requests: u64,
+    /// Of which for the recent window.
+    pub requests_recent: u64,
+    /// Of which for the older unfinished tasks.
+    pub requests_unfinished: u64,
+    /// Of which for final-state look-ups.
+    pub requests_lookups: u64,
     /// Tasks returned (with duplicates).
     pub items: u64,
     /// Tasks counted as finished by this poll.
@@ -203,8 +209,9 @@ impl Target {
         }
     }
 
-    /// One poll: recent window, older unfinished tasks, final states; applied to the store and
-    /// the metrics. Never panics on API input; a failure leaves the last good values.
+    /// One poll: recent window, older unfinished tasks, final states; applied to the store page
+    /// by page (a poll never holds more than one page of tasks) and published to the metrics at
+    /// the end. Never panics on API input; a failure leaves the last good values.
     pub async fn poll(&mut self, cancel: &CancellationToken) -> PollReport {
         let started = Instant::now();
         let now = self.clock.now();
@@ -223,56 +230,47 @@ impl Target {
             QueryMode::RegionWide => vec![None],
             QueryMode::PerInstance => self.instances.iter().cloned().map(Some).collect(),
         };
-        let mut report = PollReport {
-            requests: 0,
-            items: 0,
-            finished: 0,
-            failure: None,
-        };
-        let mut observations = Vec::new();
+        let mut report = PollReport::default();
 
         // 1. Tasks that started in the recent window.
-        let recent_obs = self
+        let recent_seen = self
             .fetch_each(&units, recent, &[], cancel, &mut report)
             .await;
+        report.requests_recent = report.requests;
         if report.failure.is_none() && mode == QueryMode::RegionWide && !self.first_poll {
-            self.region_volume = Some(recent_obs.len() as f64);
+            self.region_volume = Some(recent_seen.len() as f64);
         }
-        observations.extend(recent_obs);
+        drop(recent_seen);
 
         // 2. Older unfinished tasks (all of them on the first poll).
         let recent_begin = recent.begin.unwrap_or(now);
         let old = self.store.unfinished_before(recent_begin);
         let mut returned: HashSet<i64> = HashSet::new();
         if report.failure.is_none()
-            && let Some(range) =
-                window::unfinished_range(self.first_poll, old.first().map(|t| t.1), recent_begin)
+            && let Some(range) = window::unfinished_range(
+                self.first_poll,
+                old.first().map(|t| t.start),
+                recent_begin,
+            )
         {
-            let obs = self
+            let seen = self
                 .fetch_each(&units, range, &UNFINISHED_CODES, cancel, &mut report)
                 .await;
-            returned.extend(obs.iter().map(|o| o.task.job_id));
-            observations.extend(obs);
+            returned.extend(seen);
         }
+        report.requests_unfinished = report.requests - report.requests_recent;
 
         // 3. Final states of old unfinished tasks that left the unfinished set (or are WAITING).
         if report.failure.is_none() {
-            let missing: Vec<_> = old
+            let missing: Vec<Unfinished> = old
                 .into_iter()
-                .filter(|t| !returned.contains(&t.0))
+                .filter(|t| !returned.contains(&t.job_id))
                 .collect();
-            let obs = self.final_states(mode, missing, cancel, &mut report).await;
-            observations.extend(obs);
+            self.final_states(mode, missing, cancel, &mut report).await;
         }
+        report.requests_lookups =
+            report.requests - report.requests_recent - report.requests_unfinished;
 
-        // Apply what was seen, even from a poll that failed half-way: observations are facts.
-        report.items = observations.len() as u64;
-        for obs in observations {
-            if let Some(f) = self.store.observe(obs) {
-                self.metrics.task_finished(&self.id, &f);
-                report.finished += 1;
-            }
-        }
         let ok = report.failure.is_none();
         if ok {
             self.covered_until = Some(now);
@@ -284,18 +282,31 @@ impl Target {
         report
     }
 
-    /// Updates the task and poll metrics after a poll.
-    fn publish(&self, ok: bool, now: i64, seconds: f64) {
-        let monitored = if self.instances.is_empty() {
-            self.store.instances().into_iter().collect()
-        } else {
-            self.instances.clone()
-        };
-        for i in &monitored {
-            self.metrics.monitor_instance(&self.id, i);
+    /// Applies one page's observations to the store (observations are facts, even from a poll
+    /// that fails later) and counts the tasks that just finished.
+    fn apply(&mut self, observations: Vec<Observation>, report: &mut PollReport) {
+        report.items += observations.len() as u64;
+        for obs in observations {
+            if let Some(f) = self.store.observe(obs) {
+                self.metrics.task_finished(&self.id, &f);
+                report.finished += 1;
+            }
         }
-        self.metrics
-            .set_tasks(&self.id, &self.store.summary(), self.store.last_finished());
+    }
+
+    /// Publishes the task series and the poll metrics after a poll.
+    fn publish(&self, ok: bool, now: i64, seconds: f64) {
+        let aggregates = self.store.aggregates();
+        if self.instances.is_empty() {
+            // Region-wide: every instance with a task in the store is monitored.
+            let seen: HashSet<&str> = aggregates.tasks.keys().map(|k| k.0).collect();
+            self.metrics
+                .publish(&self.id, seen, &aggregates, self.store.last_finished());
+        } else {
+            let listed = self.instances.iter().map(String::as_str);
+            self.metrics
+                .publish(&self.id, listed, &aggregates, self.store.last_finished());
+        }
         self.metrics
             .poll_done(&self.id, ok, now, seconds, self.store.len());
     }
@@ -315,8 +326,8 @@ impl Target {
         }
     }
 
-    /// One query per unit over `range`; what the units that answered returned. A failure is
-    /// recorded in `report` and the other units are still asked.
+    /// One query per unit over `range`, applied to the store; the job ids the units that
+    /// answered returned. A failure is recorded in `report` and the other units are still asked.
     async fn fetch_each(
         &mut self,
         units: &[Option<String>],
@@ -324,14 +335,14 @@ impl Target {
         statuses: &[i64],
         cancel: &CancellationToken,
         report: &mut PollReport,
-    ) -> Vec<Observation> {
+    ) -> Vec<i64> {
         let mut out = Vec::new();
         for unit in units {
             match self
                 .fetch_all(query(unit, range, statuses), unit, cancel, report)
                 .await
             {
-                Ok(obs) => out.extend(obs),
+                Ok(ids) => out.extend(ids),
                 Err(e) => report.failure = Some(e),
             }
         }
@@ -343,36 +354,34 @@ impl Target {
     async fn final_states(
         &mut self,
         mode: QueryMode,
-        missing: Vec<(i64, i64, Vec<String>)>,
+        missing: Vec<Unfinished>,
         cancel: &CancellationToken,
         report: &mut PollReport,
-    ) -> Vec<Observation> {
+    ) {
         let mut by_unit: BTreeMap<Option<String>, Vec<(i64, i64)>> = BTreeMap::new();
-        for (job, start, instances) in missing {
+        for u in missing {
             let unit = match mode {
                 QueryMode::RegionWide => None,
                 QueryMode::PerInstance => {
-                    instances.into_iter().find(|i| self.instances.contains(i))
+                    u.instances.into_iter().find(|i| self.instances.contains(i))
                 }
             };
-            by_unit.entry(unit).or_default().push((job, start));
+            by_unit.entry(unit).or_default().push((u.job_id, u.start));
         }
-        let mut out = Vec::new();
         let mut not_found = Vec::new();
         for (unit, tasks) in by_unit {
             let starts: Vec<i64> = tasks.iter().map(|t| t.1).collect();
             for range in window::lookup_ranges(&starts, LOOKUP_SPAN_SECS) {
-                let obs = match self
+                let found: HashSet<i64> = match self
                     .fetch_all(query(&unit, range, &[]), &unit, cancel, report)
                     .await
                 {
-                    Ok(obs) => obs,
+                    Ok(ids) => ids.into_iter().collect(),
                     Err(e) => {
                         report.failure = Some(e);
-                        return out;
+                        return;
                     }
                 };
-                let found: HashSet<i64> = obs.iter().map(|o| o.task.job_id).collect();
                 let in_range =
                     |start: i64| range.begin.is_some_and(|b| start >= b) && start <= range.end;
                 not_found.extend(
@@ -381,37 +390,41 @@ impl Target {
                         .filter(|(job, start)| in_range(*start) && !found.contains(job))
                         .map(|t| t.0),
                 );
-                out.extend(obs);
             }
         }
         let dropped = self.store.missed(&not_found);
         if dropped > 0 {
             tracing::info!(target_id = %self.id, dropped, "unfinished tasks no longer reported by the API were dropped");
         }
-        out
     }
 
-    /// Every page of one query, as observations.
+    /// Every page of one query, each applied to the store as it arrives; the job ids seen.
     async fn fetch_all(
         &mut self,
         mut q: TaskQuery,
         unit: &Option<String>,
         cancel: &CancellationToken,
         report: &mut PollReport,
-    ) -> Result<Vec<Observation>, Error> {
+    ) -> Result<Vec<i64>, Error> {
         let mut pager = Pager::new(100);
         q.limit = pager.limit();
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
         while let Some(offset) = pager.next_offset() {
             q.offset = offset;
             let page = self.call(&q, cancel, report).await?;
             pager.record(page.item_count, page.total_count);
-            out.extend(page.tasks.into_iter().map(|task| Observation {
-                task,
-                via_instance: unit.clone(),
-            }));
+            ids.extend(page.tasks.iter().map(|t| t.job_id));
+            let observations = page
+                .tasks
+                .into_iter()
+                .map(|task| Observation {
+                    task,
+                    via_instance: unit.clone(),
+                })
+                .collect();
+            self.apply(observations, report);
         }
-        Ok(out)
+        Ok(ids)
     }
 
     /// One page, retried with backoff on retryable errors.

@@ -1,6 +1,6 @@
 //! The exporter's HTTP server: `/metrics`, `/healthz`, `/readyz`, `/`; graceful shutdown.
 
-use crate::http::{HttpResponse, respond, serve};
+use crate::http::{ChunkWriter, HttpResponse, respond, serve};
 use crate::metrics::{Metrics, TargetId};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -86,11 +86,7 @@ fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
         );
     }
     match req.uri().path() {
-        "/metrics" => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(),
-        ),
+        "/metrics" => metrics_page(state),
         "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         "/readyz" => {
             let pending = state.readiness.pending();
@@ -120,6 +116,27 @@ fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
             "not found\n",
         ),
     }
+}
+
+/// `/metrics`, streamed: rendered on a blocking thread from the latest snapshots, chunk by
+/// chunk, while the client reads.
+fn metrics_page(state: &ServerState) -> HttpResponse {
+    let (mut writer, body) = ChunkWriter::new();
+    let metrics = state.metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        if metrics.render_to(&mut writer).is_ok() {
+            let _ = writer.flush();
+        }
+    });
+    hyper::Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            hyper::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .body(body)
+        .expect("static response parts are valid")
 }
 
 fn escape(s: &str) -> String {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Format version of the file.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One target's saved state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,13 +41,21 @@ pub fn load(path: &Path, now: i64) -> Saved {
             return Saved::default();
         }
     };
-    match serde_json::from_slice::<Saved>(&bytes) {
-        Ok(s) if s.version == FORMAT_VERSION => s,
-        Ok(s) => {
+    // The version first: an older format is moved aside as such, not reported as corrupt.
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    match serde_json::from_slice::<Version>(&bytes) {
+        Ok(v) if v.version != FORMAT_VERSION => {
             let aside = move_aside(path, now);
-            tracing::warn!(path = %path.display(), version = s.version, moved_to = %aside.display(), "state file has an unknown format version; moved aside, starting fresh");
-            Saved::default()
+            tracing::warn!(path = %path.display(), version = v.version, moved_to = %aside.display(), "state file has another format version; moved aside, starting fresh");
+            return Saved::default();
         }
+        _ => {}
+    }
+    match serde_json::from_slice::<Saved>(&bytes) {
+        Ok(s) => s,
         Err(e) => {
             let aside = move_aside(path, now);
             tracing::warn!(path = %path.display(), error = %e, moved_to = %aside.display(), "state file is corrupt; moved aside, starting fresh");

@@ -11,10 +11,21 @@
 //!   previous run had covered). Tasks first seen terminal before the cutoff are the baseline: in
 //!   the gauge, not in the counter.
 //! - A terminal task never goes back to an unfinished status (a stale page cannot undo an end).
-//! - Finished tasks that started before `now - lookback` are evicted; unfinished ones stay until
-//!   they end. An evicted task is remembered by `JobId` (a tombstone) for one lookback after its
-//!   eviction, so a late re-report cannot count it twice.
+//! - Finished tasks that started before `now - lookback` (the *horizon*) are evicted; unfinished
+//!   ones stay until they end. The horizon only moves forward, and a task that is not tracked and
+//!   started before it is ignored: it was evicted, or it ended before the exporter could see it
+//!   run, so a late re-report (a final-state look-up returns neighbours of the task it looks for)
+//!   cannot count it twice. This replaces a per-job tombstone list, which at 100k tasks a day
+//!   cost as much memory as the tasks themselves.
+//!
+//! # Memory
+//!
+//! A tracked task is one 48-byte [`Slot`] in a hash map keyed by `JobId`: times as integers, type
+//! and status as small codes, and the strings (instance list, task type, message, a request id
+//! that is not a UUID) as handles into a reference-counted [`Symbols`] table, so a thousand
+//! tasks of one instance share one copy of its id. A UUID request id is kept as its 16 bytes.
 
+use crate::intern::{Sym, Symbols};
 use crate::tencent::model::{Task, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,20 +49,6 @@ pub struct Observation {
     pub via_instance: Option<String>,
 }
 
-/// A tracked task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tracked {
-    /// Latest known state.
-    pub task: Task,
-    /// The `instance_id` label values it counts under.
-    pub instances: Vec<String>,
-    /// Whether it was counted in `tasks_finished_total`.
-    pub counted: bool,
-    /// Consecutive final-state look-ups that did not find it.
-    #[serde(default)]
-    pub missed: u8,
-}
-
 /// A task that just finished and must be counted once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
@@ -67,10 +64,23 @@ pub struct Finished {
     pub duration: Option<i64>,
 }
 
+/// A tracked unfinished task that started before some time (see
+/// [`TaskStore::unfinished_before`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// `JobId`
+    pub job_id: i64,
+    /// `StartTime`
+    pub start: i64,
+    /// The `instance_id` label values it counts under.
+    pub instances: Vec<String>,
+}
+
 /// Key of the task gauge: instance, type, status.
 pub type TaskKey = (String, String, TaskStatus);
 
-/// The aggregates the metrics are set from.
+/// The aggregates of the task gauges with owned strings: a convenience for tests and tools; the
+/// exporter itself uses the borrowed [`Aggregates`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Tracked tasks by instance, type and latest status.
@@ -81,29 +91,148 @@ pub struct Summary {
     pub progress: Vec<(TaskKey, i64, i64)>,
 }
 
+/// A gauge key whose strings are borrowed from the store: instance, type, status.
+pub type KeyRef<'a> = (&'a str, &'a str, TaskStatus);
+
+/// The aggregates the task gauges are set from, borrowed from the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Aggregates<'a> {
+    /// Tracked tasks by instance, type and latest status.
+    pub tasks: HashMap<KeyRef<'a>, u64>,
+    /// Oldest start of unfinished tasks by instance and type.
+    pub oldest_unfinished: HashMap<(&'a str, &'a str), i64>,
+    /// Unfinished tasks: key, job id, progress (0-100).
+    pub progress: Vec<(KeyRef<'a>, i64, i64)>,
+}
+
 /// How many consecutive look-ups may miss a tracked unfinished task before it is dropped.
 pub const MAX_MISSES: u8 = 3;
 
+/// `Slot::duration` of a task with no known end.
+const NO_END: u32 = u32::MAX;
+/// `Slot::progress` when the API sent none.
+const NO_PROGRESS: u8 = u8::MAX;
+/// Flag: counted in `tasks_finished_total`.
+const COUNTED: u8 = 1;
+/// Flag: `code` holds the API's `Code`.
+const HAS_CODE: u8 = 2;
+/// Flag: the request id is not a UUID; `request[0]` is its [`Sym`].
+const REQUEST_SYM: u8 = 4;
+
+/// One tracked task, compact (48 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    start: i64,
+    /// `EndTime - StartTime` (clamped at 0), or [`NO_END`].
+    duration: u32,
+    /// A UUID request id's 16 bytes, or (with [`REQUEST_SYM`]) a symbol in word 0.
+    request: [u32; 4],
+    /// The `instance_id` label values it counts under, joined by `,` (ids never hold one).
+    instances: Sym,
+    task_type: Sym,
+    message: Sym,
+    code: i32,
+    status: TaskStatus,
+    progress: u8,
+    flags: u8,
+    /// Consecutive final-state look-ups that did not find it.
+    missed: u8,
+}
+
+impl Slot {
+    fn end(&self) -> Option<i64> {
+        (self.duration != NO_END).then(|| self.start + i64::from(self.duration))
+    }
+
+    fn counted(&self) -> bool {
+        self.flags & COUNTED != 0
+    }
+}
+
+/// Splits a joined instance list.
+fn split(list: &str) -> impl Iterator<Item = &str> {
+    // `""` is one instance: the region-wide bucket of tasks without an instance id.
+    list.split(',')
+}
+
+/// Parses a lower-case hyphenated UUID into its 16 bytes, as four words.
+fn parse_uuid(s: &str) -> Option<[u32; 4]> {
+    let b = s.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32
+        || !hex
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    {
+        return None;
+    }
+    let mut words = [0u32; 4];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok()?;
+    }
+    Some(words)
+}
+
+fn format_uuid(w: [u32; 4]) -> String {
+    let hex = format!("{:08x}{:08x}{:08x}{:08x}", w[0], w[1], w[2], w[3]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 /// The store of one target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct TaskStore {
     lookback: i64,
     baseline_cutoff: i64,
-    tasks: HashMap<i64, Tracked>,
-    tombstones: HashMap<i64, i64>,
-    last_finished: BTreeMap<String, i64>,
-    #[serde(skip, default = "default_scope")]
+    /// Untracked tasks that started before it are ignored (see the module docs).
+    horizon: i64,
+    tasks: HashMap<i64, Slot>,
+    /// End of the newest finished task by (instance, type, status).
+    last_finished: HashMap<(Sym, Sym, TaskStatus), i64>,
+    symbols: Symbols,
     scope: Scope,
 }
 
-fn default_scope() -> Scope {
-    Scope::Region
+impl PartialEq for TaskStore {
+    /// Equal when they hold the same tasks and accounting (symbol numbering aside).
+    fn eq(&self, other: &Self) -> bool {
+        let tasks = |s: &TaskStore| -> BTreeMap<i64, (Task, Vec<String>, bool, u8)> {
+            s.tasks
+                .iter()
+                .map(|(id, slot)| {
+                    let instances = split(s.symbols.get(slot.instances))
+                        .map(str::to_string)
+                        .collect();
+                    (
+                        *id,
+                        (s.task_of(*id, slot), instances, slot.counted(), slot.missed),
+                    )
+                })
+                .collect()
+        };
+        let lf = |s: &TaskStore| -> BTreeMap<(String, String, TaskStatus), i64> {
+            s.last_finished()
+                .map(|((i, t, st), v)| ((i.to_string(), t.to_string(), st), v))
+                .collect()
+        };
+        self.lookback == other.lookback
+            && self.baseline_cutoff == other.baseline_cutoff
+            && self.horizon == other.horizon
+            && tasks(self) == tasks(other)
+            && lf(self) == lf(other)
+    }
 }
 
-/// Serialized key of the last-finished map (instance, type, status), kept flat for JSON.
-fn lf_key(instance: &str, task_type: &str, status: TaskStatus) -> String {
-    format!("{instance}\u{1f}{task_type}\u{1f}{}", status.as_str())
-}
+impl Eq for TaskStore {}
 
 impl TaskStore {
     /// An empty store. `baseline_cutoff`: tasks first seen terminal with an end at or before it
@@ -112,9 +241,10 @@ impl TaskStore {
         TaskStore {
             lookback: lookback_secs,
             baseline_cutoff,
+            horizon: i64::MIN,
             tasks: HashMap::new(),
-            tombstones: HashMap::new(),
-            last_finished: BTreeMap::new(),
+            last_finished: HashMap::new(),
+            symbols: Symbols::default(),
             scope,
         }
     }
@@ -124,12 +254,32 @@ impl TaskStore {
     pub fn set_scope(&mut self, scope: Scope, lookback_secs: i64) {
         self.lookback = lookback_secs;
         if let Scope::Listed(list) = &scope {
-            self.tasks.retain(|_, t| {
-                t.instances.retain(|i| list.contains(i));
-                !t.instances.is_empty()
+            let ids: Vec<i64> = self.tasks.keys().copied().collect();
+            for id in ids {
+                let slot = self.tasks[&id];
+                let old = self.symbols.get(slot.instances);
+                if split(old).all(|i| list.contains(i)) {
+                    continue;
+                }
+                let kept: Vec<&str> = split(old).filter(|i| list.contains(*i)).collect();
+                if kept.is_empty() {
+                    self.drop_task(id);
+                } else {
+                    let joined = kept.join(",");
+                    let sym = self.symbols.intern(&joined);
+                    self.symbols.release(slot.instances);
+                    self.tasks.get_mut(&id).expect("present").instances = sym;
+                }
+            }
+            let symbols = &mut self.symbols;
+            self.last_finished.retain(|(i, t, _), _| {
+                let keep = list.contains(symbols.get(*i));
+                if !keep {
+                    symbols.release(*i);
+                    symbols.release(*t);
+                }
+                keep
             });
-            self.last_finished
-                .retain(|k, _| list.contains(k.split('\u{1f}').next().unwrap_or_default()));
         }
         self.scope = scope;
     }
@@ -149,97 +299,235 @@ impl TaskStore {
         self.tasks.is_empty()
     }
 
-    /// A tracked task.
-    pub fn get(&self, job_id: i64) -> Option<&Tracked> {
-        self.tasks.get(&job_id)
+    /// Number of distinct strings held for the tasks (instance lists, types, messages, odd
+    /// request ids).
+    pub fn strings(&self) -> usize {
+        self.symbols.len()
+    }
+
+    /// A tracked task as last seen, with the instances it counts under in `instance_ids`.
+    pub fn get(&self, job_id: i64) -> Option<Task> {
+        self.tasks.get(&job_id).map(|s| self.task_of(job_id, s))
+    }
+
+    /// Whether a tracked task was counted in `tasks_finished_total`.
+    pub fn is_counted(&self, job_id: i64) -> Option<bool> {
+        self.tasks.get(&job_id).map(Slot::counted)
+    }
+
+    /// Every tracked task, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = Task> + '_ {
+        self.tasks.iter().map(|(id, s)| self.task_of(*id, s))
+    }
+
+    fn task_of(&self, job_id: i64, s: &Slot) -> Task {
+        let instances = self.symbols.get(s.instances);
+        Task {
+            job_id,
+            task_type: self.symbols.get(s.task_type).to_string(),
+            status: s.status,
+            start_time: s.start,
+            end_time: s.end(),
+            progress: if s.progress == NO_PROGRESS {
+                0
+            } else {
+                i64::from(s.progress)
+            },
+            instance_ids: split(instances)
+                .filter(|i| !i.is_empty())
+                .map(str::to_string)
+                .collect(),
+            async_request_id: if s.flags & REQUEST_SYM != 0 {
+                self.symbols.get(Sym::from_raw(s.request[0])).to_string()
+            } else {
+                format_uuid(s.request)
+            },
+            code: (s.flags & HAS_CODE != 0).then_some(i64::from(s.code)),
+            message: self.symbols.get(s.message).to_string(),
+        }
     }
 
     /// The `instance_id` label values an observation counts under; empty when it cannot be
     /// attributed to a monitored instance.
-    fn attribute(&self, obs: &Observation) -> Vec<String> {
+    fn attribute<'o>(&self, obs: &'o Observation) -> Vec<&'o str> {
         let ids = &obs.task.instance_ids;
-        let mut out: Vec<String> = match &self.scope {
-            Scope::Region if ids.is_empty() => vec![String::new()],
-            Scope::Region => ids.clone(),
-            Scope::Listed(list) => ids.iter().filter(|i| list.contains(*i)).cloned().collect(),
+        let mut out: Vec<&str> = match &self.scope {
+            Scope::Region if ids.is_empty() => vec![""],
+            Scope::Region => ids.iter().map(String::as_str).collect(),
+            Scope::Listed(list) => ids
+                .iter()
+                .filter(|i| list.contains(*i))
+                .map(String::as_str)
+                .collect(),
         };
         if out.is_empty()
             && let Some(via) = &obs.via_instance
         {
-            out.push(via.clone());
+            out.push(via);
         }
         out
+    }
+
+    /// Writes the task's fields (not its accounting) into a slot, interning its strings and
+    /// releasing the ones they replace.
+    fn fill(&mut self, slot: &mut Slot, task: &Task, fresh: bool) {
+        let task_type = self.symbols.intern(&task.task_type);
+        let message = self.symbols.intern(&task.message);
+        let request = match parse_uuid(&task.async_request_id) {
+            Some(words) => (words, false),
+            None => (
+                [self.symbols.intern(&task.async_request_id).raw(), 0, 0, 0],
+                true,
+            ),
+        };
+        if !fresh {
+            self.symbols.release(slot.task_type);
+            self.symbols.release(slot.message);
+            if slot.flags & REQUEST_SYM != 0 {
+                self.symbols.release(Sym::from_raw(slot.request[0]));
+            }
+        }
+        slot.task_type = task_type;
+        slot.message = message;
+        slot.request = request.0;
+        slot.flags &= !(REQUEST_SYM | HAS_CODE);
+        if request.1 {
+            slot.flags |= REQUEST_SYM;
+        }
+        slot.code = task.code.map_or(0, |c| {
+            c.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+        });
+        if task.code.is_some() {
+            slot.flags |= HAS_CODE;
+        }
+        slot.start = task.start_time;
+        slot.duration = task.end_time.map_or(NO_END, |e| {
+            (e - task.start_time).clamp(0, i64::from(NO_END - 1)) as u32
+        });
+        slot.status = task.status;
+        slot.progress = u8::try_from(task.progress.clamp(0, 100)).unwrap_or(0);
     }
 
     /// Applies one observation; returns the task if it just finished and must be counted.
     /// An observation that cannot be attributed to a monitored instance is ignored.
     pub fn observe(&mut self, obs: Observation) -> Option<Finished> {
         let job_id = obs.task.job_id;
-        if self.tombstones.contains_key(&job_id) {
-            return None;
+        let tracked = self.tasks.get(&job_id).copied();
+        if tracked.is_none() && obs.task.start_time < self.horizon {
+            return None; // evicted, or ended before it could be seen running
         }
         let instances = self.attribute(&obs);
         if instances.is_empty() {
             return None;
         }
-        let task = obs.task;
+        let task = &obs.task;
         if task.status.is_terminal()
             && let Some(end) = task.end_time
         {
             for i in &instances {
-                let slot = self
-                    .last_finished
-                    .entry(lf_key(i, &task.task_type, task.status))
-                    .or_insert(end);
-                *slot = (*slot).max(end);
+                self.record_last_finished(i, &task.task_type, task.status, end);
             }
         }
-        match self.tasks.get_mut(&job_id) {
+        match tracked {
             None => {
                 let counted = task.status.is_terminal()
                     && task.end_time.unwrap_or(task.start_time) > self.baseline_cutoff;
-                let finished = counted.then(|| finished(&task, &instances));
-                self.tasks.insert(
-                    job_id,
-                    Tracked {
-                        task,
-                        instances,
-                        counted,
-                        missed: 0,
-                    },
-                );
-                finished
+                let mut slot = Slot {
+                    start: 0,
+                    duration: NO_END,
+                    request: [0; 4],
+                    instances: self.symbols.intern(&instances.join(",")),
+                    task_type: Sym::EMPTY,
+                    message: Sym::EMPTY,
+                    code: 0,
+                    status: task.status,
+                    progress: NO_PROGRESS,
+                    flags: if counted { COUNTED } else { 0 },
+                    missed: 0,
+                };
+                self.fill(&mut slot, task, true);
+                self.tasks.insert(job_id, slot);
+                counted.then(|| finished(task, instances.iter().map(|s| s.to_string()).collect()))
             }
-            Some(t) => {
-                t.missed = 0;
-                let was_terminal = t.task.status.is_terminal();
+            Some(mut slot) => {
+                slot.missed = 0;
+                let was_terminal = slot.status.is_terminal();
                 if was_terminal && !task.status.is_terminal() {
+                    self.tasks.insert(job_id, slot);
                     return None; // a stale page; an end is final
                 }
-                for i in instances {
-                    if !t.instances.contains(&i) {
-                        t.instances.push(i);
-                    }
+                let current = self.symbols.get(slot.instances);
+                let added: Vec<&str> = instances
+                    .iter()
+                    .copied()
+                    .filter(|i| !split(current).any(|c| c == *i))
+                    .collect();
+                if !added.is_empty() {
+                    let joined = format!("{current},{}", added.join(","));
+                    let sym = self.symbols.intern(&joined);
+                    self.symbols.release(slot.instances);
+                    slot.instances = sym;
                 }
-                t.task = task;
-                if !was_terminal && t.task.status.is_terminal() && !t.counted {
-                    t.counted = true;
-                    return Some(finished(&t.task, &t.instances));
+                self.fill(&mut slot, task, false);
+                let now_counted = !was_terminal && task.status.is_terminal() && !slot.counted();
+                if now_counted {
+                    slot.flags |= COUNTED;
                 }
-                None
+                self.tasks.insert(job_id, slot);
+                now_counted.then(|| {
+                    let all = split(self.symbols.get(slot.instances))
+                        .map(str::to_string)
+                        .collect();
+                    finished(task, all)
+                })
             }
         }
     }
 
-    /// Unfinished tasks that started before `before`: `(job id, start, instances)`.
-    pub fn unfinished_before(&self, before: i64) -> Vec<(i64, i64, Vec<String>)> {
+    fn record_last_finished(&mut self, instance: &str, task_type: &str, st: TaskStatus, end: i64) {
+        let (Some(i), Some(t)) = (self.symbols.find(instance), self.symbols.find(task_type)) else {
+            let i = self.symbols.intern(instance);
+            let t = self.symbols.intern(task_type);
+            self.last_finished.insert((i, t, st), end);
+            return;
+        };
+        match self.last_finished.get_mut(&(i, t, st)) {
+            Some(v) => *v = (*v).max(end),
+            None => {
+                self.symbols.retain(i);
+                self.symbols.retain(t);
+                self.last_finished.insert((i, t, st), end);
+            }
+        }
+    }
+
+    /// Removes a task and releases its strings.
+    fn drop_task(&mut self, job_id: i64) {
+        if let Some(s) = self.tasks.remove(&job_id) {
+            self.symbols.release(s.instances);
+            self.symbols.release(s.task_type);
+            self.symbols.release(s.message);
+            if s.flags & REQUEST_SYM != 0 {
+                self.symbols.release(Sym::from_raw(s.request[0]));
+            }
+        }
+    }
+
+    /// Unfinished tasks that started before `before`, oldest first.
+    pub fn unfinished_before(&self, before: i64) -> Vec<Unfinished> {
         let mut v: Vec<_> = self
             .tasks
-            .values()
-            .filter(|t| !t.task.status.is_terminal() && t.task.start_time < before)
-            .map(|t| (t.task.job_id, t.task.start_time, t.instances.clone()))
+            .iter()
+            .filter(|(_, t)| !t.status.is_terminal() && t.start < before)
+            .map(|(id, t)| Unfinished {
+                job_id: *id,
+                start: t.start,
+                instances: split(self.symbols.get(t.instances))
+                    .map(str::to_string)
+                    .collect(),
+            })
             .collect();
-        v.sort_by_key(|(id, start, _)| (*start, *id));
+        v.sort_by_key(|u| (u.start, u.job_id));
         v
     }
 
@@ -252,7 +540,7 @@ impl TaskStore {
             if let Some(t) = self.tasks.get_mut(id) {
                 t.missed += 1;
                 if t.missed >= MAX_MISSES {
-                    self.tasks.remove(id);
+                    self.drop_task(*id);
                     dropped += 1;
                 }
             }
@@ -260,73 +548,225 @@ impl TaskStore {
         dropped
     }
 
-    /// Evicts finished tasks that started before `now - lookback`, and old tombstones.
+    /// Evicts finished tasks that started before `now - lookback`, and moves the horizon there.
     /// Returns how many tasks were evicted.
     pub fn evict(&mut self, now: i64) -> usize {
         let horizon = now - self.lookback;
-        let before = self.tasks.len();
-        let tombstones = &mut self.tombstones;
-        self.tasks.retain(|id, t| {
-            let keep = !t.task.status.is_terminal() || t.task.start_time >= horizon;
-            if !keep {
-                tombstones.insert(*id, now);
-            }
-            keep
-        });
-        self.tombstones
-            .retain(|_, evicted_at| *evicted_at >= horizon);
-        before - self.tasks.len()
+        self.horizon = self.horizon.max(horizon);
+        let gone: Vec<i64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.status.is_terminal() && t.start < horizon)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &gone {
+            self.drop_task(*id);
+        }
+        if gone.len() > self.tasks.len() {
+            // After a large eviction, give the memory back instead of keeping the peak.
+            self.tasks.shrink_to_fit();
+        }
+        gone.len()
     }
 
-    /// The aggregates of the task metrics.
-    pub fn summary(&self) -> Summary {
-        let mut s = Summary::default();
-        for t in self.tasks.values() {
-            let task = &t.task;
-            for i in &t.instances {
-                let key = (i.clone(), task.task_type.clone(), task.status);
-                *s.tasks.entry(key.clone()).or_default() += 1;
-                if !task.status.is_terminal() {
-                    let slot = s
-                        .oldest_unfinished
-                        .entry((i.clone(), task.task_type.clone()))
-                        .or_insert(task.start_time);
-                    *slot = (*slot).min(task.start_time);
-                    s.progress.push((key, task.job_id, task.progress));
-                }
+    /// The aggregates of the task gauges, borrowing the label strings from the store. Cost: one
+    /// pass over the tasks, hashing small integer keys; instance lists are split once per
+    /// distinct key, not once per task.
+    pub fn aggregates(&self) -> Aggregates<'_> {
+        let mut by_sym: HashMap<(Sym, Sym, TaskStatus), u64> = HashMap::new();
+        let mut oldest_sym: HashMap<(Sym, Sym), i64> = HashMap::new();
+        let mut progress_sym = Vec::new();
+        for (id, t) in &self.tasks {
+            *by_sym
+                .entry((t.instances, t.task_type, t.status))
+                .or_default() += 1;
+            if !t.status.is_terminal() {
+                let slot = oldest_sym
+                    .entry((t.instances, t.task_type))
+                    .or_insert(t.start);
+                *slot = (*slot).min(t.start);
+                let p = if t.progress == NO_PROGRESS {
+                    0
+                } else {
+                    i64::from(t.progress)
+                };
+                progress_sym.push((t.instances, t.task_type, t.status, *id, p));
             }
         }
-        s.progress.sort();
-        s
+        let s = &self.symbols;
+        let mut a = Aggregates::default();
+        for ((list, ty, st), n) in by_sym {
+            for i in split(s.get(list)) {
+                *a.tasks.entry((i, s.get(ty), st)).or_default() += n;
+            }
+        }
+        for ((list, ty), start) in oldest_sym {
+            for i in split(s.get(list)) {
+                let slot = a.oldest_unfinished.entry((i, s.get(ty))).or_insert(start);
+                *slot = (*slot).min(start);
+            }
+        }
+        for (list, ty, st, id, p) in progress_sym {
+            for i in split(s.get(list)) {
+                a.progress.push(((i, s.get(ty), st), id, p));
+            }
+        }
+        a
+    }
+
+    /// The aggregates of the task gauges with owned strings.
+    pub fn summary(&self) -> Summary {
+        let a = self.aggregates();
+        let key = |(i, t, st): KeyRef<'_>| (i.to_string(), t.to_string(), st);
+        let mut progress: Vec<_> = a
+            .progress
+            .iter()
+            .map(|(k, id, p)| (key(*k), *id, *p))
+            .collect();
+        progress.sort();
+        Summary {
+            tasks: a.tasks.iter().map(|(k, n)| (key(*k), *n)).collect(),
+            oldest_unfinished: a
+                .oldest_unfinished
+                .iter()
+                .map(|((i, t), v)| ((i.to_string(), t.to_string()), *v))
+                .collect(),
+            progress,
+        }
     }
 
     /// End time of the newest finished task seen, by instance, type and status.
-    pub fn last_finished(&self) -> impl Iterator<Item = ((&str, &str, TaskStatus), i64)> + '_ {
-        self.last_finished.iter().filter_map(|(k, v)| {
-            let mut parts = k.split('\u{1f}');
-            let instance = parts.next()?;
-            let task_type = parts.next()?;
-            let status = TaskStatus::from_label(parts.next()?)?;
-            Some(((instance, task_type, status), *v))
-        })
-    }
-
-    /// The instances this store knows tasks of (for region-wide targets, the monitored set).
-    pub fn instances(&self) -> BTreeSet<String> {
-        self.tasks
-            .values()
-            .flat_map(|t| t.instances.iter().cloned())
-            .collect()
+    pub fn last_finished(&self) -> impl Iterator<Item = (KeyRef<'_>, i64)> + '_ {
+        self.last_finished
+            .iter()
+            .map(|((i, t, st), v)| ((self.symbols.get(*i), self.symbols.get(*t), *st), *v))
     }
 }
 
-fn finished(task: &Task, instances: &[String]) -> Finished {
+fn finished(task: &Task, instances: Vec<String>) -> Finished {
     Finished {
         job_id: task.job_id,
-        instances: instances.to_vec(),
+        instances,
         task_type: task.task_type.clone(),
         status: task.status,
         duration: task.end_time.map(|e| (e - task.start_time).max(0)),
+    }
+}
+
+// The state file form: plain records with strings, independent of symbol numbering.
+
+/// One task in the state file.
+#[derive(Debug, Serialize, Deserialize)]
+struct TaskRecord {
+    task: Task,
+    /// The `instance_id` label values it counts under.
+    instances: Vec<String>,
+    counted: bool,
+    #[serde(default)]
+    missed: u8,
+}
+
+/// One last-finished entry in the state file.
+#[derive(Debug, Serialize, Deserialize)]
+struct LastFinishedRecord {
+    instance: String,
+    task_type: String,
+    status: TaskStatus,
+    end: i64,
+}
+
+#[derive(Serialize)]
+struct StoreOut<'a> {
+    lookback: i64,
+    baseline_cutoff: i64,
+    horizon: i64,
+    tasks: TasksOut<'a>,
+    last_finished: Vec<LastFinishedRecord>,
+}
+
+/// Serializes the tasks one by one, without building the list first.
+struct TasksOut<'a>(&'a TaskStore);
+
+impl Serialize for TasksOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let store = self.0;
+        s.collect_seq(store.tasks.iter().map(|(id, slot)| {
+            TaskRecord {
+                task: store.task_of(*id, slot),
+                instances: split(store.symbols.get(slot.instances))
+                    .map(str::to_string)
+                    .collect(),
+                counted: slot.counted(),
+                missed: slot.missed,
+            }
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+struct StoreIn {
+    lookback: i64,
+    baseline_cutoff: i64,
+    #[serde(default = "min_horizon")]
+    horizon: i64,
+    tasks: Vec<TaskRecord>,
+    last_finished: Vec<LastFinishedRecord>,
+}
+
+fn min_horizon() -> i64 {
+    i64::MIN
+}
+
+impl Serialize for TaskStore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StoreOut {
+            lookback: self.lookback,
+            baseline_cutoff: self.baseline_cutoff,
+            horizon: self.horizon,
+            tasks: TasksOut(self),
+            last_finished: self
+                .last_finished()
+                .map(|((i, t, st), end)| LastFinishedRecord {
+                    instance: i.to_string(),
+                    task_type: t.to_string(),
+                    status: st,
+                    end,
+                })
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskStore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = StoreIn::deserialize(d)?;
+        let mut store = TaskStore::new(Scope::Region, raw.lookback, raw.baseline_cutoff);
+        store.horizon = raw.horizon;
+        for r in raw.tasks {
+            let joined = r.instances.join(",");
+            let mut slot = Slot {
+                start: 0,
+                duration: NO_END,
+                request: [0; 4],
+                instances: store.symbols.intern(&joined),
+                task_type: Sym::EMPTY,
+                message: Sym::EMPTY,
+                code: 0,
+                status: r.task.status,
+                progress: NO_PROGRESS,
+                flags: if r.counted { COUNTED } else { 0 },
+                missed: r.missed,
+            };
+            store.fill(&mut slot, &r.task, true);
+            // A duplicate job (a hand-edited file): the later record wins.
+            store.drop_task(r.task.job_id);
+            store.tasks.insert(r.task.job_id, slot);
+        }
+        for lf in raw.last_finished {
+            store.record_last_finished(&lf.instance, &lf.task_type, lf.status, lf.end);
+        }
+        Ok(store)
     }
 }
 
@@ -344,6 +784,9 @@ mod tests {
             end_time: end,
             progress: 0,
             instance_ids: inst.iter().map(|s| s.to_string()).collect(),
+            async_request_id: String::new(),
+            code: None,
+            message: String::new(),
         }
     }
 
@@ -352,6 +795,11 @@ mod tests {
             task: t,
             via_instance: None,
         }
+    }
+
+    #[test]
+    fn a_slot_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
     }
 
     #[test]
@@ -392,7 +840,7 @@ mod tests {
             s.observe(obs(task(1, Running, 500, None, &["cdb-a"])))
                 .is_none()
         );
-        assert_eq!(s.get(1).unwrap().task.status, Failed);
+        assert_eq!(s.get(1).unwrap().status, Failed);
         assert!(
             s.observe(obs(task(1, Removed, 500, Some(600), &["cdb-a"])))
                 .is_none()
@@ -411,12 +859,23 @@ mod tests {
         );
         assert_eq!(s.evict(10_000), 1);
         assert!(s.is_empty());
+        assert_eq!(s.strings(), 2, "the last-finished entry keeps its labels");
         // A late re-report of an evicted task is ignored.
         assert!(
             s.observe(obs(task(1, Succeed, 10, Some(9_000), &["cdb-a"])))
                 .is_none()
         );
         assert!(s.is_empty());
+        // So is an unknown task that started before the horizon and ended while watched: it
+        // could be an evicted one.
+        assert!(
+            s.observe(obs(task(2, Failed, 9_800, Some(9_950), &["cdb-a"])))
+                .is_none()
+        );
+        assert!(
+            s.observe(obs(task(3, Failed, 9_950, Some(9_990), &["cdb-a"])))
+                .is_some()
+        );
     }
 
     #[test]
@@ -445,6 +904,12 @@ mod tests {
             .observe(obs(task(2, Failed, 5, Some(6), &["cdb-a", "cdb-b"])))
             .unwrap();
         assert_eq!(f.instances, ["cdb-a", "cdb-b"]);
+        let sum = r.summary();
+        assert_eq!(
+            sum.tasks[&("cdb-b".into(), "import_data".into(), Failed)],
+            1
+        );
+        assert_eq!(sum.tasks[&("".into(), "import_data".into(), Failed)], 1);
     }
 
     #[test]
@@ -458,6 +923,39 @@ mod tests {
         assert_eq!(s.missed(&[1]), 0);
         assert_eq!(s.missed(&[1]), 1);
         assert!(s.is_empty());
+        assert_eq!(s.strings(), 0);
+    }
+
+    #[test]
+    fn fields_round_trip_through_the_compact_slot() {
+        let mut s = TaskStore::new(Scope::Region, 86_400, 0);
+        let mut t = task(7, Failed, 50, Some(80), &["cdb-a", "cdb-b"]);
+        t.async_request_id = "5e4d0000-0000-4000-8000-00000000002a".into();
+        t.code = Some(-1);
+        t.message = "import failed: <bad file>\nline 2".into();
+        t.progress = 42;
+        s.observe(obs(t.clone()));
+        assert_eq!(s.get(7).unwrap(), t);
+        // Not a UUID (upper case would not round-trip): kept as a string.
+        let mut u = task(8, Running, 60, None, &["cdb-a"]);
+        u.async_request_id = "5E4D0000-0000-4000-8000-00000000002A".into();
+        s.observe(obs(u.clone()));
+        assert_eq!(s.get(8).unwrap(), u);
+        // A new message replaces the old one, and the old string is freed.
+        let before = s.strings();
+        u.message = "done".into();
+        u.status = Succeed;
+        u.end_time = Some(70);
+        s.observe(obs(u.clone()));
+        assert_eq!(s.get(8).unwrap(), u);
+        assert_eq!(s.strings(), before + 1, "one message added, none freed yet");
+        s.evict(1_000_000);
+        assert_eq!(s.len(), 0);
+        assert_eq!(
+            s.strings(),
+            3,
+            "only the last-finished labels stay: cdb-a, cdb-b, import_data"
+        );
     }
 
     #[test]
@@ -479,5 +977,16 @@ mod tests {
         let mut back: TaskStore = serde_json::from_str(&json).unwrap();
         back.set_scope(Scope::Region, 86_400);
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn rescoping_drops_and_trims() {
+        let mut s = TaskStore::new(Scope::Region, 86_400, 0);
+        s.observe(obs(task(1, Running, 50, None, &["cdb-a", "cdb-b"])));
+        s.observe(obs(task(2, Succeed, 10, Some(20), &["cdb-b"])));
+        s.set_scope(Scope::Listed(["cdb-a".to_string()].into()), 86_400);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.get(1).unwrap().instance_ids, ["cdb-a"]);
+        assert_eq!(s.last_finished().count(), 0);
     }
 }

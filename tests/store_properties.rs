@@ -39,6 +39,13 @@ impl Timeline {
             end_time: end,
             progress: 0,
             instance_ids: vec![self.instance.into()],
+            async_request_id: format!("req-{}", self.job_id),
+            code: end.map(|_| 0),
+            message: if end.is_some() {
+                "done".into()
+            } else {
+                String::new()
+            },
         })
     }
     fn end(&self) -> Option<i64> {

@@ -208,6 +208,15 @@ pub struct Task {
     pub progress: i64,
     /// Instances the task concerns; may be empty.
     pub instance_ids: Vec<String>,
+    /// `AsyncRequestId`; empty when the API sent none.
+    #[serde(default)]
+    pub async_request_id: String,
+    /// `Code`, the task's result code, when the API sent one.
+    #[serde(default)]
+    pub code: Option<i64>,
+    /// `Message`, as the API sent it; empty when none.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// `DescribeTasks` request filters (contract: every documented filter). Times are unix seconds,
@@ -429,6 +438,12 @@ pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, String> {
         }
         _ => {}
     }
+    let text = |k: &str| {
+        obj.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     Ok(Task {
         job_id,
         task_type,
@@ -437,6 +452,9 @@ pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, String> {
         end_time,
         progress: progress.clamp(0, 100),
         instance_ids,
+        async_request_id: text("AsyncRequestId"),
+        code: obj.get("Code").and_then(int_of),
+        message: text("Message"),
     })
 }
 
