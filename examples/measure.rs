@@ -7,6 +7,7 @@ use cdb_task_exporter::clock::{Clock, SystemClock};
 use cdb_task_exporter::metrics::{Metrics, TargetId};
 use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target};
 use cdb_task_exporter::secret::Secret;
+use cdb_task_exporter::shard::Shard;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimTask, Simulator};
 use cdb_task_exporter::tasks::{Aggregates, Observation, Scope, TaskStore};
 use cdb_task_exporter::tencent::Client;
@@ -71,6 +72,7 @@ async fn requests_per_cycle(listed: Vec<String>, label: &str) {
     let settings = PollSettings {
         interval: Duration::from_secs(60),
         lookback: Duration::from_secs(86_400),
+        shard: Shard::ALL,
     };
     let mut target = Target::new(
         TargetId {

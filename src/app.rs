@@ -7,6 +7,7 @@ use crate::config::{AccountConfig, Config, PollConfig, RegionConfig};
 use crate::metrics::{Metrics, TargetId};
 use crate::poller::{PollSettings, RateLimiter, Target};
 use crate::server::{Readiness, ServerState, run_server};
+use crate::shard::Shard;
 use crate::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimServer, Simulator};
 use crate::state::{self, Saved, SavedTarget, StateWriter};
 use crate::tasks::{Scope, TaskStore};
@@ -35,8 +36,10 @@ pub struct RunOptions {
 #[derive(Debug, Clone, PartialEq)]
 struct TargetSpec {
     account: AccountConfig,
+    /// With only this shard's listed instances.
     region: RegionConfig,
     poll: PollConfig,
+    shard: Shard,
 }
 
 struct Running {
@@ -83,10 +86,20 @@ impl Fleet {
                     account: a.name.clone(),
                     region: r.region.clone(),
                 };
+                let shard = config.sharding;
+                let mut region = r.clone();
+                if !r.instances.is_empty() {
+                    region.instances.retain(|i| shard.owns(i));
+                    if region.instances.is_empty() {
+                        // Every listed instance belongs to another shard.
+                        continue;
+                    }
+                }
                 let spec = TargetSpec {
                     account: account.clone(),
-                    region: r.clone(),
+                    region,
                     poll: config.poll.clone(),
+                    shard,
                 };
                 desired.insert(id, (spec, provider.clone()));
             }
@@ -118,6 +131,8 @@ impl Fleet {
             state.retain(|k| desired.keys().any(|id| state_key(id) == k));
         }
         self.readiness.set_targets(desired.keys().cloned());
+        self.metrics
+            .shard(config.sharding.index, config.sharding.total);
         let now = self.clock.now();
         for (id, (spec, provider)) in desired {
             if self.running.contains_key(&id) {
@@ -176,6 +191,7 @@ impl Fleet {
         let settings = PollSettings {
             interval: spec.poll.interval,
             lookback: spec.poll.lookback,
+            shard: spec.shard,
         };
         let target = Target::new(
             id.clone(),

@@ -99,6 +99,11 @@ pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<St
         "metrics: task_progress {}",
         config.metrics.task_progress
     );
+    let _ = writeln!(
+        out,
+        "sharding: shard {} of total_shards {}",
+        config.sharding.index, config.sharding.total
+    );
     for (i, a) in config.accounts.iter().enumerate() {
         let (source, provider) = Provider::resolve(&a.credentials, env)
             .map_err(|e| format!("accounts[{i}] ({}): credentials: {e}", a.name))?;

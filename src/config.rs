@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::shard::Shard;
+
 /// Prefix of environment overrides: `CDB_TASK_EXPORTER__POLL__INTERVAL=30s`.
 pub const ENV_PREFIX: &str = "CDB_TASK_EXPORTER";
 
@@ -52,7 +54,17 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
+    sharding: RawSharding,
+    #[serde(default)]
     accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSharding {
+    total_shards: Option<i64>,
+    shard: Option<i64>,
+    shard_from_hostname: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +119,8 @@ pub struct Config {
     pub poll: PollConfig,
     /// `[metrics]`
     pub metrics: MetricsConfig,
+    /// `[sharding]`, resolved (the host name's ordinal already read).
+    pub sharding: Shard,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
 }
@@ -327,16 +341,19 @@ impl RawConfig {
         let p = self.poll;
         let interval = parse_duration("poll.interval", p.interval.as_deref(), defaults::INTERVAL)?;
         let lookback = parse_duration("poll.lookback", p.lookback.as_deref(), defaults::LOOKBACK)?;
-        let request_timeout = parse_duration(
-            "poll.request_timeout",
-            p.request_timeout.as_deref(),
-            defaults::REQUEST_TIMEOUT,
-        )?;
-        if request_timeout >= interval {
+        // Contract §7.1: the default follows a short interval (as Prometheus' scrape_timeout
+        // does), so that `interval = "5s"` alone is a valid config; an explicit timeout longer
+        // than the interval is an error.
+        let request_timeout = match p.request_timeout.as_deref() {
+            Some(v) => parse_duration("poll.request_timeout", Some(v), "")?,
+            None => parse_duration("poll.request_timeout", None, defaults::REQUEST_TIMEOUT)?
+                .min(interval),
+        };
+        if request_timeout > interval {
             return Err(err(
                 "poll.request_timeout".into(),
                 format!(
-                    "must be shorter than poll.interval ({} >= {})",
+                    "must not be longer than poll.interval ({} > {})",
                     humantime::format_duration(request_timeout),
                     humantime::format_duration(interval)
                 ),
@@ -475,10 +492,72 @@ impl RawConfig {
             metrics: MetricsConfig {
                 task_progress: self.metrics.task_progress.unwrap_or(false),
             },
+            sharding: resolve_shard(&self.sharding, crate::shard::hostname().as_deref())?,
             accounts,
         })
     }
 }
+
+/// `[sharding]` as a [`Shard`]; `hostname` is read only with `shard_from_hostname`.
+fn resolve_shard(raw: &RawSharding, hostname: Option<&str>) -> Result<Shard, ConfigError> {
+    let err = |key: &str, message: String| ConfigError {
+        file: None,
+        key: key.into(),
+        message,
+    };
+    let total = raw.total_shards.unwrap_or(1);
+    let total = u32::try_from(total)
+        .ok()
+        .filter(|t| (1..=MAX_SHARDS).contains(t))
+        .ok_or_else(|| {
+            err(
+                "sharding.total_shards",
+                format!("must be from 1 to {MAX_SHARDS}, not {total}"),
+            )
+        })?;
+    let index = match (raw.shard, raw.shard_from_hostname.unwrap_or(false)) {
+        (Some(_), true) => {
+            return Err(err(
+                "sharding.shard",
+                "set either shard or shard_from_hostname = true, not both".into(),
+            ));
+        }
+        (Some(n), false) => u32::try_from(n)
+            .ok()
+            .filter(|n| *n < total)
+            .ok_or_else(|| {
+                err(
+                    "sharding.shard",
+                    format!(
+                        "must be from 0 to total_shards - 1 ({}), not {n}",
+                        total - 1
+                    ),
+                )
+            })?,
+        (None, true) => {
+            let host = hostname.ok_or_else(|| {
+                err(
+                    "sharding.shard_from_hostname",
+                    "the host name cannot be read".into(),
+                )
+            })?;
+            let n = crate::shard::ordinal_of_hostname(host)
+                .map_err(|e| err("sharding.shard_from_hostname", e))?;
+            if n >= total {
+                return Err(err(
+                    "sharding.shard_from_hostname",
+                    format!("host name {host:?} gives shard {n}, but total_shards is {total}"),
+                ));
+            }
+            n
+        }
+        (None, false) => 0,
+    };
+    Ok(Shard { index, total })
+}
+
+/// The most shards a deployment may have.
+const MAX_SHARDS: u32 = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -505,7 +584,57 @@ region = "ap-guangzhou"
         assert_eq!(c.poll.requests_per_second, 20.0);
         assert_eq!(c.poll.request_timeout, Duration::from_secs(10));
         assert!(!c.metrics.task_progress);
+        assert_eq!(c.sharding, Shard::ALL);
         assert!(c.accounts[0].regions[0].instances.is_empty());
+        // Contract §7.1: a short interval shortens the default timeout; equal is allowed.
+        let short = Config::from_toml(&format!("[poll]\ninterval = \"5s\"\n{MINIMAL}")).unwrap();
+        assert_eq!(short.poll.request_timeout, Duration::from_secs(5));
+        let equal = format!("[poll]\ninterval = \"5s\"\nrequest_timeout = \"5s\"\n{MINIMAL}");
+        assert_eq!(
+            Config::from_toml(&equal).unwrap().poll.request_timeout,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn sharding_is_validated_and_resolved() {
+        let with = |s: &str| format!("[sharding]\n{s}\n{MINIMAL}");
+        let c = Config::from_toml(&with("total_shards = 3\nshard = 2")).unwrap();
+        assert_eq!(c.sharding, Shard { index: 2, total: 3 });
+        assert_eq!(key_of(&with("total_shards = 0")), "sharding.total_shards");
+        assert_eq!(key_of(&with("total_shards = -1")), "sharding.total_shards");
+        assert_eq!(
+            key_of(&with("total_shards = 3\nshard = 3")),
+            "sharding.shard"
+        );
+        assert_eq!(key_of(&with("shard = 1")), "sharding.shard");
+        assert_eq!(
+            key_of(&with(
+                "total_shards = 3\nshard = 1\nshard_from_hostname = true"
+            )),
+            "sharding.shard"
+        );
+        assert_eq!(key_of(&with("shards = 3")), "sharding.shards");
+        let raw = |total| RawSharding {
+            total_shards: Some(total),
+            shard: None,
+            shard_from_hostname: Some(true),
+        };
+        assert_eq!(
+            resolve_shard(&raw(3), Some("cdb-task-exporter-1")).unwrap(),
+            Shard { index: 1, total: 3 }
+        );
+        for (host, total) in [
+            (Some("cdb-task-exporter"), 3),
+            (Some("exporter-5"), 3),
+            (None, 3),
+        ] {
+            assert_eq!(
+                resolve_shard(&raw(total), host).unwrap_err().key,
+                "sharding.shard_from_hostname",
+                "{host:?}"
+            );
+        }
     }
 
     #[test]

@@ -68,11 +68,11 @@ pub struct ChunkWriter {
 
 impl ChunkWriter {
     /// Chunk size: large enough for few wake-ups, small enough to keep memory flat.
-    pub const CHUNK: usize = 64 * 1024;
+    pub const CHUNK: usize = 256 * 1024;
 
     /// A writer and the body it feeds.
     pub fn new() -> (ChunkWriter, Body) {
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
         (
             ChunkWriter {
                 tx,
@@ -156,6 +156,9 @@ pub async fn serve<H, F>(
                 }
             },
         };
+        // Headers and a streamed body go out in separate writes: without NODELAY, Nagle's
+        // algorithm holds the second one for the client's delayed ACK (40 ms on Linux).
+        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |req| {
             let handler = handler.clone();

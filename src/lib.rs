@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod poller;
 pub mod secret;
 pub mod server;
+pub mod shard;
 pub mod sim;
 pub mod state;
 pub mod tasks;

@@ -4,6 +4,7 @@
 
 use crate::clock::SharedClock;
 use crate::metrics::{Metrics, TargetId};
+use crate::shard::Shard;
 use crate::tasks::{Observation, Scope, TaskStore, Unfinished};
 use crate::tencent::model::{TaskQuery, TaskStatus};
 use crate::tencent::paging::Pager;
@@ -22,6 +23,9 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// How often (in polls) a target that chose per-instance queries re-measures the region volume.
 pub const REPROBE_EVERY: u32 = 60;
+
+/// The most tasks the first poll reserves room for from a page's `TotalCount`.
+const MAX_RESERVE: usize = 2_000_000;
 
 /// The status codes that mean "not finished" and can be filtered on (`WAITING` cannot).
 const UNFINISHED_CODES: [i64; 4] = [-1, 0, 1, 6];
@@ -87,6 +91,8 @@ pub struct PollSettings {
     pub interval: Duration,
     /// `poll.lookback`.
     pub lookback: Duration,
+    /// The instances this process owns (contract §7.6).
+    pub shard: Shard,
 }
 
 /// One target's poller and its task store.
@@ -111,6 +117,18 @@ pub struct Target {
     polls_since_probe: u32,
     last_failure: Option<String>,
     rng: fastrand::Rng,
+}
+
+/// What the pages of a query brought.
+#[derive(Debug, Default)]
+struct Fetched {
+    /// Job ids seen.
+    ids: Vec<i64>,
+    /// `TotalCount` as the API said it.
+    total: u64,
+    /// When paging stopped early: the oldest start time on the pages read; known tasks that
+    /// started at or before it were not re-read.
+    skipped_below: Option<i64>,
 }
 
 /// What one poll did.
@@ -147,6 +165,7 @@ impl Target {
         covered_until: Option<i64>,
     ) -> Self {
         store.set_scope(scope_of(&instances), settings.lookback.as_secs() as i64);
+        store.set_shard(settings.shard);
         let seed = id
             .to_string()
             .bytes()
@@ -232,18 +251,23 @@ impl Target {
         };
         let mut report = PollReport::default();
 
-        // 1. Tasks that started in the recent window.
+        // 1. Tasks that started in the recent window. Region-wide, the pages after the first
+        // are skipped when they can only hold tasks the store already knows (see
+        // `Target::can_skip_after_first_page`).
+        let early_stop = mode == QueryMode::RegionWide && self.instances.is_empty();
         let recent_seen = self
-            .fetch_each(&units, recent, &[], cancel, &mut report)
+            .fetch_each(&units, recent, &[], early_stop, cancel, &mut report)
             .await;
         report.requests_recent = report.requests;
         if report.failure.is_none() && mode == QueryMode::RegionWide && !self.first_poll {
-            self.region_volume = Some(recent_seen.len() as f64);
+            self.region_volume = Some(recent_seen.total as f64);
         }
-        drop(recent_seen);
 
         // 2. Older unfinished tasks (all of them on the first poll).
-        let recent_begin = recent.begin.unwrap_or(now);
+        let recent_begin = match recent_seen.skipped_below {
+            Some(boundary) => boundary + 1,
+            None => recent.begin.unwrap_or(now),
+        };
         let old = self.store.unfinished_before(recent_begin);
         let mut returned: HashSet<i64> = HashSet::new();
         if report.failure.is_none()
@@ -254,9 +278,9 @@ impl Target {
             )
         {
             let seen = self
-                .fetch_each(&units, range, &UNFINISHED_CODES, cancel, &mut report)
+                .fetch_each(&units, range, &UNFINISHED_CODES, false, cancel, &mut report)
                 .await;
-            returned.extend(seen);
+            returned.extend(seen.ids);
         }
         report.requests_unfinished = report.requests - report.requests_recent;
 
@@ -326,27 +350,48 @@ impl Target {
         }
     }
 
-    /// One query per unit over `range`, applied to the store; the job ids the units that
-    /// answered returned. A failure is recorded in `report` and the other units are still asked.
+    /// One query per unit over `range`, applied to the store; what the units that answered
+    /// returned. A failure is recorded in `report` and the other units are still asked.
     async fn fetch_each(
         &mut self,
         units: &[Option<String>],
         range: Range,
         statuses: &[i64],
+        early_stop: bool,
         cancel: &CancellationToken,
         report: &mut PollReport,
-    ) -> Vec<i64> {
-        let mut out = Vec::new();
+    ) -> Fetched {
+        let mut out = Fetched::default();
         for unit in units {
-            match self
-                .fetch_all(query(unit, range, statuses), unit, cancel, report)
-                .await
-            {
-                Ok(ids) => out.extend(ids),
+            let q = query(unit, range, statuses);
+            let stop = early_stop.then_some(range);
+            match self.fetch_all(q, unit, stop, cancel, report).await {
+                Ok(f) => {
+                    out.ids.extend(f.ids);
+                    out.total += f.total;
+                    out.skipped_below = f.skipped_below;
+                }
                 Err(e) => report.failure = Some(e),
             }
         }
         out
+    }
+
+    /// Whether the pages after a query's first can be skipped: every task the API has in
+    /// `range` (`total`) is already in the store, so those pages hold only known tasks, and none
+    /// of the known tasks older than the first page (`oldest_on_page`) is unfinished, so none
+    /// of them can change. (Following unfinished ones through the status-filtered query instead
+    /// would cost look-ups when they end, which over a busy span page like the re-list itself.)
+    /// Exact as long as the API does not drop a task from a range while adding another one.
+    fn can_skip_after_first_page(&self, range: Range, total: u64, oldest_on_page: i64) -> bool {
+        if self.first_poll {
+            return false;
+        }
+        let (known, _) = self.store.count_started_between(range.begin, range.end);
+        let (_, unfinished) = self
+            .store
+            .count_started_between(range.begin, oldest_on_page);
+        known as u64 == total && unfinished == 0
     }
 
     /// Narrow look-ups around the start seconds of `missing` tracked tasks (job, start,
@@ -373,10 +418,10 @@ impl Target {
             let starts: Vec<i64> = tasks.iter().map(|t| t.1).collect();
             for range in window::lookup_ranges(&starts, LOOKUP_SPAN_SECS) {
                 let found: HashSet<i64> = match self
-                    .fetch_all(query(&unit, range, &[]), &unit, cancel, report)
+                    .fetch_all(query(&unit, range, &[]), &unit, None, cancel, report)
                     .await
                 {
-                    Ok(ids) => ids.into_iter().collect(),
+                    Ok(f) => f.ids.into_iter().collect(),
                     Err(e) => {
                         report.failure = Some(e);
                         return;
@@ -398,22 +443,37 @@ impl Target {
         }
     }
 
-    /// Every page of one query, each applied to the store as it arrives; the job ids seen.
+    /// Every page of one query, each applied to the store as it arrives. With `early_stop`
+    /// (the query's range), paging ends after the first page when the rest holds only known
+    /// tasks; `skipped_below` then says which start times were not re-read.
     async fn fetch_all(
         &mut self,
         mut q: TaskQuery,
         unit: &Option<String>,
+        early_stop: Option<Range>,
         cancel: &CancellationToken,
         report: &mut PollReport,
-    ) -> Result<Vec<i64>, Error> {
+    ) -> Result<Fetched, Error> {
         let mut pager = Pager::new(100);
         q.limit = pager.limit();
-        let mut ids = Vec::new();
+        let mut out = Fetched::default();
         while let Some(offset) = pager.next_offset() {
             q.offset = offset;
             let page = self.call(&q, cancel, report).await?;
+            if self.first_poll && offset == 0 {
+                // Size the store once for the first ingest; bounded, since the count is the
+                // network's word.
+                self.store.reserve(
+                    usize::try_from(page.total_count)
+                        .unwrap_or(0)
+                        .min(MAX_RESERVE),
+                );
+            }
             pager.record(page.item_count, page.total_count);
-            ids.extend(page.tasks.iter().map(|t| t.job_id));
+            out.total = page.total_count;
+            out.ids.extend(page.tasks.iter().map(|t| t.job_id));
+            let oldest_on_page = page.tasks.iter().map(|t| t.start_time).min();
+            let clean = page.malformed.is_empty();
             let observations = page
                 .tasks
                 .into_iter()
@@ -423,8 +483,18 @@ impl Target {
                 })
                 .collect();
             self.apply(observations, report);
+            if let Some(range) = early_stop
+                && let Some(oldest) = oldest_on_page
+                && offset == 0
+                && clean
+                && pager.next_offset().is_some()
+                && self.can_skip_after_first_page(range, out.total, oldest)
+            {
+                out.skipped_below = Some(oldest);
+                break;
+            }
         }
-        Ok(ids)
+        Ok(out)
     }
 
     /// One page, retried with backoff on retryable errors.

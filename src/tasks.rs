@@ -26,6 +26,7 @@
 //! tasks of one instance share one copy of its id. A UUID request id is kept as its 16 bytes.
 
 use crate::intern::{Sym, Symbols};
+use crate::shard::Shard;
 use crate::tencent::model::{Task, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -60,7 +61,7 @@ pub struct Finished {
     pub task_type: String,
     /// Terminal status.
     pub status: TaskStatus,
-    /// `EndTime - StartTime`, when the end is known.
+    /// `EndTime - StartTime`, when the end is known and this shard observes it.
     pub duration: Option<i64>,
 }
 
@@ -116,8 +117,10 @@ const NO_PROGRESS: u8 = u8::MAX;
 const COUNTED: u8 = 1;
 /// Flag: `code` holds the API's `Code`.
 const HAS_CODE: u8 = 2;
-/// Flag: the request id is not a UUID; `request[0]` is its [`Sym`].
+/// Flag: the request id is not a 128-bit id; `request[0]` is its [`Sym`].
 const REQUEST_SYM: u8 = 4;
+/// Flag: the 128-bit request id is written as a UUID (else as the API's four groups).
+const REQUEST_UUID: u8 = 8;
 
 /// One tracked task, compact (48 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +128,7 @@ struct Slot {
     start: i64,
     /// `EndTime - StartTime` (clamped at 0), or [`NO_END`].
     duration: u32,
-    /// A UUID request id's 16 bytes, or (with [`REQUEST_SYM`]) a symbol in word 0.
+    /// A 128-bit request id, or (with [`REQUEST_SYM`]) a symbol in word 0.
     request: [u32; 4],
     /// The `instance_id` label values it counts under, joined by `,` (ids never hold one).
     instances: Sym,
@@ -155,37 +158,67 @@ fn split(list: &str) -> impl Iterator<Item = &str> {
     list.split(',')
 }
 
-/// Parses a lower-case hyphenated UUID into its 16 bytes, as four words.
-fn parse_uuid(s: &str) -> Option<[u32; 4]> {
+/// How a 128-bit request id was written: the API's four groups of 8 hex digits
+/// (`a6040589-3b098df5-b551d9e5-81c6bfdc`), or a UUID (`8-4-4-4-12`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdLayout {
+    Groups,
+    Uuid,
+}
+
+impl IdLayout {
+    fn dashes(self) -> &'static [usize] {
+        match self {
+            IdLayout::Groups => &[8, 17, 26],
+            IdLayout::Uuid => &[8, 13, 18, 23],
+        }
+    }
+}
+
+/// Parses a lower-case 128-bit hex request id in either layout into four words; `None` for
+/// anything that would not be written back the same.
+fn parse_id(s: &str) -> Option<([u32; 4], IdLayout)> {
     let b = s.as_bytes();
-    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
-        return None;
+    let layout = match b.len() {
+        35 => IdLayout::Groups,
+        36 => IdLayout::Uuid,
+        _ => return None,
+    };
+    let dashes = layout.dashes();
+    let mut hex = [0u8; 32];
+    let mut n = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if dashes.contains(&i) {
+            if c != b'-' {
+                return None;
+            }
+        } else if c.is_ascii_digit() || (b'a'..=b'f').contains(&c) {
+            hex[n] = c;
+            n += 1;
+        } else {
+            return None;
+        }
     }
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32
-        || !hex
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-    {
-        return None;
-    }
+    let hex = std::str::from_utf8(&hex).ok()?;
     let mut words = [0u32; 4];
     for (i, w) in words.iter_mut().enumerate() {
         *w = u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok()?;
     }
-    Some(words)
+    Some((words, layout))
 }
 
-fn format_uuid(w: [u32; 4]) -> String {
+fn format_id(w: [u32; 4], layout: IdLayout) -> String {
     let hex = format!("{:08x}{:08x}{:08x}{:08x}", w[0], w[1], w[2], w[3]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let mut out = String::with_capacity(36);
+    let mut h = hex.chars();
+    for i in 0..32 + layout.dashes().len() {
+        if layout.dashes().contains(&i) {
+            out.push('-');
+        } else {
+            out.extend(h.next());
+        }
+    }
+    out
 }
 
 /// The store of one target.
@@ -200,6 +233,8 @@ pub struct TaskStore {
     last_finished: HashMap<(Sym, Sym, TaskStatus), i64>,
     symbols: Symbols,
     scope: Scope,
+    /// Instances of other shards are not this store's (contract §7.6).
+    shard: Shard,
 }
 
 impl PartialEq for TaskStore {
@@ -246,7 +281,14 @@ impl TaskStore {
             last_finished: HashMap::new(),
             symbols: Symbols::default(),
             scope,
+            shard: Shard::ALL,
         }
+    }
+
+    /// Keeps only this shard's instances from now on, and drops what belongs to other shards.
+    pub fn set_shard(&mut self, shard: Shard) {
+        self.shard = shard;
+        self.retain_instances(|i| shard.owns(i));
     }
 
     /// Re-scopes a store restored from a state file or kept over a reload; tasks that no longer
@@ -254,39 +296,51 @@ impl TaskStore {
     pub fn set_scope(&mut self, scope: Scope, lookback_secs: i64) {
         self.lookback = lookback_secs;
         if let Scope::Listed(list) = &scope {
-            let ids: Vec<i64> = self.tasks.keys().copied().collect();
-            for id in ids {
-                let slot = self.tasks[&id];
-                let old = self.symbols.get(slot.instances);
-                if split(old).all(|i| list.contains(i)) {
-                    continue;
-                }
-                let kept: Vec<&str> = split(old).filter(|i| list.contains(*i)).collect();
-                if kept.is_empty() {
-                    self.drop_task(id);
-                } else {
-                    let joined = kept.join(",");
-                    let sym = self.symbols.intern(&joined);
-                    self.symbols.release(slot.instances);
-                    self.tasks.get_mut(&id).expect("present").instances = sym;
-                }
-            }
-            let symbols = &mut self.symbols;
-            self.last_finished.retain(|(i, t, _), _| {
-                let keep = list.contains(symbols.get(*i));
-                if !keep {
-                    symbols.release(*i);
-                    symbols.release(*t);
-                }
-                keep
-            });
+            self.retain_instances(|i| list.contains(i));
         }
         self.scope = scope;
+    }
+
+    /// Removes the instances `keep` rejects from every task (dropping tasks left with none) and
+    /// from the last-finished entries.
+    fn retain_instances(&mut self, keep: impl Fn(&str) -> bool) {
+        let ids: Vec<i64> = self.tasks.keys().copied().collect();
+        for id in ids {
+            let slot = self.tasks[&id];
+            let old = self.symbols.get(slot.instances);
+            if split(old).all(&keep) {
+                continue;
+            }
+            let kept: Vec<&str> = split(old).filter(|i| keep(i)).collect();
+            if kept.is_empty() {
+                self.drop_task(id);
+            } else {
+                let joined = kept.join(",");
+                let sym = self.symbols.intern(&joined);
+                self.symbols.release(slot.instances);
+                self.tasks.get_mut(&id).expect("present").instances = sym;
+            }
+        }
+        let symbols = &mut self.symbols;
+        self.last_finished.retain(|(i, t, _), _| {
+            let kept = keep(symbols.get(*i));
+            if !kept {
+                symbols.release(*i);
+                symbols.release(*t);
+            }
+            kept
+        });
     }
 
     /// Moves the baseline cutoff (a restored state's cutoff is where the last run left off).
     pub fn set_baseline_cutoff(&mut self, cutoff: i64) {
         self.baseline_cutoff = cutoff;
+    }
+
+    /// Makes room for `additional` more tasks at once (the first poll knows how many are
+    /// coming from its first page), instead of growing the map step by step.
+    pub fn reserve(&mut self, additional: usize) {
+        self.tasks.reserve(additional);
     }
 
     /// Number of tracked tasks.
@@ -339,8 +393,10 @@ impl TaskStore {
                 .collect(),
             async_request_id: if s.flags & REQUEST_SYM != 0 {
                 self.symbols.get(Sym::from_raw(s.request[0])).to_string()
+            } else if s.flags & REQUEST_UUID != 0 {
+                format_id(s.request, IdLayout::Uuid)
             } else {
-                format_uuid(s.request)
+                format_id(s.request, IdLayout::Groups)
             },
             code: (s.flags & HAS_CODE != 0).then_some(i64::from(s.code)),
             message: self.symbols.get(s.message).to_string(),
@@ -360,6 +416,7 @@ impl TaskStore {
                 .map(String::as_str)
                 .collect(),
         };
+        out.retain(|i| self.shard.owns(i));
         if out.is_empty()
             && let Some(via) = &obs.via_instance
         {
@@ -373,11 +430,12 @@ impl TaskStore {
     fn fill(&mut self, slot: &mut Slot, task: &Task, fresh: bool) {
         let task_type = self.symbols.intern(&task.task_type);
         let message = self.symbols.intern(&task.message);
-        let request = match parse_uuid(&task.async_request_id) {
-            Some(words) => (words, false),
+        let (request, request_flags) = match parse_id(&task.async_request_id) {
+            Some((words, IdLayout::Groups)) => (words, 0),
+            Some((words, IdLayout::Uuid)) => (words, REQUEST_UUID),
             None => (
                 [self.symbols.intern(&task.async_request_id).raw(), 0, 0, 0],
-                true,
+                REQUEST_SYM,
             ),
         };
         if !fresh {
@@ -389,11 +447,9 @@ impl TaskStore {
         }
         slot.task_type = task_type;
         slot.message = message;
-        slot.request = request.0;
-        slot.flags &= !(REQUEST_SYM | HAS_CODE);
-        if request.1 {
-            slot.flags |= REQUEST_SYM;
-        }
+        slot.request = request;
+        slot.flags &= !(REQUEST_SYM | REQUEST_UUID | HAS_CODE);
+        slot.flags |= request_flags;
         slot.code = task.code.map_or(0, |c| {
             c.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
         });
@@ -447,7 +503,8 @@ impl TaskStore {
                 };
                 self.fill(&mut slot, task, true);
                 self.tasks.insert(job_id, slot);
-                counted.then(|| finished(task, instances.iter().map(|s| s.to_string()).collect()))
+                let instances = instances.iter().map(|s| s.to_string()).collect();
+                counted.then(|| self.finished(task, instances))
             }
             Some(mut slot) => {
                 slot.missed = 0;
@@ -478,7 +535,7 @@ impl TaskStore {
                     let all = split(self.symbols.get(slot.instances))
                         .map(str::to_string)
                         .collect();
-                    finished(task, all)
+                    self.finished(task, all)
                 })
             }
         }
@@ -511,6 +568,18 @@ impl TaskStore {
                 self.symbols.release(Sym::from_raw(s.request[0]));
             }
         }
+    }
+
+    /// How many tracked tasks started in `[begin, end]` (unbounded below without `begin`), and
+    /// how many of those are unfinished.
+    pub fn count_started_between(&self, begin: Option<i64>, end: i64) -> (usize, usize) {
+        let begin = begin.unwrap_or(i64::MIN);
+        self.tasks
+            .values()
+            .filter(|t| t.start >= begin && t.start <= end)
+            .fold((0, 0), |(n, u), t| {
+                (n + 1, u + usize::from(!t.status.is_terminal()))
+            })
     }
 
     /// Unfinished tasks that started before `before`, oldest first.
@@ -643,13 +712,23 @@ impl TaskStore {
     }
 }
 
-fn finished(task: &Task, instances: Vec<String>) -> Finished {
-    Finished {
-        job_id: task.job_id,
-        instances,
-        task_type: task.task_type.clone(),
-        status: task.status,
-        duration: task.end_time.map(|e| (e - task.start_time).max(0)),
+impl TaskStore {
+    /// What [`TaskStore::observe`] reports for a task that just finished. When sharded, the
+    /// duration is observed only by the shard that owns the task's smallest instance id, so
+    /// that the shards' histograms (which carry no instance label) add up to one process's.
+    fn finished(&self, task: &Task, instances: Vec<String>) -> Finished {
+        let owner = task.instance_ids.iter().min().map_or("", String::as_str);
+        let observes = self.shard.total <= 1 || self.shard.owns(owner);
+        Finished {
+            job_id: task.job_id,
+            instances,
+            task_type: task.task_type.clone(),
+            status: task.status,
+            duration: task
+                .end_time
+                .filter(|_| observes)
+                .map(|e| (e - task.start_time).max(0)),
+        }
     }
 }
 
@@ -931,6 +1010,16 @@ mod tests {
         let mut s = TaskStore::new(Scope::Region, 86_400, 0);
         let mut t = task(7, Failed, 50, Some(80), &["cdb-a", "cdb-b"]);
         t.async_request_id = "5e4d0000-0000-4000-8000-00000000002a".into();
+        let strings = s.strings();
+        let mut g = task(9, Succeed, 40, Some(45), &["cdb-a"]);
+        g.async_request_id = "a6040589-3b098df5-b551d9e5-81c6bfdc".into();
+        s.observe(obs(g.clone()));
+        assert_eq!(s.get(9).unwrap(), g);
+        assert_eq!(
+            s.strings(),
+            strings + 2,
+            "instance and type; the id is kept as 16 bytes"
+        );
         t.code = Some(-1);
         t.message = "import failed: <bad file>\nline 2".into();
         t.progress = 42;

@@ -8,6 +8,8 @@ use cdb_task_exporter::sim::{Fault, Faults, Scenario, Shape, SimTask};
 use cdb_task_exporter::tencent::apitime::ApiZone;
 use cdb_task_exporter::tencent::model::{TaskStatus, task_type_from_code};
 use common::*;
+use cdb_task_exporter::clock::Clock;
+use std::collections::BTreeMap;
 
 fn scenario(tasks: Vec<SimTask>) -> Scenario {
     Scenario {
@@ -675,5 +677,151 @@ async fn a_reload_that_adds_a_region_keeps_the_other_targets_counters() {
         2
     );
     exporter.stop().await;
+    sim.stop().await;
+}
+
+/// Contract §7.6: three shards polling one account export, together, exactly what one unsharded
+/// process exports: every task series with an instance in exactly one shard, the same values,
+/// and duration histograms that add up.
+#[tokio::test]
+async fn three_shards_equal_one_unsharded_process() {
+    let ids: Vec<String> = (0..30).map(|i| format!("cdb-shard{i:04}")).collect();
+    let types = ["import_data", "reboot", "modify_param", "upgrade_master"];
+    let mut tasks = Vec::new();
+    let mut job = 500_000;
+    for (k, id) in ids.iter().enumerate() {
+        for (j, ty) in types.iter().enumerate() {
+            job += 1;
+            let status = [Succeed, Failed, Running, Killed][(k + j) % 4];
+            // Baseline tasks, long ago.
+            tasks.push(SimTask::simple(
+                job,
+                ty,
+                &[id],
+                -5_000 - job % 97,
+                60,
+                status,
+            ));
+        }
+        // One task per instance that ends while the exporters watch.
+        job += 1;
+        let outcome = if k % 3 == 0 { Failed } else { Succeed };
+        tasks.push(SimTask::simple(
+            job,
+            types[k % 4],
+            &[id],
+            -100,
+            130,
+            outcome,
+        ));
+    }
+    // Tasks naming two instances (likely on two shards), and tasks naming none.
+    tasks.push(SimTask::simple(
+        900_001,
+        "rollback",
+        &[&ids[1], &ids[2]],
+        -50,
+        100,
+        Failed,
+    ));
+    tasks.push(SimTask::simple(
+        900_002,
+        "rollback",
+        &[&ids[3], &ids[4]],
+        -400,
+        60,
+        Succeed,
+    ));
+    tasks.push(SimTask::simple(
+        900_003,
+        "drop_tables",
+        &[],
+        -80,
+        110,
+        Succeed,
+    ));
+    tasks.push(SimTask::simple(
+        900_004,
+        "drop_tables",
+        &[],
+        -90,
+        1,
+        Running,
+    ));
+    let (sim, clock) = start_sim(scenario(tasks)).await;
+    let start = |sharding: &str| {
+        let text = config_text(&sim.url(), "", &region("ap-guangzhou", &[]));
+        let config =
+            cdb_task_exporter::config::Config::from_toml(&format!("{sharding}\n{text}")).unwrap();
+        Exporter::start(config, clock.clone())
+    };
+    let whole = start("").await;
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        shards.push(start(&format!("[sharding]\ntotal_shards = 3\nshard = {i}")).await);
+    }
+    // Everything ends while all four watch; then each shows a poll after that.
+    for e in std::iter::once(&whole).chain(&shards) {
+        e.wait_poll_after(0).await;
+    }
+    clock.advance(200);
+    let t = clock.now();
+    let whole_s = whole.wait_poll_after(t).await;
+    let mut shard_s = Vec::new();
+    for e in &shards {
+        shard_s.push(e.wait_poll_after(t).await);
+    }
+
+    let task_series = |s: &Series| -> BTreeMap<(String, Vec<(String, String)>), f64> {
+        s.samples
+            .iter()
+            .filter(|((name, _), _)| name.starts_with("tencentcloud_cdb_task"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    let expected = task_series(&whole_s);
+    let mut union: BTreeMap<(String, Vec<(String, String)>), f64> = BTreeMap::new();
+    for (i, s) in shard_s.iter().enumerate() {
+        assert_eq!(
+            s.get(
+                "tencentcloud_cdb_exporter_shard_info",
+                &[("shard", &i.to_string()), ("total_shards", "3")]
+            ),
+            Some(1.0)
+        );
+        for (key, v) in task_series(s) {
+            let has_instance = key.1.iter().any(|(l, _)| l == "instance_id");
+            match union.get_mut(&key) {
+                Some(sum) => {
+                    assert!(!has_instance, "series in two shards: {key:?}");
+                    *sum += v; // histograms (no instance label) add up
+                }
+                None => {
+                    union.insert(key, v);
+                }
+            }
+        }
+    }
+    assert_eq!(union, expected);
+    // The test means something: every shard has work, and tasks finished during the run.
+    for s in &shard_s {
+        assert!(s.count("tencentcloud_cdb_tasks", &[]) > 0);
+    }
+    assert!(whole_s.sum("tencentcloud_cdb_tasks_finished_total", &[]) >= 31.0);
+    assert_eq!(
+        whole_s.get(
+            "tencentcloud_cdb_tasks",
+            &[
+                ("instance_id", ""),
+                ("task_type", "drop_tables"),
+                ("status", "running")
+            ]
+        ),
+        Some(1.0)
+    );
+    whole.stop().await;
+    for e in shards {
+        e.stop().await;
+    }
     sim.stop().await;
 }

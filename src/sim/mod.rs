@@ -52,7 +52,10 @@ pub struct RecordedRequest {
 }
 
 struct Inner {
+    /// Sorted newest first, as the API orders them: (start, job id) descending.
     tasks: RwLock<Vec<SimTask>>,
+    /// The last query's matches, for paging through it without a rescan.
+    matches: Mutex<Option<Matches>>,
     shape: Shape,
     zone: ApiZone,
     faults: Mutex<Faults>,
@@ -62,6 +65,18 @@ struct Inner {
     started: i64,
     served: AtomicU64,
     log: Mutex<Vec<RecordedRequest>>,
+}
+
+/// The tasks one query matched at one moment: indices into the sorted tasks, with their state.
+struct Matches {
+    /// The query without its paging, the region and the moment.
+    key: String,
+    hits: Arc<Vec<(usize, TaskState)>>,
+}
+
+/// Sorts tasks the way the API lists them: newest start first, then the larger job id.
+fn sort_newest_first(tasks: &mut [SimTask]) {
+    tasks.sort_by_key(|t| std::cmp::Reverse((t.start, t.job_id)));
 }
 
 /// A simulator: cheap to clone, shared between its server and the test that drives it.
@@ -114,9 +129,12 @@ impl Simulator {
         clock: Arc<SystemClock>,
     ) -> Self {
         let started = clock.now();
+        let mut tasks = scenario.tasks;
+        sort_newest_first(&mut tasks);
         Simulator {
             inner: Arc::new(Inner {
-                tasks: RwLock::new(scenario.tasks),
+                tasks: RwLock::new(tasks),
+                matches: Mutex::new(None),
                 shape: scenario.shape,
                 zone: scenario.zone.unwrap_or_else(ApiZone::beijing),
                 dice: Mutex::new(fastrand::Rng::with_seed(scenario.faults.seed)),
@@ -147,7 +165,11 @@ impl Simulator {
 
     /// Adds a task while running.
     pub fn add_task(&self, task: SimTask) {
-        self.inner.tasks.write().expect("lock").push(task);
+        let mut tasks = self.inner.tasks.write().expect("lock");
+        let key = std::cmp::Reverse((task.start, task.job_id));
+        let at = tasks.partition_point(|t| std::cmp::Reverse((t.start, t.job_id)) < key);
+        tasks.insert(at, task);
+        *self.inner.matches.lock().expect("lock") = None;
     }
 
     /// Replaces the faults while running.
@@ -159,6 +181,11 @@ impl Simulator {
     /// The requests seen so far (the most recent ones, in a long run).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.log.lock().expect("lock").clone()
+    }
+
+    /// Forgets the requests seen so far (a benchmark measures from a mark on).
+    pub fn clear_requests(&self) {
+        self.inner.log.lock().expect("lock").clear();
     }
 
     /// How many requests [`Simulator::requests`] holds.
@@ -463,37 +490,13 @@ impl Simulator {
         let end = time(&req.start_time_end, "StartTimeEnd")?;
         let now = self.inner.clock.now() - self.inner.started;
         let tasks = self.inner.tasks.read().expect("lock");
-        let mut matched: Vec<(&SimTask, TaskState)> = tasks
+        let hits = self.matches(&tasks, req, region, now, begin, end);
+        let total = hits.len();
+        let mut items: Vec<Value> = hits
             .iter()
-            .filter(|t| t.region == region)
-            .filter_map(|t| t.state_at(now).map(|s| (t, s)))
-            .filter(|(t, (status, _, _))| {
-                let start = self.inner.started + t.start;
-                req.instance_id
-                    .as_ref()
-                    .is_none_or(|id| t.instances.contains(id))
-                    && req
-                        .async_request_id
-                        .as_ref()
-                        .is_none_or(|id| *id == t.async_request_id())
-                    && req.task_types.as_ref().is_none_or(|codes| {
-                        task_type_wire(&t.task_type).is_some_and(|(c, _)| codes.contains(&c))
-                    })
-                    && req
-                        .task_status
-                        .as_ref()
-                        .is_none_or(|codes| status.code().is_some_and(|c| codes.contains(&c)))
-                    && begin.is_none_or(|b| start >= b)
-                    && end.is_none_or(|e| start <= e)
-            })
-            .collect();
-        matched.sort_by_key(|(t, _)| std::cmp::Reverse((t.start, t.job_id)));
-        let total = matched.len();
-        let mut items: Vec<Value> = matched
-            .into_iter()
             .skip(offset)
             .take(limit)
-            .map(|(t, state)| self.render(t, state))
+            .map(|&(i, state)| self.render(&tasks[i], state))
             .collect();
         if bad_item {
             // An extra item on a short page; on a full page it takes the place of the last one,
@@ -506,6 +509,68 @@ impl Simulator {
             }
         }
         Ok((total, items))
+    }
+
+    /// The tasks a query matches now, newest first. Only tasks that started inside the query's
+    /// time bounds are looked at (a binary search on the sorted list), and the result is kept
+    /// for the next page of the same query in the same second, so paging through a million
+    /// tasks costs one scan, not one per page.
+    fn matches(
+        &self,
+        tasks: &[SimTask],
+        req: &DescribeTasksRequest,
+        region: &str,
+        now: i64,
+        begin: Option<i64>,
+        end: Option<i64>,
+    ) -> Arc<Vec<(usize, TaskState)>> {
+        let unpaged = DescribeTasksRequest {
+            offset: None,
+            limit: None,
+            ..req.clone()
+        };
+        let key = format!("{region}|{now}|{unpaged:?}");
+        let mut cache = self.inner.matches.lock().expect("lock");
+        if let Some(m) = cache.as_ref().filter(|m| m.key == key) {
+            return m.hits.clone();
+        }
+        let started = self.inner.started;
+        // Tasks that have not started yet are invisible.
+        let newest = end.map_or(now, |e| (e - started).min(now));
+        let lo = tasks.partition_point(|t| t.start > newest);
+        let hi = begin.map_or(tasks.len(), |b| {
+            tasks.partition_point(|t| t.start >= b - started)
+        });
+        let hits: Vec<(usize, TaskState)> = (lo..hi.max(lo))
+            .filter_map(|i| {
+                let t = &tasks[i];
+                let state = t.state_at(now)?;
+                let status = state.0;
+                let keep = t.region == region
+                    && req
+                        .instance_id
+                        .as_ref()
+                        .is_none_or(|id| t.instances.contains(id))
+                    && req
+                        .async_request_id
+                        .as_ref()
+                        .is_none_or(|id| *id == t.async_request_id())
+                    && req.task_types.as_ref().is_none_or(|codes| {
+                        task_type_wire(&t.task_type).is_some_and(|(c, _)| codes.contains(&c))
+                    })
+                    && req
+                        .task_status
+                        .as_ref()
+                        .is_none_or(|codes| status.code().is_some_and(|c| codes.contains(&c)));
+                keep.then_some((i, state))
+            })
+            .collect();
+        let hits = Arc::new(hits);
+        *cache = Some(Matches {
+            key,
+            hits: hits.clone(),
+        });
+        hits
     }
 
     fn render(&self, t: &SimTask, (status, progress, end): TaskState) -> Value {
