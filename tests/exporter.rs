@@ -4,11 +4,11 @@
 mod common;
 
 use TaskStatus::*;
+use cdb_task_exporter::clock::Clock;
 use cdb_task_exporter::sim::{Fault, Faults, Scenario, Shape, SimTask};
 use cdb_task_exporter::tencent::apitime::ApiZone;
 use cdb_task_exporter::tencent::model::{TaskStatus, task_type_from_code};
 use common::*;
-use cdb_task_exporter::clock::Clock;
 use std::collections::BTreeMap;
 
 fn scenario(tasks: Vec<SimTask>) -> Scenario {
