@@ -237,3 +237,156 @@ proptest! {
         }
     }
 }
+
+// The compact renderer against the semantics it replaced: for random stores (one or two
+// targets in one region), every task series and value of a real render equals an independent
+// recount written with plain strings, the way the prometheus-crate version kept them.
+
+mod common;
+
+use cdb_task_exporter::metrics::{Metrics, TASK_DURATION_BUCKETS, TargetId};
+use cdb_task_exporter::tencent::model::{TASK_TYPES, known_task_type_labels};
+use common::Series;
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    let mut l: Labels = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    l.sort();
+    l
+}
+
+#[derive(Debug, Clone)]
+struct RenderCase {
+    /// Per target: tasks (instance, type, status, start, end, job id offset).
+    targets: Vec<Vec<(&'static str, &'static str, TaskStatus, i64, Option<i64>)>>,
+    monitored: Vec<&'static str>,
+    progress: bool,
+}
+
+fn render_case() -> impl Strategy<Value = RenderCase> {
+    let task = (
+        prop::sample::select(vec!["cdb-aaaa1111", "cdb-bbbb2222", "cdb-cccc3333", ""]),
+        prop::sample::select(vec!["reboot", "import_data", "create_backup"]),
+        prop::sample::select(TaskStatus::ALL.to_vec()),
+        0i64..1_000,
+        prop::option::of(0i64..5_000),
+    );
+    (
+        prop::collection::vec(prop::collection::vec(task, 0..40), 1..3),
+        prop::sample::subsequence(vec!["cdb-aaaa1111", "cdb-bbbb2222", "cdb-dddd4444"], 0..=3),
+        any::<bool>(),
+    )
+        .prop_map(|(targets, monitored, progress)| RenderCase {
+            targets,
+            monitored,
+            progress,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compact_render_equals_a_plain_recount(case in render_case()) {
+        let metrics = Metrics::new(case.progress, "t", "t");
+        let mut want: BTreeMap<(String, Labels), f64> = BTreeMap::new();
+        let region = "ap-guangzhou";
+        let mut hist: BTreeMap<(String, String), (Vec<u64>, f64, u64)> = BTreeMap::new();
+        for (n, tasks) in case.targets.iter().enumerate() {
+            let id = TargetId { account: format!("acct{n}"), region: region.into() };
+            // Baseline cutoff 0: tasks first seen terminal with an end after it are counted.
+            let mut store = TaskStore::new(Scope::Region, 1_000_000, 0);
+            for (k, (inst, ty, status, start, end)) in tasks.iter().enumerate() {
+                let end = if status.is_terminal() { end.map(|e| start + e) } else { None };
+                let task = Task {
+                    job_id: (n * 1_000 + k) as i64,
+                    task_type: ty.to_string(),
+                    status: *status,
+                    start_time: *start,
+                    end_time: end,
+                    progress: k as i64 % 101,
+                    instance_ids: if inst.is_empty() { vec![] } else { vec![inst.to_string()] },
+                    async_request_id: String::new(),
+                    code: None,
+                    message: String::new(),
+                };
+                if let Some(f) = store.observe(Observation { task: task.clone(), via_instance: None }) {
+                    metrics.task_finished(&id, &f);
+                    let inst = f.instances[0].clone();
+                    *want
+                        .entry(("tencentcloud_cdb_tasks_finished_total".into(), labels(&[("region", region), ("instance_id", &inst), ("task_type", ty), ("status", status.as_str())])))
+                        .or_default() += 1.0;
+                    if let Some(d) = f.duration {
+                        let h = hist.entry((ty.to_string(), status.as_str().to_string())).or_insert((vec![0; TASK_DURATION_BUCKETS.len()], 0.0, 0));
+                        for (b, le) in h.0.iter_mut().zip(TASK_DURATION_BUCKETS) {
+                            if d as f64 <= le { *b += 1; }
+                        }
+                        h.1 += d as f64;
+                        h.2 += 1;
+                    }
+                }
+            }
+            // The recount, from the store's tasks as plain strings.
+            let mut seen_instances: Vec<String> = Vec::new();
+            for t in store.iter() {
+                let inst = t.instance_ids.first().cloned().unwrap_or_default();
+                seen_instances.push(inst.clone());
+                let l = labels(&[("region", region), ("instance_id", &inst), ("task_type", &t.task_type), ("status", t.status.as_str())]);
+                *want.entry(("tencentcloud_cdb_tasks".into(), l)).or_default() += 1.0;
+                if !t.status.is_terminal() {
+                    let l = labels(&[("region", region), ("instance_id", &inst), ("task_type", &t.task_type)]);
+                    let e = want.entry(("tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds".into(), l)).or_insert(f64::MAX);
+                    *e = e.min(t.start_time as f64);
+                    if case.progress {
+                        let job = t.job_id.to_string();
+                        let l = labels(&[("region", region), ("instance_id", &inst), ("task_type", &t.task_type), ("status", t.status.as_str()), ("job_id", &job)]);
+                        want.insert(("tencentcloud_cdb_task_progress_ratio".into(), l), t.progress as f64 / 100.0);
+                    }
+                }
+            }
+            for ((inst, ty, st), end) in store.last_finished() {
+                let l = labels(&[("region", region), ("instance_id", inst), ("task_type", ty), ("status", st.as_str())]);
+                let e = want.entry(("tencentcloud_cdb_task_last_finished_timestamp_seconds".into(), l)).or_insert(f64::MIN);
+                *e = e.max(end as f64);
+            }
+            // Zero counters: listed instances (region-wide here, the instances seen) x 12 x 4.
+            let mut monitored: Vec<String> = case.monitored.iter().map(|s| s.to_string()).collect();
+            monitored.extend(seen_instances);
+            for inst in &monitored {
+                for ty in known_task_type_labels() {
+                    for st in TaskStatus::TERMINAL {
+                        want.entry(("tencentcloud_cdb_tasks_finished_total".into(), labels(&[("region", region), ("instance_id", inst), ("task_type", ty), ("status", st.as_str())]))).or_insert(0.0);
+                    }
+                }
+            }
+            let aggregates = store.aggregates();
+            metrics.publish(&id, monitored.iter().map(String::as_str), &aggregates, store.last_finished());
+        }
+        for ((ty, st), (buckets, sum, count)) in &hist {
+            let base = [("region", region), ("task_type", ty.as_str()), ("status", st.as_str())];
+            for (le, n) in TASK_DURATION_BUCKETS.iter().zip(buckets) {
+                let le = le.to_string();
+                let mut l = base.to_vec();
+                l.push(("le", &le));
+                want.insert(("tencentcloud_cdb_task_duration_seconds_bucket".into(), labels(&l)), *n as f64);
+            }
+            let mut l = base.to_vec();
+            l.push(("le", "+Inf"));
+            want.insert(("tencentcloud_cdb_task_duration_seconds_bucket".into(), labels(&l)), *count as f64);
+            want.insert(("tencentcloud_cdb_task_duration_seconds_sum".into(), labels(&base)), *sum);
+            want.insert(("tencentcloud_cdb_task_duration_seconds_count".into(), labels(&base)), *count as f64);
+        }
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let got: BTreeMap<(String, Labels), f64> = Series::parse(&text)
+            .samples
+            .into_iter()
+            .filter(|((name, _), _)| name.starts_with("tencentcloud_cdb_task"))
+            .collect();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(TASK_TYPES.len(), 12);
+    }
+}
