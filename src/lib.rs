@@ -11,14 +11,17 @@
 //!   mappings ([`tencent::model`]), naive API times ([`tencent::apitime`]), paging
 //!   ([`tencent::paging`]), one signed call ([`tencent::client`]), credentials
 //!   ([`tencent::credentials`]).
-//! - [`tasks`]: the task store of one target: latest state by `JobId`, exactly-once accounting of
-//!   finished tasks, eviction. Pure.
+//! - [`tasks`]: the task store of one target: latest state by `JobId` in 48-byte slots,
+//!   exactly-once accounting of finished tasks, eviction. Pure.
+//! - [`intern`]: the reference-counted string table the store keeps its strings in.
+//! - [`shard`]: which instances this process owns when the work is split (contract §7.6).
 //! - [`window`]: which start-time ranges to ask for next. Pure.
 //! - [`poller`]: one target's loop: query plan, paging, retries, rate limit; client -> store ->
 //!   metrics.
-//! - [`metrics`]: every metric, its HELP and labels, behind verb methods; rendering.
+//! - [`metrics`]: every metric, its HELP and labels, behind verb methods; the task families as
+//!   per-target snapshots rendered straight to text.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/`.
-//! - [`http`]: the HTTP/1 serving loop shared by the server and the simulator.
+//! - [`http`]: the HTTP/1 serving loop shared by the server and the simulator; streamed bodies.
 //! - [`state`]: the state file, written atomically.
 //! - [`app`]: `run()`, the testable entry point: server, pollers, reloads, shutdown; the demo.
 //! - [`sim`]: the simulated CDB API (scenarios, signature check, faults) for the demo and tests.

@@ -343,3 +343,60 @@ fn systemd_unit_and_container_file_are_hardened() {
     assert!(image.lines().any(|l| l.starts_with("HEALTHCHECK")) && image.contains("/healthz"));
     assert!(image.contains("EXPOSE 39236"));
 }
+
+#[test]
+fn sharded_statefulset_matches_its_config() {
+    let sts = one("deploy/kubernetes/sharded/statefulset.yaml", "StatefulSet");
+    let cm = one("deploy/kubernetes/sharded/configmap.yaml", "ConfigMap");
+    let dep = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    // The same pod labels as the Deployment: the shipped Service and ServiceMonitor find every
+    // shard.
+    assert_eq!(
+        sts["spec"]["template"]["metadata"]["labels"],
+        dep["spec"]["template"]["metadata"]["labels"]
+    );
+    let volumes = sts["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["configMap"]["name"] == cm["metadata"]["name"])
+    );
+    let text = cm["data"]["config.toml"].as_str().unwrap();
+    let replicas = sts["spec"]["replicas"].as_u64().unwrap();
+    assert!(text.contains(&format!("total_shards = {replicas}")));
+    assert!(text.contains("shard_from_hostname = true"));
+    // The config, checked by the binary as a pod would run it: each pod name gives its shard,
+    // and a pod beyond total_shards is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let check = |host: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cdb-task-exporter"))
+            .args(["--config", path.to_str().unwrap(), "--check-config"])
+            .env("HOSTNAME", host)
+            .env("TENCENTCLOUD_SECRET_ID", "AKIDexample")
+            .env("TENCENTCLOUD_SECRET_KEY", "example-key")
+            .output()
+            .unwrap()
+    };
+    for shard in 0..replicas {
+        let out = check(&format!("cdb-task-exporter-{shard}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!(
+                "sharding: shard {shard} of total_shards {replicas}"
+            )),
+            "{stdout}"
+        );
+    }
+    let out = check(&format!("cdb-task-exporter-{replicas}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sharding.shard_from_hostname"));
+}
