@@ -259,10 +259,13 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     l
 }
 
+/// A generated task: instance, type, status, start, duration once terminal.
+type GenTask = (&'static str, &'static str, TaskStatus, i64, Option<i64>);
+
 #[derive(Debug, Clone)]
 struct RenderCase {
-    /// Per target: tasks (instance, type, status, start, end, job id offset).
-    targets: Vec<Vec<(&'static str, &'static str, TaskStatus, i64, Option<i64>)>>,
+    /// Per target: its tasks.
+    targets: Vec<Vec<GenTask>>,
     monitored: Vec<&'static str>,
     progress: bool,
 }
