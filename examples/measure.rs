@@ -9,6 +9,7 @@ use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target};
 use cdb_task_exporter::secret::Secret;
 use cdb_task_exporter::shard::Shard;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimTask, Simulator};
+use cdb_task_exporter::state::SavedTarget;
 use cdb_task_exporter::tasks::{Aggregates, Observation, Scope, TaskStore};
 use cdb_task_exporter::tencent::Client;
 use cdb_task_exporter::tencent::apitime::ApiZone;
@@ -16,7 +17,7 @@ use cdb_task_exporter::tencent::client::{ClientOptions, Endpoint};
 use cdb_task_exporter::tencent::credentials::{Credential, Provider};
 use cdb_task_exporter::tencent::model::{TASK_TYPES, Task, TaskQuery, TaskStatus};
 use cdb_task_exporter::tencent::paging::Pager;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -85,8 +86,10 @@ async fn requests_per_cycle(listed: Vec<String>, label: &str) {
         metrics,
         clock.clone(),
         settings,
-        TaskStore::new(Scope::Region, 86_400, clock.now()),
-        None,
+        Arc::new(Mutex::new(SavedTarget {
+            covered_until: None,
+            store: TaskStore::new(Scope::Region, 86_400, clock.now()),
+        })),
     );
     let cancel = CancellationToken::new();
     let first = target.poll(&cancel).await;

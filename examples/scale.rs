@@ -17,7 +17,8 @@
 //! Arguments: instances, tasks, then optionally `--interval SECS` (default 2),
 //! `--rps N` (the exporter's `requests_per_second`, default 1000: far above the API's 100/s, so
 //! that the first ingest is not throttled; the steady-state figures do not depend on it),
-//! `--cycles N` (steady cycles to observe, default 10), `--bin PATH`.
+//! `--cycles N` (steady cycles to observe, default 10), `--bin PATH`, `--state` (with a state
+//! file, written after every poll, as the shipped Kubernetes config does).
 
 use cdb_task_exporter::clock::SystemClock;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimTask, Simulator};
@@ -36,6 +37,7 @@ struct Args {
     rps: u32,
     cycles: u64,
     bin: PathBuf,
+    state: bool,
 }
 
 fn args() -> Args {
@@ -45,6 +47,7 @@ fn args() -> Args {
         interval: 2,
         rps: 1_000,
         cycles: 10,
+        state: false,
         bin: std::env::current_exe()
             .expect("own path")
             .parent()
@@ -61,6 +64,7 @@ fn args() -> Args {
             "--rps" => a.rps = value().parse().expect("a number"),
             "--cycles" => a.cycles = value().parse().expect("a number"),
             "--bin" => a.bin = value().into(),
+            "--state" => a.state = true,
             n if positional == 0 => {
                 a.instances = n.parse().expect("instances");
                 positional += 1;
@@ -149,6 +153,7 @@ interval = "{interval}s"
 lookback = "24h"
 requests_per_second = {rps}
 request_timeout = "{timeout_ms}ms"
+{state}
 [[accounts]]
 name = "bench"
 secret_id = "{DEFAULT_SECRET_ID}"
@@ -161,6 +166,11 @@ region = "ap-guangzhou"
         rps = a.rps,
         // Below the interval, which releases before contract §7.1 also require.
         timeout_ms = a.interval * 750,
+        state = if a.state {
+            format!("state_file = {:?}", dir.join("state.json"))
+        } else {
+            String::new()
+        },
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, config).expect("write the config");

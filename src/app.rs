@@ -9,13 +9,13 @@ use crate::poller::{PollSettings, RateLimiter, Target};
 use crate::server::{Readiness, ServerState, run_server};
 use crate::shard::Shard;
 use crate::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimServer, Simulator};
-use crate::state::{self, Saved, SavedTarget, StateWriter};
+use crate::state::{self, Saved, SavedTarget, SharedTarget, StateWriter};
 use crate::tasks::{Scope, TaskStore};
 use crate::tencent::credentials::{Environment, Provider};
 use crate::tencent::{Client, ClientOptions};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -105,7 +105,7 @@ impl Fleet {
             }
         }
         // Stop targets that left or changed; keep the store of changed ones.
-        let mut carried: BTreeMap<TargetId, (TaskStore, Option<i64>)> = BTreeMap::new();
+        let mut carried: BTreeMap<TargetId, SharedTarget> = BTreeMap::new();
         let ids: Vec<TargetId> = self.running.keys().cloned().collect();
         for id in ids {
             let unchanged = desired
@@ -120,7 +120,7 @@ impl Fleet {
             self.metrics.remove_target(&id);
             if desired.contains_key(&id) {
                 if let Ok(t) = target {
-                    carried.insert(id.clone(), (t.store, t.covered_until));
+                    carried.insert(id.clone(), t.state().clone());
                 }
                 tracing::info!(target_id = %id, "target changed; restarting it");
             } else {
@@ -138,27 +138,30 @@ impl Fleet {
             if self.running.contains_key(&id) {
                 continue;
             }
-            let (store, covered) = match carried.remove(&id) {
+            let state = match carried.remove(&id) {
                 Some(c) => c,
-                None => match self.restored.targets.remove(&state_key(&id)) {
-                    Some(SavedTarget {
-                        covered_until,
-                        mut store,
-                    }) => {
-                        // Tasks that ended after the last poll of the previous run ended while it
-                        // was down: they count.
-                        store.set_baseline_cutoff(covered_until.unwrap_or(self.process_start));
-                        tracing::info!(target_id = %id, tasks = store.len(), "restored from the state file");
-                        (store, covered_until)
-                    }
-                    None => {
-                        let lookback = spec.poll.lookback.as_secs() as i64;
-                        // Baseline at start-up, or at the reload that added the target.
-                        (TaskStore::new(Scope::Region, lookback, now), None)
-                    }
-                },
+                None => Arc::new(Mutex::new(
+                    match self.restored.targets.remove(&state_key(&id)) {
+                        Some(mut saved) => {
+                            // Tasks that ended after the last poll of the previous run ended
+                            // while it was down: they count.
+                            let cutoff = saved.covered_until.unwrap_or(self.process_start);
+                            saved.store.set_baseline_cutoff(cutoff);
+                            tracing::info!(target_id = %id, tasks = saved.store.len(), "restored from the state file");
+                            saved
+                        }
+                        None => {
+                            let lookback = spec.poll.lookback.as_secs() as i64;
+                            // Baseline at start-up, or at the reload that added the target.
+                            SavedTarget {
+                                covered_until: None,
+                                store: TaskStore::new(Scope::Region, lookback, now),
+                            }
+                        }
+                    },
+                )),
             };
-            self.start(id, spec, provider, store, covered)?;
+            self.start(id, spec, provider, state)?;
         }
         Ok(())
     }
@@ -168,8 +171,7 @@ impl Fleet {
         id: TargetId,
         spec: TargetSpec,
         provider: Arc<Provider>,
-        store: TaskStore,
-        covered: Option<i64>,
+        state: SharedTarget,
     ) -> Result<(), String> {
         let rate = spec.poll.requests_per_second;
         let limiter = match self.limiters.get(&id.account) {
@@ -201,26 +203,20 @@ impl Fleet {
             self.metrics.clone(),
             self.clock.clone(),
             settings,
-            store,
-            covered,
+            state.clone(),
         );
+        if let Some(writer) = &self.state {
+            writer.register(&state_key(&id), state);
+        }
         let cancel = CancellationToken::new();
         let readiness = self.readiness.clone();
-        let state = self.state.clone();
+        let persist = self.state.is_some();
         let dirty = self.state_dirty.clone();
-        let key = state_key(&id);
         let handle = tokio::spawn(target.run(cancel.clone(), move |t, report| {
             if report.failure.is_none() {
                 readiness.mark_ready(&t.id);
             }
-            if let Some(state) = &state {
-                state.update(
-                    &key,
-                    SavedTarget {
-                        covered_until: t.covered_until,
-                        store: t.store.clone(),
-                    },
-                );
+            if persist {
                 dirty.notify_one();
             }
         }));
@@ -240,18 +236,8 @@ impl Fleet {
         for run in self.running.values() {
             run.cancel.cancel();
         }
-        for (id, run) in std::mem::take(&mut self.running) {
-            if let Ok(t) = run.handle.await
-                && let Some(state) = &self.state
-            {
-                state.update(
-                    &state_key(&id),
-                    SavedTarget {
-                        covered_until: t.covered_until,
-                        store: t.store,
-                    },
-                );
-            }
+        for (_, run) in std::mem::take(&mut self.running) {
+            let _ = run.handle.await;
         }
         if let Some(state) = &self.state {
             let state = state.clone();
@@ -279,10 +265,7 @@ pub async fn run(
     let (state, restored) = match &config.poll.state_file {
         Some(path) => {
             let loaded = state::load(path, process_start);
-            (
-                Some(Arc::new(StateWriter::new(path.clone(), loaded.clone()))),
-                loaded,
-            )
+            (Some(Arc::new(StateWriter::new(path.clone()))), loaded)
         }
         None => (None, Saved::default()),
     };

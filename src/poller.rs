@@ -5,7 +5,8 @@
 use crate::clock::SharedClock;
 use crate::metrics::{Metrics, TargetId};
 use crate::shard::Shard;
-use crate::tasks::{Observation, Scope, TaskStore, Unfinished};
+use crate::state::{SavedTarget, SharedTarget};
+use crate::tasks::{Observation, Scope, Unfinished};
 use crate::tencent::model::{TaskQuery, TaskStatus};
 use crate::tencent::paging::Pager;
 use crate::tencent::{Client, DESCRIBE_TASKS, Error};
@@ -107,10 +108,8 @@ pub struct Target {
     metrics: Arc<Metrics>,
     clock: SharedClock,
     settings: PollSettings,
-    /// The task store.
-    pub store: TaskStore,
-    /// End of the time the last successful poll covered.
-    pub covered_until: Option<i64>,
+    /// The task store and the time covered, shared with the state file's writer.
+    state: SharedTarget,
     first_poll: bool,
     mode: Option<QueryMode>,
     region_volume: Option<f64>,
@@ -151,7 +150,7 @@ pub struct PollReport {
 }
 
 impl Target {
-    /// A target with a store (fresh, or restored from a state file or an earlier config).
+    /// A target with its state (fresh, or restored from a state file or an earlier config).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: TargetId,
@@ -161,11 +160,14 @@ impl Target {
         metrics: Arc<Metrics>,
         clock: SharedClock,
         settings: PollSettings,
-        mut store: TaskStore,
-        covered_until: Option<i64>,
+        state: SharedTarget,
     ) -> Self {
-        store.set_scope(scope_of(&instances), settings.lookback.as_secs() as i64);
-        store.set_shard(settings.shard);
+        {
+            let mut st = state.lock().expect("lock");
+            let lookback = settings.lookback.as_secs() as i64;
+            st.store.set_scope(scope_of(&instances), lookback);
+            st.store.set_shard(settings.shard);
+        }
         let seed = id
             .to_string()
             .bytes()
@@ -178,8 +180,7 @@ impl Target {
             metrics,
             clock,
             settings,
-            store,
-            covered_until,
+            state,
             first_poll: true,
             mode: None,
             region_volume: None,
@@ -236,7 +237,8 @@ impl Target {
         let now = self.clock.now();
         let lookback = self.settings.lookback.as_secs() as i64;
         let overlap = window::overlap_for(self.settings.interval.as_secs() as i64).min(lookback);
-        let recent = window::recent_window(self.covered_until, now, lookback, overlap);
+        let covered_until = self.lock().covered_until;
+        let recent = window::recent_window(covered_until, now, lookback, overlap);
         let (mode, reason) = self.choose_mode();
         if self.mode != Some(mode) {
             tracing::debug!(target_id = %self.id, ?mode, %reason, "query plan");
@@ -268,7 +270,7 @@ impl Target {
             Some(boundary) => boundary + 1,
             None => recent.begin.unwrap_or(now),
         };
-        let old = self.store.unfinished_before(recent_begin);
+        let old = self.lock().store.unfinished_before(recent_begin);
         let mut returned: HashSet<i64> = HashSet::new();
         if report.failure.is_none()
             && let Some(range) = window::unfinished_range(
@@ -297,9 +299,11 @@ impl Target {
 
         let ok = report.failure.is_none();
         if ok {
-            self.covered_until = Some(now);
+            let mut st = self.lock();
+            st.covered_until = Some(now);
+            st.store.evict(now);
+            drop(st);
             self.first_poll = false;
-            self.store.evict(now);
         }
         self.publish(ok, now, started.elapsed().as_secs_f64());
         self.log_outcome(&report);
@@ -310,8 +314,9 @@ impl Target {
     /// that fails later) and counts the tasks that just finished.
     fn apply(&mut self, observations: Vec<Observation>, report: &mut PollReport) {
         report.items += observations.len() as u64;
+        let mut st = self.lock();
         for obs in observations {
-            if let Some(f) = self.store.observe(obs) {
+            if let Some(f) = st.store.observe(obs) {
                 self.metrics.task_finished(&self.id, &f);
                 report.finished += 1;
             }
@@ -320,19 +325,31 @@ impl Target {
 
     /// Publishes the task series and the poll metrics after a poll.
     fn publish(&self, ok: bool, now: i64, seconds: f64) {
-        let aggregates = self.store.aggregates();
+        let st = self.lock();
+        let aggregates = st.store.aggregates();
         if self.instances.is_empty() {
             // Region-wide: every instance with a task in the store is monitored.
             let seen: HashSet<&str> = aggregates.tasks.keys().map(|k| k.0).collect();
             self.metrics
-                .publish(&self.id, seen, &aggregates, self.store.last_finished());
+                .publish(&self.id, seen, &aggregates, st.store.last_finished());
         } else {
             let listed = self.instances.iter().map(String::as_str);
             self.metrics
-                .publish(&self.id, listed, &aggregates, self.store.last_finished());
+                .publish(&self.id, listed, &aggregates, st.store.last_finished());
         }
         self.metrics
-            .poll_done(&self.id, ok, now, seconds, self.store.len());
+            .poll_done(&self.id, ok, now, seconds, st.store.len());
+    }
+
+    /// The target's state. Held only between awaits, for in-memory work: the state writer
+    /// takes the same lock to serialize this target, and a poll waits for that at most.
+    fn lock(&self) -> std::sync::MutexGuard<'_, SavedTarget> {
+        self.state.lock().expect("lock")
+    }
+
+    /// The task store and covered time, shared with the state writer.
+    pub fn state(&self) -> &SharedTarget {
+        &self.state
     }
 
     /// Logs a failure once per change of its kind, and the recovery.
@@ -387,10 +404,9 @@ impl Target {
         if self.first_poll {
             return false;
         }
-        let (known, _) = self.store.count_started_between(range.begin, range.end);
-        let (_, unfinished) = self
-            .store
-            .count_started_between(range.begin, oldest_on_page);
+        let st = self.lock();
+        let (known, _) = st.store.count_started_between(range.begin, range.end);
+        let (_, unfinished) = st.store.count_started_between(range.begin, oldest_on_page);
         known as u64 == total && unfinished == 0
     }
 
@@ -437,7 +453,7 @@ impl Target {
                 );
             }
         }
-        let dropped = self.store.missed(&not_found);
+        let dropped = self.lock().store.missed(&not_found);
         if dropped > 0 {
             tracing::info!(target_id = %self.id, dropped, "unfinished tasks no longer reported by the API were dropped");
         }
@@ -463,7 +479,7 @@ impl Target {
             if self.first_poll && offset == 0 {
                 // Size the store once for the first ingest; bounded, since the count is the
                 // network's word.
-                self.store.reserve(
+                self.lock().store.reserve(
                     usize::try_from(page.total_count)
                         .unwrap_or(0)
                         .min(MAX_RESERVE),
