@@ -776,6 +776,32 @@ where
     Ok(())
 }
 
+/// A family labelled `instance_id`, `region`, `status`, `task_type`: one sample per row key.
+fn by_key<'a, V, I>(
+    w: &mut impl Write,
+    regions: &BTreeMap<&'a str, Vec<&'a Series>>,
+    mut family: Family<'_>,
+    rows: impl Fn(&'a Series) -> I + Copy,
+    fold: impl Fn(&mut V, V) + Copy,
+    num: impl Fn(V) -> Num + Copy,
+) -> io::Result<()>
+where
+    I: Iterator<Item = (Key3<'a>, V)>,
+{
+    for (region, group) in regions {
+        each_row(group, rows, fold, |(i, ty, st), v| {
+            let labels = [
+                ("instance_id", i),
+                ("region", *region),
+                ("status", st),
+                ("task_type", ty),
+            ];
+            family.sample(w, &labels, num(v))
+        })?;
+    }
+    Ok(())
+}
+
 /// The task families from the targets' snapshots, in name order.
 fn render_tasks(w: &mut impl Write, snapshots: &[Arc<Series>], progress: bool) -> io::Result<()> {
     let mut regions: BTreeMap<&str, Vec<&Series>> = BTreeMap::new();
@@ -816,23 +842,14 @@ fn render_tasks(w: &mut impl Write, snapshots: &[Arc<Series>], progress: bool) -
         )?;
     }
 
-    let mut f = Family::new(LAST_FINISHED, LAST_FINISHED_HELP, "gauge");
-    for (region, group) in &regions {
-        each_row(
-            group,
-            Series::last_finished_rows,
-            |a, b| *a = (*a).max(b),
-            |(i, ty, st), v| {
-                let labels = [
-                    ("instance_id", i),
-                    ("region", *region),
-                    ("status", st),
-                    ("task_type", ty),
-                ];
-                f.sample(w, &labels, Num::I(v))
-            },
-        )?;
-    }
+    by_key(
+        w,
+        &regions,
+        Family::new(LAST_FINISHED, LAST_FINISHED_HELP, "gauge"),
+        Series::last_finished_rows,
+        |a, b| *a = (*a).max(b),
+        Num::I,
+    )?;
 
     let mut f = Family::new(OLDEST, OLDEST_HELP, "gauge");
     for (region, group) in &regions {
@@ -869,30 +886,21 @@ fn render_tasks(w: &mut impl Write, snapshots: &[Arc<Series>], progress: bool) -
         }
     }
 
-    let mut f = Family::new(TASKS, TASKS_HELP, "gauge");
-    for (region, group) in &regions {
-        each_row(group, Series::task_rows, sum, |(i, ty, st), n| {
-            let labels = [
-                ("instance_id", i),
-                ("region", *region),
-                ("status", st),
-                ("task_type", ty),
-            ];
-            f.sample(w, &labels, Num::U(n))
-        })?;
-    }
-
-    let mut f = Family::new(FINISHED, FINISHED_HELP, "counter");
-    for (region, group) in &regions {
-        each_row(group, Series::finished_rows, sum, |(i, ty, st), n| {
-            let labels = [
-                ("instance_id", i),
-                ("region", *region),
-                ("status", st),
-                ("task_type", ty),
-            ];
-            f.sample(w, &labels, Num::U(n))
-        })?;
-    }
+    by_key(
+        w,
+        &regions,
+        Family::new(TASKS, TASKS_HELP, "gauge"),
+        Series::task_rows,
+        sum,
+        Num::U,
+    )?;
+    by_key(
+        w,
+        &regions,
+        Family::new(FINISHED, FINISHED_HELP, "counter"),
+        Series::finished_rows,
+        sum,
+        Num::U,
+    )?;
     Ok(())
 }
