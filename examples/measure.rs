@@ -70,11 +70,11 @@ async fn requests_per_cycle(listed: Vec<String>, label: &str) {
         .await
         .unwrap();
     let metrics = Arc::new(Metrics::new(false, "measure", "measure"));
-    let settings = PollSettings {
-        interval: Duration::from_secs(60),
-        lookback: Duration::from_secs(86_400),
-        shard: Shard::ALL,
-    };
+    let settings = PollSettings::new(
+        Duration::from_secs(60),
+        Duration::from_secs(86_400),
+        Shard::ALL,
+    );
     let mut target = Target::new(
         TargetId {
             account: "m".into(),

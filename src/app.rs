@@ -190,11 +190,7 @@ impl Fleet {
             timeout: spec.poll.request_timeout,
         };
         let client = Client::new(options, provider).map_err(|e| e.to_string())?;
-        let settings = PollSettings {
-            interval: spec.poll.interval,
-            lookback: spec.poll.lookback,
-            shard: spec.shard,
-        };
+        let settings = PollSettings::new(spec.poll.interval, spec.poll.lookback, spec.shard);
         let target = Target::new(
             id.clone(),
             spec.region.instances.clone(),

@@ -25,6 +25,24 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// How often (in polls) a target that chose per-instance queries re-measures the region volume.
 pub const REPROBE_EVERY: u32 = 60;
 
+/// A generous ceiling on the tasks one region starts in a day: 20 a second, all day. The
+/// API's own rate limit (100 requests a second of 100 tasks) could list more, but no account
+/// runs that many background tasks; a server that pages past it is broken or hostile.
+pub const MAX_TASKS_PER_REGION_DAY: u64 = 2_000_000;
+
+/// The most pages one query may take: the ceiling above over the lookback (at least a day), in
+/// pages of 100. 20,000 for the default 24 h.
+pub fn max_pages(lookback: Duration) -> u64 {
+    let days = lookback.as_secs().div_ceil(86_400).max(1);
+    days * MAX_TASKS_PER_REGION_DAY / 100
+}
+
+/// How long one poll may take before it fails with `PollDeadline`: ten intervals, and at least
+/// 15 minutes, which a first ingest of a million tasks at 20 requests a second fits in.
+pub fn poll_deadline(interval: Duration) -> Duration {
+    (interval * 10).max(Duration::from_secs(900))
+}
+
 /// The most tasks the first poll reserves room for from a page's `TotalCount`.
 const MAX_RESERVE: usize = 2_000_000;
 
@@ -94,6 +112,23 @@ pub struct PollSettings {
     pub lookback: Duration,
     /// The instances this process owns (contract §7.6).
     pub shard: Shard,
+    /// The most pages one query may take ([`max_pages`] of the lookback).
+    pub max_pages: u64,
+    /// How long one poll may take ([`poll_deadline`] of the interval).
+    pub deadline: Duration,
+}
+
+impl PollSettings {
+    /// Settings with the page ceiling and deadline derived from the interval and lookback.
+    pub fn new(interval: Duration, lookback: Duration, shard: Shard) -> Self {
+        PollSettings {
+            interval,
+            lookback,
+            shard,
+            max_pages: max_pages(lookback),
+            deadline: poll_deadline(interval),
+        }
+    }
 }
 
 /// One target's poller and its task store.
@@ -116,6 +151,8 @@ pub struct Target {
     polls_since_probe: u32,
     last_failure: Option<String>,
     rng: fastrand::Rng,
+    /// When the current poll must give up.
+    deadline: tokio::time::Instant,
 }
 
 /// What the pages of a query brought.
@@ -187,6 +224,7 @@ impl Target {
             polls_since_probe: 0,
             last_failure: None,
             rng: fastrand::Rng::with_seed(seed),
+            deadline: tokio::time::Instant::now(),
         }
     }
 
@@ -234,6 +272,7 @@ impl Target {
     /// the end. Never panics on API input; a failure leaves the last good values.
     pub async fn poll(&mut self, cancel: &CancellationToken) -> PollReport {
         let started = Instant::now();
+        self.deadline = tokio::time::Instant::now() + self.settings.deadline;
         let now = self.clock.now();
         let lookback = self.settings.lookback.as_secs() as i64;
         let overlap = window::overlap_for(self.settings.interval.as_secs() as i64).min(lookback);
@@ -355,6 +394,8 @@ impl Target {
     /// Logs a failure once per change of its kind, and the recovery.
     fn log_outcome(&mut self, report: &PollReport) {
         match (&report.failure, &self.last_failure) {
+            // Stopped by a shutdown or a reload: nothing went wrong.
+            (Some(Error::Cancelled), _) => {}
             (Some(e), prev) if prev.as_deref() != Some(e.as_label()) => {
                 tracing::warn!(target_id = %self.id, error = %e, "poll failed; keeping the last good values");
                 self.last_failure = Some(e.as_label().to_string());
@@ -473,7 +514,16 @@ impl Target {
         let mut pager = Pager::new(100);
         q.limit = pager.limit();
         let mut out = Fetched::default();
+        let ceiling = self.settings.max_pages;
+        let mut pages = 0;
         while let Some(offset) = pager.next_offset() {
+            pages += 1;
+            if pages > ceiling {
+                let e = Error::PagingLimit(ceiling);
+                self.metrics
+                    .api_errors(&self.id, DESCRIBE_TASKS, e.as_label(), 1);
+                return Err(e);
+            }
             q.offset = offset;
             let page = self.call(&q, cancel, report).await?;
             if self.first_poll && offset == 0 {
@@ -523,12 +573,17 @@ impl Target {
         let mut attempt = 0;
         loop {
             tokio::select! {
-                () = cancel.cancelled() => return Err(Error::Transport("shutting down".into())),
+                () = cancel.cancelled() => return Err(Error::Cancelled),
                 () = self.limiter.acquire() => {}
+            }
+            if tokio::time::Instant::now() >= self.deadline {
+                self.metrics
+                    .api_errors(&self.id, DESCRIBE_TASKS, Error::Deadline.as_label(), 1);
+                return Err(Error::Deadline);
             }
             let t0 = Instant::now();
             let result = tokio::select! {
-                () = cancel.cancelled() => return Err(Error::Transport("shutting down".into())),
+                () = cancel.cancelled() => return Err(Error::Cancelled),
                 r = self.client.describe_tasks(q) => r,
             };
             report.requests += 1;

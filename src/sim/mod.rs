@@ -338,6 +338,9 @@ impl Simulator {
         if let Some((_, f)) = faults.schedule.iter().find(|(n, _)| *n == seq) {
             return Some(*f);
         }
+        if faults.always.is_some() {
+            return faults.always;
+        }
         let mut dice = self.inner.dice.lock().expect("lock");
         let shares = [
             (faults.rate_limit, Fault::RateLimit),
@@ -406,6 +409,23 @@ impl Simulator {
                     "{\"Response\": {\"TotalCount\": 3, \"Items\": [{\"JobId\"",
                 ),
             )),
+            Some(Fault::Redirect) => {
+                let to = self.inner.faults.lock().expect("lock").redirect_to.clone();
+                let mut r = respond(StatusCode::TEMPORARY_REDIRECT, "text/plain", "moved\n");
+                if let Ok(v) = hyper::header::HeaderValue::from_str(&to) {
+                    r.headers_mut().insert(hyper::header::LOCATION, v);
+                }
+                Some(("Redirect", r))
+            }
+            Some(Fault::ControlChars) => Some((
+                "ControlChars",
+                error_response(
+                    "FailedOperation\n2026-01-01T00:00:00Z ERROR forged",
+                    "line one\n\u{1b}[31mERROR a forged log line\u{1b}[0m",
+                    seq,
+                ),
+            )),
+            Some(Fault::EndlessPages) => Some(("EndlessPages", endless_page(body, seq))),
             Some(Fault::Slow | Fault::BadItem) | None => None,
         };
         if let Some((outcome, response)) = replaced {
@@ -618,6 +638,28 @@ impl Simulator {
             }
         }
     }
+}
+
+/// A full page of made-up running tasks at the requested offset, with a `TotalCount` that
+/// always promises one more page.
+fn endless_page(body: &[u8], seq: u64) -> HttpResponse {
+    let req: DescribeTasksRequest = serde_json::from_slice(body).unwrap_or_default();
+    let offset = req.offset.unwrap_or(0).max(0);
+    let limit = req.limit.unwrap_or(20).clamp(1, 100);
+    let zone = ApiZone::beijing();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let items: Vec<Value> = (offset..offset + limit)
+        .map(|n| {
+            json!({"JobId": 7_000_000 + n, "TaskStatus": "RUNNING", "TaskType": "REBOOT",
+                   "StartTime": zone.format(now - n), "EndTime": "", "Progress": 1,
+                   "InstanceIds": ["cdb-endless1"], "Code": 0, "Message": ""})
+        })
+        .collect();
+    let body = json!({"Response": {"TotalCount": offset + 2 * limit, "Items": items,
+                      "RequestId": request_id(seq)}});
+    respond(StatusCode::OK, "application/json", body.to_string())
 }
 
 fn request_id(seq: u64) -> String {

@@ -172,6 +172,13 @@ pub enum Fault {
     BadItem,
     /// An answer delayed by `slow_delay`
     Slow,
+    /// A full page of made-up running tasks whose `TotalCount` always promises more (a server
+    /// that never lets paging end)
+    EndlessPages,
+    /// HTTP 307 to `redirect_to` (the API never redirects)
+    Redirect,
+    /// An API error whose code and message carry newlines and terminal escapes
+    ControlChars,
 }
 
 /// Faults on demand: shares of requests, and a schedule by request number.
@@ -195,6 +202,10 @@ pub struct Faults {
     pub slow_delay: Duration,
     /// Faults by 1-based `DescribeTasks` request number.
     pub schedule: Vec<(u64, Fault)>,
+    /// A fault for every request (after the schedule), e.g. [`Fault::EndlessPages`].
+    pub always: Option<Fault>,
+    /// Where [`Fault::Redirect`] points.
+    pub redirect_to: String,
 }
 
 /// A whole scenario.
@@ -368,6 +379,8 @@ impl Scenario {
                     .into_iter()
                     .map(|s| (s.request, s.fault))
                     .collect(),
+                always: None,
+                redirect_to: String::new(),
             },
         };
         Ok(Scenario {

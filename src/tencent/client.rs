@@ -100,6 +100,10 @@ impl Client {
             .connect_timeout(options.timeout)
             .user_agent(user_agent())
             .pool_idle_timeout(Duration::from_secs(50))
+            // The API never redirects. Following one would send the signed request (and the
+            // session token) elsewhere and take another server's answer as the API's; and it
+            // would hide HTTP attempts from api_requests_total. A 3xx is an HttpStatus error.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Transport(e.to_string()))?;
         Ok(Client {

@@ -285,6 +285,7 @@ impl InstanceRole {
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         InstanceRole {

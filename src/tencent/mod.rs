@@ -96,6 +96,16 @@ pub enum Error {
     /// No credentials could be obtained.
     #[error("credentials unavailable: {0}")]
     Credentials(String),
+    /// A query ran into the page ceiling (a server that never stops paging, or more tasks than
+    /// any region has).
+    #[error("paging stopped after {0} pages (the ceiling per query)")]
+    PagingLimit(u64),
+    /// The poll ran past its deadline.
+    #[error("the poll ran past its deadline")]
+    Deadline,
+    /// The poll was stopped (shutdown or reload): not a failure of the API.
+    #[error("stopped")]
+    Cancelled,
 }
 
 impl Error {
@@ -115,7 +125,11 @@ impl Error {
             }
             Error::HttpStatus(status) => *status >= 500 || *status == 429,
             Error::Timeout | Error::Transport(_) | Error::Decode(_) => true,
-            Error::TooLarge | Error::Credentials(_) => false,
+            Error::TooLarge
+            | Error::Credentials(_)
+            | Error::PagingLimit(_)
+            | Error::Deadline
+            | Error::Cancelled => false,
         }
     }
 
@@ -134,6 +148,9 @@ impl Error {
             Error::Decode(_) => "Decode",
             Error::TooLarge => "TooLarge",
             Error::Credentials(_) => "Credentials",
+            Error::PagingLimit(_) => "PagingLimit",
+            Error::Deadline => "PollDeadline",
+            Error::Cancelled => "Cancelled",
         }
     }
 }

@@ -327,19 +327,15 @@ pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, String> {
         .get("Response")
         .and_then(Value::as_object)
         .ok_or("body has no Response object")?;
-    let request_id = response
-        .get("RequestId")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let request_id = sanitize(
+        response
+            .get("RequestId")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
     if let Some(error) = response.get("Error") {
-        let field = |k: &str| {
-            error
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        // These end up in log lines: no control characters, bounded length.
+        let field = |k: &str| sanitize(error.get(k).and_then(Value::as_str).unwrap_or_default());
         return Ok(Envelope::Error {
             code: field("Code"),
             message: field("Message"),
@@ -371,6 +367,40 @@ pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, String> {
         }
     }
     Ok(Envelope::Page(page))
+}
+
+/// The longest API string [`sanitize`] keeps.
+pub const MAX_LOGGED_CHARS: usize = 512;
+
+/// An API-supplied string made safe for a text log line: control characters (newlines, ANSI
+/// escapes) written as escapes, at most [`MAX_LOGGED_CHARS`] characters. JSON logs escape on
+/// their own; text logs would otherwise let a server forge lines or recolour the terminal.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_LOGGED_CHARS));
+    for (n, c) in s.chars().enumerate() {
+        if n == MAX_LOGGED_CHARS {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The longest instance id accepted from the API.
+pub const MAX_INSTANCE_ID_LEN: usize = 64;
+
+/// Whether an instance id from the API may become a label value: 1 to
+/// [`MAX_INSTANCE_ID_LEN`] characters of `[a-z0-9-]` (ids look like `cdb-c1nl9rpv`).
+pub fn is_plausible_instance_id(id: &str) -> bool {
+    (1..=MAX_INSTANCE_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// An integer given as a JSON number or a numeric string.
@@ -412,10 +442,16 @@ pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, String> {
         .and_then(|s| zone.parse(s));
     let progress = obj.get("Progress").and_then(int_of).unwrap_or(0);
     let mut instance_ids: Vec<String> = Vec::new();
+    let mut bad_id = false;
     let mut add = |id: &str| {
         let id = id.trim();
-        if !id.is_empty() && !instance_ids.iter().any(|x| x == id) {
+        if id.is_empty() || instance_ids.iter().any(|x| x == id) {
+            return;
+        }
+        if is_plausible_instance_id(id) {
             instance_ids.push(id.to_string());
+        } else {
+            bad_id = true;
         }
     };
     match obj.get("InstanceIds") {
@@ -437,6 +473,12 @@ pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, String> {
             }
         }
         _ => {}
+    }
+    if bad_id {
+        // It would become an instance_id label: the item is skipped and counted as Decode.
+        return Err(format!(
+            "JobId {job_id}: an instance id is not [a-z0-9-]{{1,64}}"
+        ));
     }
     let text = |k: &str| {
         obj.get(k)
