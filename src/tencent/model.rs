@@ -566,6 +566,37 @@ mod tests {
     }
 
     #[test]
+    fn api_strings_cannot_forge_log_lines() {
+        let body = "{\"Response\":{\"Error\":{\"Code\":\"FailedOperation\\n2026 ERROR forged\",\
+            \"Message\":\"one\\n\\u001b[31mtwo\"},\"RequestId\":\"r\\r\\n\"}}";
+        let Envelope::Error {
+            code,
+            message,
+            request_id,
+        } = decode_response(body.as_bytes(), ApiZone::beijing()).unwrap()
+        else {
+            panic!("expected an error")
+        };
+        for s in [&code, &message, &request_id] {
+            assert!(!s.chars().any(char::is_control), "{s:?}");
+        }
+        assert_eq!(code, "FailedOperation\\n2026 ERROR forged");
+        assert_eq!(message, "one\\n\\u{1b}[31mtwo");
+        assert_eq!(sanitize(&"x".repeat(2_000)).len(), MAX_LOGGED_CHARS + 3);
+    }
+
+    #[test]
+    fn instance_ids_are_checked() {
+        assert!(is_plausible_instance_id("cdb-c1nl9rpv"));
+        assert!(!is_plausible_instance_id(&"a".repeat(65)));
+        assert!(!is_plausible_instance_id("cdb-ABC"));
+        assert!(!is_plausible_instance_id("cdb-a\"b"));
+        let item = serde_json::json!({"JobId": 1, "TaskStatus": "RUNNING", "TaskType": "REBOOT",
+            "StartTime": "2024-06-10 14:13:20", "InstanceIds": ["cdb-ok", "cdb-\nbad"]});
+        assert!(decode_item(&item, ApiZone::beijing()).is_err());
+    }
+
+    #[test]
     fn error_envelope_is_recognised() {
         let body = br#"{"Response":{"Error":{"Code":"RequestLimitExceeded","Message":"slow down"},"RequestId":"abc"}}"#;
         assert_eq!(

@@ -1,0 +1,264 @@
+//! Hostile and broken servers: each test reproduces a way the network could hurt the exporter
+//! (endless paging, a poll that never ends, redirects, absurd instance ids, a stop mid-poll) and
+//! checks that it is bounded, counted and reported.
+
+mod common;
+
+use cdb_task_exporter::metrics::{Metrics, TargetId};
+use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target};
+use cdb_task_exporter::secret::Secret;
+use cdb_task_exporter::shard::Shard;
+use cdb_task_exporter::sim::{
+    DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Fault, Faults, Scenario, SimServer, SimTask,
+};
+use cdb_task_exporter::state::SavedTarget;
+use cdb_task_exporter::tasks::{Scope, TaskStore};
+use cdb_task_exporter::tencent::apitime::ApiZone;
+use cdb_task_exporter::tencent::client::{ClientOptions, Endpoint};
+use cdb_task_exporter::tencent::credentials::{Credential, Provider};
+use cdb_task_exporter::tencent::model::TaskStatus;
+use cdb_task_exporter::tencent::{Client, Error};
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn with_faults(tasks: Vec<SimTask>, faults: Faults) -> Scenario {
+    Scenario {
+        tasks,
+        faults,
+        ..Default::default()
+    }
+}
+
+/// A target polling `sim` region-wide with a session token, and the metrics it reports to.
+fn target(sim: &SimServer, settings: PollSettings) -> (Target, Arc<Metrics>) {
+    let options = ClientOptions {
+        endpoint: Endpoint::parse(&sim.url()).unwrap(),
+        region: "ap-guangzhou".into(),
+        zone: ApiZone::beijing(),
+        timeout: Duration::from_secs(5),
+    };
+    let provider = Provider::Static(Credential {
+        secret_id: DEFAULT_SECRET_ID.into(),
+        secret_key: Secret::new(DEFAULT_SECRET_KEY),
+        token: Some(Secret::new("session-token-for-the-api-only")),
+    });
+    let metrics = Arc::new(Metrics::new(false, "t", "t"));
+    let clock = cdb_task_exporter::clock::SystemClock::shared();
+    let state = Arc::new(Mutex::new(SavedTarget {
+        covered_until: None,
+        store: TaskStore::new(Scope::Region, 86_400, 0),
+    }));
+    let t = Target::new(
+        TargetId {
+            account: "hostile".into(),
+            region: "ap-guangzhou".into(),
+        },
+        vec![],
+        Client::new(options, Arc::new(provider)).unwrap(),
+        Arc::new(RateLimiter::new(1_000.0)),
+        metrics.clone(),
+        clock,
+        settings,
+        state,
+    );
+    (t, metrics)
+}
+
+fn settings() -> PollSettings {
+    PollSettings::new(
+        Duration::from_secs(60),
+        Duration::from_secs(86_400),
+        Shard::ALL,
+    )
+}
+
+fn scrape(metrics: &Metrics) -> Series {
+    Series::parse(&String::from_utf8(metrics.render()).unwrap())
+}
+
+#[tokio::test]
+async fn endless_paging_stops_at_the_page_ceiling() {
+    let faults = Faults {
+        always: Some(Fault::EndlessPages),
+        ..Default::default()
+    };
+    let (sim, _) = start_sim(with_faults(vec![], faults)).await;
+    let mut s = settings();
+    s.max_pages = 5;
+    let (mut t, metrics) = target(&sim, s);
+    let report = t.poll(&CancellationToken::new()).await;
+    assert!(
+        matches!(report.failure, Some(Error::PagingLimit(5))),
+        "{report:?}"
+    );
+    assert_eq!(report.requests, 5);
+    let m = scrape(&metrics);
+    let labels = [("code", "PagingLimit")];
+    assert_eq!(
+        m.get("tencentcloud_cdb_exporter_api_errors_total", &labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get("tencentcloud_cdb_exporter_last_poll_success", &[]),
+        Some(0.0)
+    );
+    // The default ceiling is derived from the lookback: 20,000 pages for 24 h.
+    assert_eq!(settings().max_pages, 20_000);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_poll_that_runs_too_long_fails_at_its_deadline() {
+    // 600 tasks = 6 pages, each answered after 200 ms: 1.2 s against a 500 ms deadline.
+    let tasks = (0..600)
+        .map(|i| {
+            SimTask::simple(
+                10_000 + i,
+                "reboot",
+                &[A],
+                -3_600 + i,
+                10,
+                TaskStatus::Succeed,
+            )
+        })
+        .collect();
+    let faults = Faults {
+        slow: 1.0,
+        slow_delay: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (sim, _) = start_sim(with_faults(tasks, faults)).await;
+    let mut s = settings();
+    s.deadline = Duration::from_millis(500);
+    let (mut t, metrics) = target(&sim, s);
+    let report = t.poll(&CancellationToken::new()).await;
+    assert!(
+        matches!(report.failure, Some(Error::Deadline)),
+        "{report:?}"
+    );
+    assert!(report.requests < 6, "{report:?}");
+    let m = scrape(&metrics);
+    assert_eq!(
+        m.get(
+            "tencentcloud_cdb_exporter_api_errors_total",
+            &[("code", "PollDeadline")]
+        ),
+        Some(1.0)
+    );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_the_token_stays_home() {
+    let seen: Arc<Mutex<Vec<bool>>> = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let (other, stop) = serve_on_loopback(move |req: hyper::Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .unwrap()
+                .push(req.headers().contains_key("x-tc-token"));
+            cdb_task_exporter::http::respond(
+                hyper::StatusCode::OK,
+                "application/json",
+                r#"{"Response":{"TotalCount":0,"Items":[],"RequestId":"elsewhere"}}"#,
+            )
+        }
+    })
+    .await;
+    let faults = Faults {
+        always: Some(Fault::Redirect),
+        redirect_to: format!("http://{other}/"),
+        ..Default::default()
+    };
+    let (sim, _) = start_sim(with_faults(vec![], faults)).await;
+    let (mut t, metrics) = target(&sim, settings());
+    let report = t.poll(&CancellationToken::new()).await;
+    assert!(
+        matches!(report.failure, Some(Error::HttpStatus(307))),
+        "{report:?}"
+    );
+    // One attempt, counted, and nothing sent to the other server.
+    assert_eq!(report.requests, 1);
+    assert!(seen.lock().unwrap().is_empty());
+    let m = scrape(&metrics);
+    assert_eq!(
+        m.get("tencentcloud_cdb_exporter_api_requests_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get(
+            "tencentcloud_cdb_exporter_api_errors_total",
+            &[("code", "HttpStatus307")]
+        ),
+        Some(1.0)
+    );
+    stop.cancel();
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn absurd_instance_ids_never_become_labels() {
+    let huge = format!("cdb-{}", "x".repeat(100_000));
+    let tasks = vec![
+        SimTask::simple(1, "reboot", &[&huge], -600, 10, TaskStatus::Succeed),
+        SimTask::simple(
+            2,
+            "reboot",
+            &["cdb-UPPER\"quote"],
+            -500,
+            10,
+            TaskStatus::Succeed,
+        ),
+        SimTask::simple(3, "reboot", &[A], -400, 10, TaskStatus::Succeed),
+    ];
+    let pair = Pair::start(
+        with_faults(tasks, Faults::default()),
+        "",
+        &region("ap-guangzhou", &[]),
+    )
+    .await;
+    let s = pair.exporter.wait_poll_after(0).await;
+    assert_eq!(s.tasks(A, "reboot", "succeed"), 1.0);
+    let longest = s
+        .samples
+        .keys()
+        .flat_map(|(_, labels)| labels.iter().map(|(_, v)| v.len()))
+        .max()
+        .unwrap();
+    assert!(longest <= 64, "a label value of {longest} bytes");
+    assert!(s.text.len() < 1_000_000);
+    assert_eq!(
+        s.sum(
+            "tencentcloud_cdb_exporter_api_errors_total",
+            &[("code", "Decode")]
+        ),
+        2.0
+    );
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_poll_is_cancelled_not_failed() {
+    let faults = Faults {
+        slow: 1.0,
+        slow_delay: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let (sim, _) = start_sim(with_faults(vec![], faults)).await;
+    let (mut t, _) = target(&sim, settings());
+    let cancel = CancellationToken::new();
+    let stopper = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stopper.cancel();
+    });
+    let report = t.poll(&cancel).await;
+    assert!(
+        matches!(report.failure, Some(Error::Cancelled)),
+        "{report:?}"
+    );
+    sim.stop().await;
+}
