@@ -9,7 +9,7 @@ use crate::poller::{PollSettings, RateLimiter, Target};
 use crate::server::{Readiness, ServerState, run_server};
 use crate::shard::Shard;
 use crate::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimServer, Simulator};
-use crate::state::{self, Saved, SavedTarget, SharedTarget, StateWriter};
+use crate::state::{self, Loaded, Saved, SavedTarget, SharedTarget, StateWriter};
 use crate::tasks::{Scope, TaskStore};
 use crate::tencent::credentials::{Environment, Provider};
 use crate::tencent::{Client, ClientOptions};
@@ -259,10 +259,19 @@ pub async fn run(
     let readiness = Arc::new(Readiness::default());
     let process_start = options.clock.now();
     let (state, restored) = match &config.poll.state_file {
-        Some(path) => {
-            let loaded = state::load(path, process_start);
-            (Some(Arc::new(StateWriter::new(path.clone()))), loaded)
-        }
+        Some(path) => match state::load(path, process_start) {
+            Loaded::State(saved) => {
+                let writer = StateWriter::new(path.clone(), Some(metrics.clone()));
+                (Some(Arc::new(writer)), saved)
+            }
+            Loaded::Unreadable(e) => {
+                // Writing over it could lose the saved baseline: persistence is off for this
+                // run, and the metric says so.
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the state file; leaving it untouched and keeping no state this run");
+                metrics.state_file_error("read");
+                (None, Saved::default())
+            }
+        },
         None => (None, Saved::default()),
     };
     let server_stop = CancellationToken::new();

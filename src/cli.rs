@@ -76,11 +76,35 @@ pub enum Command {
     },
 }
 
+/// Whether the state file can be kept at `path`: its directory exists and takes a new file (a
+/// probe file is created and removed), and the path is not a directory.
+pub fn check_state_file(path: &std::path::Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!("{} is a directory, not a file", path.display()));
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("directory {} does not exist", dir.display()));
+    }
+    let probe = dir.join(format!(".cdb-task-exporter-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .map_err(|e| format!("directory {} is not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// The `--check-config` summary: accounts, regions, instances and credential sources, secrets
-/// never shown. `Err` names the account whose credentials cannot be resolved.
+/// never shown. `Err` names the state file or the account whose credentials cannot be
+/// resolved.
 pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<String, String> {
     let mut out = String::new();
     let p = &config.poll;
+    if let Some(path) = &p.state_file {
+        check_state_file(path).map_err(|e| format!("key `poll.state_file`: {e}"))?;
+    }
     let _ = writeln!(out, "listen_address: {}", config.server.listen_address);
     let _ = writeln!(
         out,

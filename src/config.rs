@@ -217,6 +217,21 @@ impl Config {
         }
         let text =
             std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read: {e}")))?;
+        // `accounts` is a list: the environment can override its scalars only by index, which
+        // the config crate cannot merge into a list. Say so, instead of a type error. (The
+        // variable's value is never shown: it may be a key.)
+        let list_prefix = format!("{ENV_PREFIX}__ACCOUNTS");
+        if let Some(name) = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .find(|k| k.to_ascii_uppercase().starts_with(&list_prefix))
+        {
+            return Err(err(
+                "accounts",
+                format!(
+                    "environment variable {name}: the accounts list cannot be overridden from the environment; set it in the file (credentials: TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY or secret_key_file)"
+                ),
+            ));
+        }
         let env = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")

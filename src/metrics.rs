@@ -303,6 +303,7 @@ pub struct Metrics {
     poll_duration: GaugeVec,
     tasks_tracked: IntGaugeVec,
     shard_info: IntGaugeVec,
+    state_file_errors: IntCounterVec,
     process: Registry,
     task_progress: bool,
     books: Mutex<BTreeMap<TargetId, Book>>,
@@ -407,6 +408,12 @@ impl Metrics {
                 "Always 1; labels carry this process's shard and the number of shards.",
                 &["shard", "total_shards"],
             ),
+            state_file_errors: counter(
+                &r,
+                &format!("{EX}state_file_errors_total"),
+                "Failed reads and writes of the state file, by operation; a failed read turns persistence off for the run.",
+                &["operation"],
+            ),
             registry: r,
             process,
             task_progress,
@@ -421,6 +428,11 @@ impl Metrics {
         self.shard_info
             .with_label_values(&[&shard.to_string(), &total_shards.to_string()])
             .set(1);
+    }
+
+    /// A failed read or write (`operation`) of the state file.
+    pub fn state_file_error(&self, operation: &str) {
+        self.state_file_errors.with_label_values(&[operation]).inc();
     }
 
     /// One HTTP attempt to the API and how long it took.

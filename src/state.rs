@@ -30,23 +30,42 @@ pub struct Saved {
     pub targets: BTreeMap<String, SavedTarget>,
 }
 
-/// Reads the state file: a missing file is a fresh start; an unreadable or corrupt one is moved
-/// aside (`<file>.corrupt-<unix time>`) with a warning, and the exporter starts fresh.
-pub fn load(path: &Path, now: i64) -> Saved {
+/// How far in the future a saved `covered_until` may lie (clock adjustments) before the file
+/// is taken as corrupt: a later one would keep the backlog from ever being read.
+pub const MAX_FUTURE_SKEW_SECS: i64 = 300;
+
+/// What reading the state file gave.
+#[derive(Debug)]
+pub enum Loaded {
+    /// The saved state (empty for a missing, corrupt or other-version file; the last two were
+    /// moved aside).
+    State(Saved),
+    /// The file exists but could not be read (permissions, I/O, a directory). It is left as it
+    /// is, and must not be written over: it may hold the baseline of exactly-once counting.
+    Unreadable(std::io::Error),
+}
+
+/// Reads the state file: a missing file is a fresh start; a corrupt one (or one of another
+/// format version, or covering time in the future) is moved aside (`<file>.corrupt-<unix
+/// time>`) with a warning, and the exporter starts fresh; an unreadable one is left alone.
+pub fn load(path: &Path, now: i64) -> Loaded {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Saved::default(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the state file; starting fresh");
-            return Saved::default();
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Loaded::State(Saved::default());
         }
+        Err(e) => return Loaded::Unreadable(e),
     };
+    Loaded::State(parse(path, &bytes, now))
+}
+
+fn parse(path: &Path, bytes: &[u8], now: i64) -> Saved {
     // The version first: an older format is moved aside as such, not reported as corrupt.
     #[derive(Deserialize)]
     struct Version {
         version: u32,
     }
-    match serde_json::from_slice::<Version>(&bytes) {
+    match serde_json::from_slice::<Version>(bytes) {
         Ok(v) if v.version != FORMAT_VERSION => {
             let aside = move_aside(path, now);
             tracing::warn!(path = %path.display(), version = v.version, moved_to = %aside.display(), "state file has another format version; moved aside, starting fresh");
@@ -54,8 +73,20 @@ pub fn load(path: &Path, now: i64) -> Saved {
         }
         _ => {}
     }
-    match serde_json::from_slice::<Saved>(&bytes) {
-        Ok(s) => s,
+    match serde_json::from_slice::<Saved>(bytes) {
+        Ok(s) => {
+            let future = s
+                .targets
+                .values()
+                .filter_map(|t| t.covered_until)
+                .find(|c| *c > now + MAX_FUTURE_SKEW_SECS);
+            if let Some(c) = future {
+                let aside = move_aside(path, now);
+                tracing::warn!(path = %path.display(), covered_until = c, now, moved_to = %aside.display(), "state file covers time in the future; moved aside, starting fresh");
+                return Saved::default();
+            }
+            s
+        }
         Err(e) => {
             let aside = move_aside(path, now);
             tracing::warn!(path = %path.display(), error = %e, moved_to = %aside.display(), "state file is corrupt; moved aside, starting fresh");
@@ -138,15 +169,17 @@ pub struct StateWriter {
     path: PathBuf,
     targets: Mutex<BTreeMap<String, SharedTarget>>,
     failing: Mutex<bool>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl StateWriter {
-    /// A writer for `path`.
-    pub fn new(path: PathBuf) -> Self {
+    /// A writer for `path`; failed writes are counted in `metrics` when given.
+    pub fn new(path: PathBuf, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
         StateWriter {
             path,
             targets: Mutex::new(BTreeMap::new()),
             failing: Mutex::new(false),
+            metrics,
         }
     }
 
@@ -180,6 +213,9 @@ impl StateWriter {
                 .collect(),
         };
         let result = write_atomic_with(&self.path, |w| Ok(serde_json::to_writer(w, &out)?));
+        if let (Err(_), Some(m)) = (&result, &self.metrics) {
+            m.state_file_error("write");
+        }
         let mut failing = self.failing.lock().expect("lock");
         match result {
             Err(e) if !*failing => {
@@ -200,11 +236,18 @@ mod tests {
     use super::*;
     use crate::tasks::Scope;
 
+    fn state_of(l: Loaded) -> Saved {
+        match l {
+            Loaded::State(s) => s,
+            Loaded::Unreadable(e) => panic!("unreadable: {e}"),
+        }
+    }
+
     #[test]
     fn round_trip_missing_and_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        assert_eq!(load(&path, 1), Saved::default());
+        assert_eq!(state_of(load(&path, 1)), Saved::default());
         let mut saved = Saved {
             version: FORMAT_VERSION,
             ..Default::default()
@@ -217,9 +260,9 @@ mod tests {
             },
         );
         write_atomic(&path, &saved).unwrap();
-        assert_eq!(load(&path, 2), saved);
+        assert_eq!(state_of(load(&path, 2)), saved);
         std::fs::write(&path, b"{\"version\": 1, \"targets\": {\"x\": ").unwrap();
-        assert_eq!(load(&path, 3), Saved::default());
+        assert_eq!(state_of(load(&path, 3)), Saved::default());
         assert!(!path.exists());
         assert!(dir.path().join("state.json.corrupt-3").exists());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -230,15 +273,36 @@ mod tests {
         assert!(leftovers.is_empty());
         // A valid file of another format version is moved aside as such.
         std::fs::write(&path, b"{\"version\": 1, \"targets\": {}}").unwrap();
-        assert_eq!(load(&path, 4), Saved::default());
+        assert_eq!(state_of(load(&path, 4)), Saved::default());
         assert!(dir.path().join("state.json.corrupt-4").exists());
+        // Time covered in the future would keep the backlog from ever being read: corrupt.
+        let mut future = Saved {
+            version: FORMAT_VERSION,
+            ..Default::default()
+        };
+        future.targets.insert(
+            "a/ap-guangzhou".into(),
+            SavedTarget {
+                covered_until: Some(10_000),
+                store: TaskStore::new(Scope::Region, 100, 7),
+            },
+        );
+        write_atomic(&path, &future).unwrap();
+        assert_eq!(state_of(load(&path, 10_000 - MAX_FUTURE_SKEW_SECS)), future);
+        assert_eq!(state_of(load(&path, 5_000)), Saved::default());
+        assert!(dir.path().join("state.json.corrupt-5000").exists());
+        // A file that exists but cannot be read is reported, and left where it is.
+        let unreadable = dir.path().join("a-directory");
+        std::fs::create_dir(&unreadable).unwrap();
+        assert!(matches!(load(&unreadable, 6), Loaded::Unreadable(_)));
+        assert!(unreadable.is_dir());
     }
 
     #[test]
     fn the_writer_streams_the_shared_states() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        let writer = StateWriter::new(path.clone());
+        let writer = StateWriter::new(path.clone(), None);
         let shared: SharedTarget = Arc::new(Mutex::new(SavedTarget {
             covered_until: Some(5),
             store: TaskStore::new(Scope::Region, 100, 7),
@@ -249,7 +313,7 @@ mod tests {
         // A change after registration is what gets written: no snapshot was taken.
         shared.lock().unwrap().covered_until = Some(9);
         writer.write();
-        let loaded = load(&path, 1);
+        let loaded = state_of(load(&path, 1));
         assert_eq!(loaded.version, FORMAT_VERSION);
         assert_eq!(
             loaded.targets.keys().collect::<Vec<_>>(),

@@ -107,6 +107,24 @@ fn bad_configs_exit_2_naming_the_key() {
             GOOD.replace("ap-shanghai-fsi", "Shanghai"),
             "accounts[0].regions[0].region",
         ),
+        // A state file in a directory that does not exist, or that is a directory itself.
+        (
+            GOOD.replace(
+                "interval = \"30s\"",
+                &format!(
+                    "interval = \"30s\"\nstate_file = {:?}",
+                    dir.path().join("no-such-dir/state.json")
+                ),
+            ),
+            "poll.state_file",
+        ),
+        (
+            GOOD.replace(
+                "interval = \"30s\"",
+                &format!("interval = \"30s\"\nstate_file = {:?}", dir.path()),
+            ),
+            "poll.state_file",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = write(dir.path(), &format!("bad{i}.toml"), text);
@@ -133,6 +151,22 @@ fn bad_configs_exit_2_naming_the_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`poll.lookback`"));
+    // A list key cannot be overridden: the error names the variable, never its value.
+    let out = exporter(&["--config", &path, "--check-config"])
+        .env(
+            "CDB_TASK_EXPORTER__ACCOUNTS__0__SECRET_KEY",
+            "env-secret-never-shown",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CDB_TASK_EXPORTER__ACCOUNTS__0__SECRET_KEY"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`accounts`"), "{stderr}");
+    assert!(!stderr.contains("env-secret-never-shown"));
     let out = exporter(&["--config", &path, "--check-config"])
         .env("CDB_TASK_EXPORTER__POLL__INTERVAL", "45s")
         .output()

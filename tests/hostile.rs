@@ -262,3 +262,46 @@ async fn a_stopped_poll_is_cancelled_not_failed() {
     );
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreadable_state_file_is_left_alone_and_reported() {
+    // A directory where the state file should be: it exists but cannot be read as one (as a
+    // file without read permission would be for a non-root user).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("keep-me"), b"saved baseline").unwrap();
+    let tasks = vec![SimTask::simple(
+        1,
+        "reboot",
+        &[A],
+        -60,
+        10,
+        TaskStatus::Succeed,
+    )];
+    let (sim, clock) = start_sim(with_faults(tasks, Faults::default())).await;
+    let text = config_text(
+        &sim.url(),
+        &format!("state_file = {path:?}"),
+        &region("ap-guangzhou", &[]),
+    );
+    let config = cdb_task_exporter::config::Config::from_toml(&text).unwrap();
+    let exporter = Exporter::start(config, clock.clone()).await;
+    let s = exporter.wait_poll_after(0).await;
+    assert_eq!(
+        s.get(
+            "tencentcloud_cdb_exporter_state_file_errors_total",
+            &[("operation", "read")]
+        ),
+        Some(1.0)
+    );
+    // Polling goes on; the file is never written over, not even at shutdown.
+    assert_eq!(s.tasks(A, "reboot", "succeed"), 1.0);
+    exporter.stop().await;
+    assert!(path.is_dir());
+    assert_eq!(
+        std::fs::read(path.join("keep-me")).unwrap(),
+        b"saved baseline"
+    );
+    sim.stop().await;
+}
