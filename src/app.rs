@@ -209,9 +209,11 @@ impl Fleet {
         let persist = self.state.is_some();
         let dirty = self.state_dirty.clone();
         let handle = tokio::spawn(target.run(cancel.clone(), move |t, report| {
-            if report.failure.is_none() {
-                readiness.mark_ready(&t.id);
-            }
+            let error = report.failure.as_ref().map(|e| {
+                let message = crate::tencent::model::sanitize(&e.to_string());
+                (e.as_label().to_string(), message)
+            });
+            readiness.record(&t.id, report.started_at, report.mode, error);
             if persist {
                 dirty.notify_one();
             }

@@ -184,6 +184,10 @@ pub struct PollReport {
     pub finished: u64,
     /// The failure, if the poll did not complete.
     pub failure: Option<Error>,
+    /// When the poll started (unix time, the clock's).
+    pub started_at: i64,
+    /// How it queried: `region-wide` or `per-instance`.
+    pub mode: &'static str,
 }
 
 impl Target {
@@ -290,7 +294,14 @@ impl Target {
             QueryMode::RegionWide => vec![None],
             QueryMode::PerInstance => self.instances.iter().cloned().map(Some).collect(),
         };
-        let mut report = PollReport::default();
+        let mut report = PollReport {
+            started_at: now,
+            mode: match mode {
+                QueryMode::RegionWide => "region-wide",
+                QueryMode::PerInstance => "per-instance",
+            },
+            ..PollReport::default()
+        };
 
         // 1. Tasks that started in the recent window. Region-wide, the pages after the first
         // are skipped when they can only hold tasks the store already knows (see

@@ -13,50 +13,88 @@ use tokio_util::sync::CancellationToken;
 /// How long open connections may finish after shutdown.
 pub const DRAIN: Duration = Duration::from_secs(5);
 
-/// Which targets have completed a successful poll.
+/// What the last polls of a target said, for `/` and `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetStatus {
+    /// Start (unix time) of the last poll that ended.
+    pub last_poll: Option<i64>,
+    /// Start of the last successful poll.
+    pub last_success: Option<i64>,
+    /// The last poll's error (`code` label value and message), if it failed.
+    pub last_error: Option<(String, String)>,
+    /// How it queried (`region-wide` or `per-instance`).
+    pub mode: &'static str,
+}
+
+impl TargetStatus {
+    /// Ready once a poll has succeeded.
+    pub fn ready(&self) -> bool {
+        self.last_success.is_some()
+    }
+}
+
+/// Every configured target and what its polls said.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    targets: Mutex<BTreeMap<TargetId, bool>>,
+    targets: Mutex<BTreeMap<TargetId, TargetStatus>>,
 }
 
 impl Readiness {
     /// Sets the configured targets, keeping what is known of those that stay.
     pub fn set_targets(&self, ids: impl IntoIterator<Item = TargetId>) {
         let mut t = self.targets.lock().expect("lock");
-        let old = std::mem::take(&mut *t);
+        let mut old = std::mem::take(&mut *t);
         for id in ids {
-            let ready = old.get(&id).copied().unwrap_or(false);
-            t.insert(id, ready);
+            let status = old.remove(&id).unwrap_or_default();
+            t.insert(id, status);
         }
     }
 
-    /// A target completed a successful poll.
-    pub fn mark_ready(&self, id: &TargetId) {
-        if let Some(r) = self.targets.lock().expect("lock").get_mut(id) {
-            *r = true;
+    /// A poll of a target ended (started at `at`), with this error if it failed.
+    pub fn record(
+        &self,
+        id: &TargetId,
+        at: i64,
+        mode: &'static str,
+        error: Option<(String, String)>,
+    ) {
+        if let Some(s) = self.targets.lock().expect("lock").get_mut(id) {
+            s.last_poll = Some(at);
+            s.mode = mode;
+            if error.is_none() {
+                s.last_success = Some(at);
+            }
+            s.last_error = error;
         }
     }
 
     /// Targets not ready yet.
     pub fn pending(&self) -> Vec<TargetId> {
-        self.targets
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|(_, r)| !**r)
-            .map(|(id, _)| id.clone())
+        self.all()
+            .into_iter()
+            .filter(|(_, s)| !s.ready())
+            .map(|(id, _)| id)
             .collect()
     }
 
-    /// Every target, with its readiness.
-    pub fn all(&self) -> Vec<(TargetId, bool)> {
+    /// Every target, with its status.
+    pub fn all(&self) -> Vec<(TargetId, TargetStatus)> {
         self.targets
             .lock()
             .expect("lock")
             .iter()
-            .map(|(id, r)| (id.clone(), *r))
+            .map(|(id, s)| (id.clone(), s.clone()))
             .collect()
     }
+}
+
+/// A unix time as RFC 3339 (UTC), or `never`.
+fn when(t: Option<i64>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map_or_else(
+            || "never".to_string(),
+            |d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
 }
 
 /// What the server shows.
@@ -89,21 +127,30 @@ fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
         "/metrics" => metrics_page(state),
         "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         "/readyz" => {
-            let pending = state.readiness.pending();
-            if pending.is_empty() {
-                respond(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
+            // One line per target: a prober reads the status, a person the reasons.
+            let all = state.readiness.all();
+            let body: String = all
+                .iter()
+                .map(|(id, s)| {
+                    format!(
+                        "{id}: {}; last poll {}, last success {}, last error {}\n",
+                        if s.ready() {
+                            "ready"
+                        } else {
+                            "waiting for a first successful poll"
+                        },
+                        when(s.last_poll),
+                        when(s.last_success),
+                        s.last_error.as_ref().map_or("none", |e| e.0.as_str()),
+                    )
+                })
+                .collect();
+            let status = if all.iter().all(|(_, s)| s.ready()) {
+                StatusCode::OK
             } else {
-                let list: Vec<String> = pending.iter().map(ToString::to_string).collect();
-                let body = format!(
-                    "waiting for a first successful poll of: {}\n",
-                    list.join(", ")
-                );
-                respond(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain; charset=utf-8",
-                    body,
-                )
-            }
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            respond(status, "text/plain; charset=utf-8", body)
         }
         "/" => respond(
             StatusCode::OK,
@@ -151,16 +198,19 @@ fn landing_page(state: &ServerState) -> String {
         .readiness
         .all()
         .iter()
-        .map(|(id, ready)| {
+        .map(|(id, s)| {
+            let error = s.last_error.as_ref().map_or_else(String::new, |(code, msg)| {
+                format!("{}: {}", escape(code), escape(msg))
+            });
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&id.account),
                 escape(&id.region),
-                if *ready {
-                    "polled"
-                } else {
-                    "waiting for first poll"
-                }
+                if s.ready() { "ready" } else { "waiting for a first successful poll" },
+                when(s.last_poll),
+                when(s.last_success),
+                error,
+                s.mode,
             )
         })
         .collect();
@@ -168,7 +218,7 @@ fn landing_page(state: &ServerState) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>CDB task exporter</title></head>\
 <body><h1>CDB task exporter</h1><p>Version {}. Tencent Cloud CDB (MySQL) tasks from DescribeTasks, \
 polled in the background.</p><p><a href=\"/metrics\">Metrics</a> &middot; <a href=\"/healthz\">Health</a> \
-&middot; <a href=\"/readyz\">Readiness</a></p><table><tr><th>account</th><th>region</th><th>state</th></tr>{rows}</table>\
+&middot; <a href=\"/readyz\">Readiness</a></p><table><tr><th>account</th><th>region</th><th>state</th><th>last poll</th><th>last success</th><th>last error</th><th>query mode</th></tr>{rows}</table>\
 </body></html>\n",
         env!("CARGO_PKG_VERSION")
     )

@@ -523,11 +523,19 @@ async fn readiness_waits_for_a_successful_poll() {
         "auth errors are not retried"
     );
     let base = format!("http://{}", exporter.addr);
-    assert_eq!(get(&format!("{base}/readyz")).await.0, 503);
+    let (status, ready) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
+    // Every poll failed: the reason is shown, not just "waiting".
+    assert!(
+        ready.contains("last error AuthFailure.SecretIdNotFound"),
+        "{ready}"
+    );
+    assert!(ready.contains("last success never"), "{ready}");
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     let (status, page) = get(&format!("{base}/")).await;
     assert_eq!(status, 200);
     assert!(page.contains("href=\"/metrics\"") && page.contains("ap-guangzhou"));
+    assert!(page.contains("AuthFailure.SecretIdNotFound"), "{page}");
     assert_eq!(get(&format!("{base}/nope")).await.0, 404);
     exporter.stop().await;
     sim.stop().await;

@@ -305,3 +305,38 @@ async fn an_unreadable_state_file_is_left_alone_and_reported() {
     );
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn the_landing_page_shows_a_failure_after_a_success() {
+    let pair = Pair::start(
+        with_faults(vec![], Faults::default()),
+        "",
+        &region("ap-guangzhou", &[]),
+    )
+    .await;
+    pair.exporter.wait_poll_after(0).await;
+    pair.sim.sim.set_faults(Faults {
+        always: Some(Fault::ControlChars),
+        ..Default::default()
+    });
+    pair.exporter
+        .wait_for(|s| s.get("tencentcloud_cdb_exporter_last_poll_success", &[]) == Some(0.0))
+        .await;
+    let base = format!("http://{}", pair.exporter.addr);
+    let (_, page) = get(&format!("{base}/")).await;
+    // The API's strings are shown escaped: no markup, no raw control characters.
+    assert!(page.contains("FailedOperation"), "{page}");
+    assert!(
+        !page.contains('\u{1b}') && !page.contains("<script"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("waiting for a first successful poll"),
+        "{page}"
+    );
+    let (status, ready) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 200, "ready once a poll succeeded");
+    // The forged code is no label value: it is folded into Other.
+    assert!(ready.contains("last error Other"), "{ready}");
+    pair.stop().await;
+}
