@@ -284,6 +284,7 @@ pub async fn run(
             readiness: readiness.clone(),
         },
         server_stop.clone(),
+        config.server.max_connections,
     ));
     let state_dirty = Arc::new(Notify::new());
     let writer_stop = CancellationToken::new();

@@ -71,6 +71,7 @@ struct RawSharding {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen_address: Option<String>,
+    max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +131,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// `listen_address`
     pub listen_address: SocketAddr,
+    /// `max_connections`: HTTP connections served at once.
+    pub max_connections: usize,
 }
 
 /// `[poll]`
@@ -353,6 +356,19 @@ impl RawConfig {
             )
         })?;
 
+        let max_connections = match self.server.max_connections {
+            None => crate::http::DEFAULT_MAX_CONNECTIONS,
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=65_536).contains(n))
+                .ok_or_else(|| {
+                    err(
+                        "server.max_connections".into(),
+                        format!("must be from 1 to 65536, not {n}"),
+                    )
+                })?,
+        };
+
         let p = self.poll;
         let interval = parse_duration("poll.interval", p.interval.as_deref(), defaults::INTERVAL)?;
         let lookback = parse_duration("poll.lookback", p.lookback.as_deref(), defaults::LOOKBACK)?;
@@ -495,7 +511,10 @@ impl RawConfig {
             });
         }
         Ok(Config {
-            server: ServerConfig { listen_address },
+            server: ServerConfig {
+                listen_address,
+                max_connections,
+            },
             poll: PollConfig {
                 interval,
                 lookback,

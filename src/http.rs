@@ -113,6 +113,29 @@ impl std::io::Write for ChunkWriter {
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Accept errors, logged at most once a second with the count of those not logged.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    last_logged: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn record(&mut self, e: &std::io::Error) {
+        let now = tokio::time::Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(error = %e, more_since_last_log = self.unlogged, "accept failed");
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+    }
+}
+
 /// Builds a response with a content type.
 pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
     Response::builder()
@@ -131,34 +154,66 @@ pub async fn read_body(body: Incoming, max: usize) -> Option<Bytes> {
         .map(|c| c.to_bytes())
 }
 
+/// How a server treats its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// How long open connections may finish after shutdown.
+    pub drain: Duration,
+    /// Connections served at once; further clients wait in the listen backlog until one ends,
+    /// so a flood of idle connections cannot use up the process's file descriptors.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers, and how long it may sit idle
+    /// between requests (hyper's header-read timer also runs while a kept-alive connection
+    /// waits): after it, the connection is closed.
+    pub idle_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// The defaults: 256 connections, 10 s to send headers or stay idle, and this drain time.
+    pub fn new(drain: Duration) -> Self {
+        ServeOptions {
+            drain,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// Default of [`ServeOptions::max_connections`] (`server.max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
 /// Serves `handler` on `listener` until `shutdown` fires, then lets open connections finish for
-/// at most `drain`.
+/// at most `options.drain`.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     shutdown: CancellationToken,
-    drain: Duration,
+    options: ServeOptions,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = HttpResponse> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let mut accept_errors = AcceptErrors::default();
     loop {
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors and the like: back off, keep serving, and log at
+                    // most once a second.
+                    accept_errors.record(&e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        // Headers and a streamed body go out in separate writes: without NODELAY, Nagle's
-        // algorithm holds the second one for the client's delayed ACK (40 ms on Linux).
-        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |req| {
             let handler = handler.clone();
@@ -166,15 +221,16 @@ pub async fn serve<H, F>(
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(options.idle_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(options.drain, graceful.shutdown())
         .await
         .is_err()
     {

@@ -1,6 +1,6 @@
 //! The exporter's HTTP server: `/metrics`, `/healthz`, `/readyz`, `/`; graceful shutdown.
 
-use crate::http::{ChunkWriter, HttpResponse, respond, serve};
+use crate::http::{ChunkWriter, HttpResponse, ServeOptions, respond, serve};
 use crate::metrics::{Metrics, TargetId};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -106,13 +106,23 @@ pub struct ServerState {
     pub readiness: Arc<Readiness>,
 }
 
-/// Serves until `shutdown` fires, then drains for at most [`DRAIN`].
-pub async fn run_server(listener: TcpListener, state: ServerState, shutdown: CancellationToken) {
+/// Serves until `shutdown` fires, then drains for at most [`DRAIN`]; at most `max_connections`
+/// at once.
+pub async fn run_server(
+    listener: TcpListener,
+    state: ServerState,
+    shutdown: CancellationToken,
+    max_connections: usize,
+) {
     let handler = move |req: Request<Incoming>| {
         let state = state.clone();
         async move { route(&state, &req) }
     };
-    serve(listener, handler, shutdown, DRAIN).await;
+    let options = ServeOptions {
+        max_connections,
+        ..ServeOptions::new(DRAIN)
+    };
+    serve(listener, handler, shutdown, options).await;
 }
 
 fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {

@@ -314,6 +314,7 @@ fn systemd_unit_and_container_file_are_hardened() {
     ));
     assert!(has("ExecReload", "/bin/kill -HUP $MAINPID"));
     for (k, v) in [
+        ("LimitNOFILE", "4096"),
         ("DynamicUser", "yes"),
         ("ProtectSystem", "strict"),
         ("NoNewPrivileges", "yes"),
@@ -371,6 +372,10 @@ fn sharded_statefulset_matches_its_config() {
     // and a pod beyond total_shards is refused.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
+    // The pod's state volume is a directory of this machine here.
+    let state_dir = "/var/lib/cdb-task-exporter";
+    assert!(text.contains(state_dir));
+    let text = text.replace(state_dir, dir.path().to_str().unwrap());
     std::fs::write(&path, text).unwrap();
     let check = |host: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_cdb-task-exporter"))

@@ -340,3 +340,54 @@ async fn the_landing_page_shows_a_failure_after_a_success() {
     assert!(ready.contains("last error Other"), "{ready}");
     pair.stop().await;
 }
+
+#[tokio::test]
+async fn connections_are_capped_and_idle_ones_closed() {
+    use cdb_task_exporter::http::{ServeOptions, respond, serve};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = |options: ServeOptions| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let handler = |_req| async { respond(hyper::StatusCode::OK, "text/plain", "ok\n") };
+        tokio::spawn(serve(listener, handler, stop.clone(), options));
+        (addr, stop)
+    };
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // Two idle connections take both slots: a third client waits until one goes.
+    let (addr, stop) = start(ServeOptions {
+        max_connections: 2,
+        idle_timeout: Duration::from_secs(60),
+        ..ServeOptions::new(Duration::from_secs(1))
+    })
+    .await;
+    let idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(GET).await.unwrap();
+    let mut buf = [0u8; 256];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond the connection limit");
+    drop(idle1);
+    let n = tokio::time::timeout(PATIENCE, third.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    stop.cancel();
+
+    // A kept-alive connection that stays idle is closed by the server.
+    let (addr, stop) = start(ServeOptions {
+        idle_timeout: Duration::from_millis(300),
+        ..ServeOptions::new(Duration::from_secs(1))
+    })
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(GET).await.unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "the idle connection was never closed");
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    stop.cancel();
+}

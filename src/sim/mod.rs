@@ -207,7 +207,7 @@ impl Simulator {
             listener,
             handler,
             shutdown.clone(),
-            Duration::from_secs(1),
+            crate::http::ServeOptions::new(Duration::from_secs(1)),
         ));
         Ok(SimServer {
             sim: self,

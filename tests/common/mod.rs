@@ -345,7 +345,7 @@ where
         listener,
         handler,
         stop.clone(),
-        Duration::from_secs(1),
+        cdb_task_exporter::http::ServeOptions::new(Duration::from_secs(1)),
     ));
     (addr, stop)
 }
