@@ -245,6 +245,20 @@ impl Config {
         })
     }
 
+    /// Parses and validates TOML text with these environment overrides (names with the
+    /// `CDB_TASK_EXPORTER__` prefix), as [`Config::load`] applies the process environment.
+    pub fn from_toml_and_env(
+        text: &str,
+        env: std::collections::HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let env = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env.into_iter().collect()));
+        Self::from_sources(text, env)
+    }
+
     /// Parses and validates TOML text (no environment overrides).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let empty = config::Environment::with_prefix(ENV_PREFIX)

@@ -24,6 +24,8 @@
 //! - [`http`]: the HTTP/1 serving loop shared by the server and the simulator; streamed bodies.
 //! - [`state`]: the state file, written atomically.
 //! - [`app`]: `run()`, the testable entry point: server, pollers, reloads, shutdown; the demo.
+//! - [`fuzz`]: the fuzz targets' entry points, shared with the stable test that replays their
+//!   corpora.
 //! - [`sim`]: the simulated CDB API (scenarios, signature check, faults) for the demo and tests.
 
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod fuzz;
 pub mod http;
 pub mod intern;
 pub mod metrics;

@@ -567,6 +567,9 @@ impl Metrics {
     /// snapshot of every target, then the process metrics. Stops at the first write error (a
     /// client that went away).
     pub fn render_to(&self, w: &mut impl Write) -> io::Result<()> {
+        // The self-metrics first, the snapshots after: a poll publishes its snapshot before it
+        // sets its success time, so a page that shows a poll's success also shows its tasks.
+        let own = self.registry.gather();
         let snapshots: Vec<Arc<Series>> = self
             .published
             .lock()
@@ -581,7 +584,7 @@ impl Metrics {
                 .map_err(io::Error::other)?;
             w.write_all(&buf)
         };
-        encode(&self.registry.gather(), w)?;
+        encode(&own, w)?;
         render_tasks(w, &snapshots, self.task_progress)?;
         let mut process = self.process.gather();
         for family in &mut process {

@@ -125,18 +125,49 @@ pub async fn run_server(
     serve(listener, handler, shutdown, options).await;
 }
 
-fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "method not allowed\n",
-        );
+/// The pages the server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// `/metrics`
+    Metrics,
+    /// `/healthz`
+    Health,
+    /// `/readyz`
+    Ready,
+    /// `/`
+    Landing,
+}
+
+/// Which page a request asks for; `Err` is the status to answer instead. Pure.
+pub fn resolve(method: &Method, uri: &hyper::Uri) -> Result<Page, StatusCode> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(StatusCode::METHOD_NOT_ALLOWED);
     }
-    match req.uri().path() {
-        "/metrics" => metrics_page(state),
-        "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-        "/readyz" => {
+    match uri.path() {
+        "/metrics" => Ok(Page::Metrics),
+        "/healthz" => Ok(Page::Health),
+        "/readyz" => Ok(Page::Ready),
+        "/" => Ok(Page::Landing),
+        _ => Err(StatusCode::NOT_FOUND),
+    }
+}
+
+fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
+    let page = match resolve(req.method(), req.uri()) {
+        Ok(page) => page,
+        Err(StatusCode::METHOD_NOT_ALLOWED) => {
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "method not allowed\n",
+            );
+        }
+        Err(status) => return respond(status, "text/plain; charset=utf-8", "not found\n"),
+    };
+    match page {
+        Page::Metrics => metrics_page(state),
+        Page::Health => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        Page::Ready => {
             // One line per target: a prober reads the status, a person the reasons.
             let all = state.readiness.all();
             let body: String = all
@@ -162,15 +193,10 @@ fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
             };
             respond(status, "text/plain; charset=utf-8", body)
         }
-        "/" => respond(
+        Page::Landing => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
             landing_page(state),
-        ),
-        _ => respond(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found\n",
         ),
     }
 }

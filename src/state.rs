@@ -59,40 +59,53 @@ pub fn load(path: &Path, now: i64) -> Loaded {
     Loaded::State(parse(path, &bytes, now))
 }
 
-fn parse(path: &Path, bytes: &[u8], now: i64) -> Saved {
-    // The version first: an older format is moved aside as such, not reported as corrupt.
+/// Why the bytes of a state file were not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// Another format version.
+    Version(u32),
+    /// Not a state file of this version.
+    Corrupt(String),
+    /// A target's `covered_until` lies in the future (by more than [`MAX_FUTURE_SKEW_SECS`]).
+    Future(i64),
+}
+
+/// Decodes the bytes of a state file, checked against `now`. Pure.
+pub fn decode(bytes: &[u8], now: i64) -> Result<Saved, Rejected> {
+    // The version first: an older format is set aside as such, not reported as corrupt.
     #[derive(Deserialize)]
     struct Version {
         version: u32,
     }
-    match serde_json::from_slice::<Version>(bytes) {
-        Ok(v) if v.version != FORMAT_VERSION => {
-            let aside = move_aside(path, now);
-            tracing::warn!(path = %path.display(), version = v.version, moved_to = %aside.display(), "state file has another format version; moved aside, starting fresh");
-            return Saved::default();
-        }
-        _ => {}
+    if let Ok(v) = serde_json::from_slice::<Version>(bytes)
+        && v.version != FORMAT_VERSION
+    {
+        return Err(Rejected::Version(v.version));
     }
-    match serde_json::from_slice::<Saved>(bytes) {
-        Ok(s) => {
-            let future = s
-                .targets
-                .values()
-                .filter_map(|t| t.covered_until)
-                .find(|c| *c > now + MAX_FUTURE_SKEW_SECS);
-            if let Some(c) = future {
-                let aside = move_aside(path, now);
-                tracing::warn!(path = %path.display(), covered_until = c, now, moved_to = %aside.display(), "state file covers time in the future; moved aside, starting fresh");
-                return Saved::default();
-            }
-            s
-        }
-        Err(e) => {
-            let aside = move_aside(path, now);
-            tracing::warn!(path = %path.display(), error = %e, moved_to = %aside.display(), "state file is corrupt; moved aside, starting fresh");
-            Saved::default()
-        }
+    let saved: Saved =
+        serde_json::from_slice(bytes).map_err(|e| Rejected::Corrupt(e.to_string()))?;
+    match saved
+        .targets
+        .values()
+        .filter_map(|t| t.covered_until)
+        .find(|c| *c > now.saturating_add(MAX_FUTURE_SKEW_SECS))
+    {
+        Some(c) => Err(Rejected::Future(c)),
+        None => Ok(saved),
     }
+}
+
+/// [`decode`], moving a rejected file aside with a warning.
+fn parse(path: &Path, bytes: &[u8], now: i64) -> Saved {
+    let why = match decode(bytes, now) {
+        Ok(saved) => return saved,
+        Err(Rejected::Version(v)) => format!("another format version ({v})"),
+        Err(Rejected::Corrupt(e)) => format!("corrupt ({e})"),
+        Err(Rejected::Future(c)) => format!("covering time in the future ({c} > now {now})"),
+    };
+    let aside = move_aside(path, now);
+    tracing::warn!(path = %path.display(), moved_to = %aside.display(), "state file is {why}; moved aside, starting fresh");
+    Saved::default()
 }
 
 fn move_aside(path: &Path, now: i64) -> PathBuf {
