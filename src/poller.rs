@@ -155,10 +155,24 @@ pub struct Target {
     deadline: tokio::time::Instant,
 }
 
+/// What a query's pages are read for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// New tasks of the recent window: only their count is kept; with `may_skip` (region-wide),
+    /// the pages after the first may be skipped (see `Target::can_skip_after_first_page`). The
+    /// first poll's first page sizes the store.
+    Recent {
+        /// Whether pages may be skipped.
+        may_skip: bool,
+    },
+    /// Tasks to follow up on (unfinished ones, final-state look-ups): the job ids seen are kept.
+    Follow,
+}
+
 /// What the pages of a query brought.
 #[derive(Debug, Default)]
 struct Fetched {
-    /// Job ids seen.
+    /// Job ids seen ([`Pass::Follow`] only).
     ids: Vec<i64>,
     /// `TotalCount` as the API said it.
     total: u64,
@@ -306,9 +320,16 @@ impl Target {
         // 1. Tasks that started in the recent window. Region-wide, the pages after the first
         // are skipped when they can only hold tasks the store already knows (see
         // `Target::can_skip_after_first_page`).
-        let early_stop = mode == QueryMode::RegionWide && self.instances.is_empty();
+        let may_skip = mode == QueryMode::RegionWide && self.instances.is_empty();
         let recent_seen = self
-            .fetch_each(&units, recent, &[], early_stop, cancel, &mut report)
+            .fetch_each(
+                &units,
+                recent,
+                &[],
+                Pass::Recent { may_skip },
+                cancel,
+                &mut report,
+            )
             .await;
         report.requests_recent = report.requests;
         if report.failure.is_none() && mode == QueryMode::RegionWide && !self.first_poll {
@@ -330,7 +351,14 @@ impl Target {
             )
         {
             let seen = self
-                .fetch_each(&units, range, &UNFINISHED_CODES, false, cancel, &mut report)
+                .fetch_each(
+                    &units,
+                    range,
+                    &UNFINISHED_CODES,
+                    Pass::Follow,
+                    cancel,
+                    &mut report,
+                )
                 .await;
             returned.extend(seen.ids);
         }
@@ -426,15 +454,14 @@ impl Target {
         units: &[Option<String>],
         range: Range,
         statuses: &[i64],
-        early_stop: bool,
+        pass: Pass,
         cancel: &CancellationToken,
         report: &mut PollReport,
     ) -> Fetched {
         let mut out = Fetched::default();
         for unit in units {
             let q = query(unit, range, statuses);
-            let stop = early_stop.then_some(range);
-            match self.fetch_all(q, unit, stop, cancel, report).await {
+            match self.fetch_all(q, range, unit, pass, cancel, report).await {
                 Ok(f) => {
                     out.ids.extend(f.ids);
                     out.total += f.total;
@@ -456,9 +483,10 @@ impl Target {
         if self.first_poll {
             return false;
         }
-        let st = self.lock();
-        let (known, _) = st.store.count_started_between(range.begin, range.end);
-        let (_, unfinished) = st.store.count_started_between(range.begin, oldest_on_page);
+        let (known, unfinished) =
+            self.lock()
+                .store
+                .count_started_between(range.begin, range.end, oldest_on_page);
         known as u64 == total && unfinished == 0
     }
 
@@ -486,7 +514,14 @@ impl Target {
             let starts: Vec<i64> = tasks.iter().map(|t| t.1).collect();
             for range in window::lookup_ranges(&starts, LOOKUP_SPAN_SECS) {
                 let found: HashSet<i64> = match self
-                    .fetch_all(query(&unit, range, &[]), &unit, None, cancel, report)
+                    .fetch_all(
+                        query(&unit, range, &[]),
+                        range,
+                        &unit,
+                        Pass::Follow,
+                        cancel,
+                        report,
+                    )
                     .await
                 {
                     Ok(f) => f.ids.into_iter().collect(),
@@ -511,14 +546,15 @@ impl Target {
         }
     }
 
-    /// Every page of one query, each applied to the store as it arrives. With `early_stop`
-    /// (the query's range), paging ends after the first page when the rest holds only known
-    /// tasks; `skipped_below` then says which start times were not re-read.
+    /// Every page of one query over `range`, each applied to the store as it arrives. In a
+    /// recent-window pass that may skip, paging ends after the first page when the rest holds
+    /// only known tasks; `skipped_below` then says which start times were not re-read.
     async fn fetch_all(
         &mut self,
         mut q: TaskQuery,
+        range: Range,
         unit: &Option<String>,
-        early_stop: Option<Range>,
+        pass: Pass,
         cancel: &CancellationToken,
         report: &mut PollReport,
     ) -> Result<Fetched, Error> {
@@ -537,7 +573,7 @@ impl Target {
             }
             q.offset = offset;
             let page = self.call(&q, cancel, report).await?;
-            if self.first_poll && offset == 0 {
+            if self.first_poll && offset == 0 && matches!(pass, Pass::Recent { .. }) {
                 // Size the store once for the first ingest; bounded, since the count is the
                 // network's word.
                 self.lock().store.reserve(
@@ -548,7 +584,9 @@ impl Target {
             }
             pager.record(page.item_count, page.total_count);
             out.total = page.total_count;
-            out.ids.extend(page.tasks.iter().map(|t| t.job_id));
+            if pass == Pass::Follow {
+                out.ids.extend(page.tasks.iter().map(|t| t.job_id));
+            }
             let oldest_on_page = page.tasks.iter().map(|t| t.start_time).min();
             let clean = page.malformed.is_empty();
             let observations = page
@@ -560,7 +598,7 @@ impl Target {
                 })
                 .collect();
             self.apply(observations, report);
-            if let Some(range) = early_stop
+            if pass == (Pass::Recent { may_skip: true })
                 && let Some(oldest) = oldest_on_page
                 && offset == 0
                 && clean

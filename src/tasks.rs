@@ -472,11 +472,6 @@ impl TaskStore {
         self.tasks.get(job_id).map(|s| self.task_of(job_id, s))
     }
 
-    /// Whether a tracked task was counted in `tasks_finished_total`.
-    pub fn is_counted(&self, job_id: i64) -> Option<bool> {
-        self.tasks.get(job_id).map(Slot::counted)
-    }
-
     /// Every tracked task, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = Task> + '_ {
         self.tasks.iter().map(|(id, s)| self.task_of(id, s))
@@ -678,15 +673,22 @@ impl TaskStore {
         }
     }
 
-    /// How many tracked tasks started in `[begin, end]` (unbounded below without `begin`), and
-    /// how many of those are unfinished.
-    pub fn count_started_between(&self, begin: Option<i64>, end: i64) -> (usize, usize) {
+    /// In one pass: how many tracked tasks started in `[begin, end]` (unbounded below without
+    /// `begin`), and how many of those that started at or before `unfinished_until` are
+    /// unfinished.
+    pub fn count_started_between(
+        &self,
+        begin: Option<i64>,
+        end: i64,
+        unfinished_until: i64,
+    ) -> (usize, usize) {
         let begin = begin.unwrap_or(i64::MIN);
         self.tasks
             .values()
             .filter(|t| t.start >= begin && t.start <= end)
             .fold((0, 0), |(n, u), t| {
-                (n + 1, u + usize::from(!t.status.is_terminal()))
+                let open = !t.status.is_terminal() && t.start <= unfinished_until;
+                (n + 1, u + usize::from(open))
             })
     }
 
