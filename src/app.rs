@@ -13,6 +13,7 @@ use crate::state::{self, Loaded, Saved, SavedTarget, SharedTarget, StateWriter};
 use crate::tasks::{Scope, TaskStore};
 use crate::tencent::credentials::{Environment, Provider};
 use crate::tencent::{Client, ClientOptions};
+use crate::web::{WebConfig, WebSecurity};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -276,12 +277,14 @@ pub async fn run(
         },
         None => (None, Saved::default()),
     };
+    let web = Arc::new(WebSecurity::new(load_web(&config)?));
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(run_server(
         listener,
         ServerState {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            web: web.clone(),
         },
         server_stop.clone(),
         config.server.max_connections,
@@ -327,9 +330,15 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => break,
             new = next => match new {
-                Some(new) => match fleet.apply(&new).await {
-                    Ok(()) => tracing::info!("configuration reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload rejected; keeping the running configuration"),
+                Some(new) => match load_web(&new) {
+                    Ok(new_web) => match fleet.apply(&new).await {
+                        Ok(()) => {
+                            web.replace(new_web);
+                            tracing::info!("configuration reloaded");
+                        }
+                        Err(e) => tracing::error!(error = %e, "reload rejected; keeping the running configuration"),
+                    },
+                    Err(e) => tracing::error!(error = %e, "reload rejected: bad web config; keeping the running configuration"),
                 },
                 None => reloads = None,
             },
@@ -344,6 +353,14 @@ pub async fn run(
     server_stop.cancel();
     let _ = server.await;
     Ok(())
+}
+
+/// The web configuration the config points at, or the open default.
+fn load_web(config: &Config) -> anyhow::Result<WebConfig> {
+    match &config.server.web_config_file {
+        Some(path) => Ok(WebConfig::load(path)?),
+        None => Ok(WebConfig::open()),
+    }
 }
 
 /// The demo's pieces: a simulator with the built-in scenario on a free loopback port, and a

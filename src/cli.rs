@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::tencent::credentials::{Environment, Provider, mask_id};
+use crate::web::WebConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -35,6 +36,15 @@ pub struct Cli {
     /// Log format (logs go to stderr; the level follows RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Web configuration file in the Prometheus exporter-toolkit format (TLS, basic auth,
+    /// response headers); overrides `server.web_config_file`.
+    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Address to listen on (host:port); overrides `server.listen_address` (and `demo --listen`).
+    #[arg(long = "web.listen-address", value_name = "ADDR", global = true)]
+    pub web_listen_address: Option<String>,
 
     /// What to run instead of the daemon.
     #[command(subcommand)]
@@ -106,6 +116,17 @@ pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<St
         check_state_file(path).map_err(|e| format!("key `poll.state_file`: {e}"))?;
     }
     let _ = writeln!(out, "listen_address: {}", config.server.listen_address);
+    if let Some(path) = &config.server.web_config_file {
+        let web = WebConfig::load(path).map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            out,
+            "web config {}: tls {}, basic auth {}, {} extra headers",
+            path.display(),
+            if web.tls.is_some() { "on" } else { "off" },
+            if web.requires_auth() { "on" } else { "off" },
+            web.headers().len()
+        );
+    }
     let _ = writeln!(
         out,
         "poll: interval {}, lookback {}, api_timezone {}, requests_per_second {}, request_timeout {}, state_file {}",

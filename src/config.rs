@@ -56,6 +56,10 @@ struct RawConfig {
     #[serde(default)]
     sharding: RawSharding,
     #[serde(default)]
+    discovery: RawDiscovery,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
     accounts: Vec<RawAccount>,
 }
 
@@ -69,9 +73,24 @@ struct RawSharding {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    instance_info: Option<bool>,
+    interval: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    task_events: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawServer {
     listen_address: Option<String>,
     max_connections: Option<i64>,
+    web_config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +141,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[sharding]`, resolved (the host name's ordinal already read).
     pub sharding: Shard,
+    /// `[discovery]`
+    pub discovery: DiscoveryConfig,
+    /// `[log]`
+    pub log: LogConfig,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
 }
@@ -133,6 +156,41 @@ pub struct ServerConfig {
     pub listen_address: SocketAddr,
     /// `max_connections`: HTTP connections served at once.
     pub max_connections: usize,
+    /// `web_config_file` (or `--web.config.file`): TLS, basic auth and headers.
+    pub web_config_file: Option<PathBuf>,
+}
+
+/// `[discovery]` (contract §7.3)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// `instance_info`: call `DescribeDBInstances` and export instance metadata.
+    pub instance_info: bool,
+    /// `interval` between two listings.
+    pub interval: Duration,
+    /// `tags`: tag keys copied into `tag_<key>` labels, in this order.
+    pub tags: Vec<String>,
+}
+
+/// `[log]` (contract §7.4)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// `task_events`: one log line per observed task status change.
+    pub task_events: bool,
+}
+
+/// A tag key as a label name: `tag_` and the key with every byte outside `[a-zA-Z0-9_]` made
+/// `_`.
+pub fn tag_label(key: &str) -> String {
+    let mut out = String::with_capacity(4 + key.len());
+    out.push_str("tag_");
+    out.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    out
 }
 
 /// `[poll]`
@@ -202,6 +260,8 @@ pub mod defaults {
     pub const REQUESTS_PER_SECOND: f64 = 20.0;
     /// `poll.request_timeout`
     pub const REQUEST_TIMEOUT: &str = "10s";
+    /// `discovery.interval`
+    pub const DISCOVERY_INTERVAL: &str = "10m";
 }
 
 impl Config {
@@ -351,6 +411,63 @@ pub fn is_valid_instance_id(id: &str) -> bool {
     })
 }
 
+impl Config {
+    /// Applies the command line's `--web.listen-address` and `--web.config.file`, which win
+    /// over `server.listen_address` and `server.web_config_file`.
+    pub fn override_server(
+        &mut self,
+        listen_address: Option<&str>,
+        web_config_file: Option<&Path>,
+    ) -> Result<(), ConfigError> {
+        if let Some(listen) = listen_address {
+            self.server.listen_address = listen.parse().map_err(|_| ConfigError {
+                file: None,
+                key: "--web.listen-address".into(),
+                message: format!(
+                    "invalid address {listen:?} (expected host:port, e.g. 0.0.0.0:39236)"
+                ),
+            })?;
+        }
+        if let Some(web) = web_config_file {
+            self.server.web_config_file = Some(web.to_path_buf());
+        }
+        Ok(())
+    }
+}
+
+impl RawDiscovery {
+    fn validate(&self) -> Result<DiscoveryConfig, ConfigError> {
+        let interval = parse_duration(
+            "discovery.interval",
+            self.interval.as_deref(),
+            defaults::DISCOVERY_INTERVAL,
+        )?;
+        let tags = self.tags.clone().unwrap_or_default();
+        let mut labels = std::collections::BTreeSet::new();
+        for (i, tag) in tags.iter().enumerate() {
+            let err = |message: String| ConfigError {
+                file: None,
+                key: format!("discovery.tags[{i}]"),
+                message,
+            };
+            if tag.is_empty() || tag.len() > 128 {
+                return Err(err("a tag key has 1 to 128 characters".into()));
+            }
+            if !labels.insert(tag_label(tag)) {
+                return Err(err(format!(
+                    "{tag:?} gives the same label {} as an earlier key",
+                    tag_label(tag)
+                )));
+            }
+        }
+        Ok(DiscoveryConfig {
+            instance_info: self.instance_info.unwrap_or(true),
+            interval,
+            tags,
+        })
+    }
+}
+
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         let err = |key: String, message: String| ConfigError {
@@ -383,6 +500,7 @@ impl RawConfig {
                 })?,
         };
 
+        let discovery = self.discovery.validate()?;
         let p = self.poll;
         let interval = parse_duration("poll.interval", p.interval.as_deref(), defaults::INTERVAL)?;
         let lookback = parse_duration("poll.lookback", p.lookback.as_deref(), defaults::LOOKBACK)?;
@@ -528,6 +646,11 @@ impl RawConfig {
             server: ServerConfig {
                 listen_address,
                 max_connections,
+                web_config_file: self.server.web_config_file,
+            },
+            discovery,
+            log: LogConfig {
+                task_events: self.log.task_events.unwrap_or(false),
             },
             poll: PollConfig {
                 interval,

@@ -9,6 +9,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -161,27 +162,42 @@ pub async fn read_body(body: Incoming, max: usize) -> Option<Bytes> {
         .map(|c| c.to_bytes())
 }
 
+/// Where a server finds its TLS settings, asked at each accepted connection so that a reload
+/// applies to the next one; `None` from it serves plain HTTP.
+#[derive(Clone)]
+pub struct TlsSource(pub Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>);
+
+impl std::fmt::Debug for TlsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsSource")
+    }
+}
+
 /// How a server treats its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How long open connections may finish after shutdown.
     pub drain: Duration,
     /// Connections served at once; further clients wait in the listen backlog until one ends,
     /// so a flood of idle connections cannot use up the process's file descriptors.
     pub max_connections: usize,
-    /// How long a connection may take to send a request's headers, and how long it may sit idle
-    /// between requests (hyper's header-read timer also runs while a kept-alive connection
-    /// waits): after it, the connection is closed.
+    /// How long a connection may take to send a request's headers (or finish its TLS
+    /// handshake), and how long it may sit idle between requests (hyper's header-read timer
+    /// also runs while a kept-alive connection waits): after it, the connection is closed.
     pub idle_timeout: Duration,
+    /// TLS, when configured.
+    pub tls: Option<TlsSource>,
 }
 
 impl ServeOptions {
-    /// The defaults: 256 connections, 10 s to send headers or stay idle, and this drain time.
+    /// The defaults: 256 connections, 10 s to send headers or stay idle, plain HTTP, and this
+    /// drain time.
     pub fn new(drain: Duration) -> Self {
         ServeOptions {
             drain,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: HEADER_READ_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -201,7 +217,7 @@ pub async fn serve<H, F>(
     F: Future<Output = HttpResponse> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     let mut accept_errors = AcceptErrors::default();
     loop {
         let slot = tokio::select! {
@@ -227,13 +243,31 @@ pub async fn serve<H, F>(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.idle_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let tls = options.tls.as_ref().and_then(|source| (source.0)());
+        let watcher = graceful.watcher();
+        let idle_timeout = options.idle_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle_timeout);
+            match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    // A failed or too slow handshake just closes the connection; rustls has
+                    // already sent the client its alert.
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(idle_timeout, acceptor.accept(stream)).await
+                    {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(conn).await;
+                    }
+                }
+            }
             drop(slot);
         });
     }

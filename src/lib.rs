@@ -21,6 +21,7 @@
 //! - [`metrics`]: every metric, its HELP and labels, behind verb methods; the task families as
 //!   per-target snapshots rendered straight to text.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/`.
+//! - [`web`]: the web configuration file (TLS, basic auth, headers; contract §7.5).
 //! - [`http`]: the HTTP/1 serving loop shared by the server and the simulator; streamed bodies.
 //! - [`state`]: the state file, written atomically.
 //! - [`app`]: `run()`, the testable entry point: server, pollers, reloads, shutdown; the demo.
@@ -47,6 +48,7 @@ pub mod sim;
 pub mod state;
 pub mod tasks;
 pub mod tencent;
+pub mod web;
 pub mod window;
 
 /// Installs rustls' `ring` crypto provider for the process; later calls do nothing.

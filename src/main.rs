@@ -7,6 +7,7 @@ use cdb_task_exporter::config::Config;
 use cdb_task_exporter::secret::Secret;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, Simulator};
 use cdb_task_exporter::tencent::credentials::ProcessEnv;
+use cdb_task_exporter::web::WebConfig;
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,6 +63,10 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn async_main(cli: Cli) -> ExitCode {
+    let overrides = Overrides {
+        listen_address: cli.web_listen_address,
+        web_config_file: cli.web_config_file,
+    };
     match cli.command {
         Some(Command::Simulate {
             listen,
@@ -69,27 +74,41 @@ async fn async_main(cli: Cli) -> ExitCode {
             secret_id,
             secret_key,
         }) => simulate(listen, scenario.as_deref(), secret_id, secret_key).await,
-        Some(Command::Demo { listen }) => demo(listen).await,
-        None => daemon(cli.config, cli.check_config).await,
+        Some(Command::Demo { listen }) => demo(listen, &overrides).await,
+        None => daemon(cli.config, cli.check_config, overrides).await,
     }
 }
 
-/// Loads and fully validates a config, credentials included; returns it with its summary.
-fn load(path: &Path) -> Result<(Config, String), String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+/// Command-line flags that win over the config file.
+#[derive(Debug, Clone, Default)]
+struct Overrides {
+    listen_address: Option<String>,
+    web_config_file: Option<PathBuf>,
+}
+
+/// Loads and fully validates a config, credentials and web config included; returns it with
+/// its summary.
+fn load(path: &Path, overrides: &Overrides) -> Result<(Config, String), String> {
+    let mut config = Config::load(path).map_err(|e| e.to_string())?;
+    config
+        .override_server(
+            overrides.listen_address.as_deref(),
+            overrides.web_config_file.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
     let summary = check_config_summary(&config, &ProcessEnv)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((config, summary))
 }
 
-async fn daemon(path: Option<PathBuf>, check_only: bool) -> ExitCode {
+async fn daemon(path: Option<PathBuf>, check_only: bool, overrides: Overrides) -> ExitCode {
     let Some(path) = path else {
         eprintln!(
             "error: --config FILE (or CDB_TASK_EXPORTER_CONFIG) is required; try `cdb-task-exporter demo` for a quick look"
         );
         return ExitCode::from(2);
     };
-    let (config, summary) = match load(&path) {
+    let (config, summary) = match load(&path, &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -114,7 +133,7 @@ async fn daemon(path: Option<PathBuf>, check_only: bool) -> ExitCode {
     tracing::info!(address = %config.server.listen_address, version = cdb_task_exporter::cli::LONG_VERSION, "serving metrics");
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(watch_signals(shutdown.clone(), Some((path, tx))));
+    tokio::spawn(watch_signals(shutdown.clone(), Some((path, overrides, tx))));
     let options = RunOptions {
         clock: SystemClock::shared(),
         env: Arc::new(ProcessEnv),
@@ -136,7 +155,7 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 /// SIGTERM/SIGINT end the process; SIGHUP reloads the config (validated first).
 async fn watch_signals(
     shutdown: CancellationToken,
-    reload: Option<(PathBuf, mpsc::Sender<Config>)>,
+    reload: Option<(PathBuf, Overrides, mpsc::Sender<Config>)>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -152,7 +171,7 @@ async fn watch_signals(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => match &reload {
-                Some((path, tx)) => match load(path) {
+                Some((path, overrides, tx)) => match load(path, overrides) {
                     Ok((c, _)) => { let _ = tx.send(c).await; }
                     Err(e) => tracing::error!(error = %e, "reload ignored: the new config is invalid"),
                 },
@@ -163,15 +182,30 @@ async fn watch_signals(
     shutdown.cancel();
 }
 
-async fn demo(listen: std::net::SocketAddr) -> ExitCode {
+async fn demo(listen: std::net::SocketAddr, overrides: &Overrides) -> ExitCode {
     let clock = SystemClock::shared();
-    let (sim, config) = match demo_setup(listen, clock.clone()).await {
+    let (sim, mut config) = match demo_setup(listen, clock.clone()).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(1);
         }
     };
+    let checked = config
+        .override_server(
+            overrides.listen_address.as_deref(),
+            overrides.web_config_file.as_deref(),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|()| match &config.server.web_config_file {
+            Some(path) => WebConfig::load(path).map(drop).map_err(|e| e.to_string()),
+            None => Ok(()),
+        });
+    if let Err(e) = checked {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let listen = config.server.listen_address;
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {

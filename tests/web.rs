@@ -1,0 +1,411 @@
+//! Web security (contract §7.5), whole program: TLS, basic auth, client certificates, headers,
+//! reload of users on SIGHUP, a bad web config, gzip.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cdb-task-exporter");
+
+/// A CA, a server certificate for localhost and 127.0.0.1, and a client certificate, as PEM
+/// files in `dir`.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: String,
+    client_key: String,
+    ca_pem: String,
+}
+
+fn pki(dir: &Path) -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>, purpose: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![purpose];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["localhost".into(), "127.0.0.1".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = leaf(
+        vec!["prometheus".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    Pki {
+        ca: write("ca.pem", &ca.pem()),
+        server_cert: write("server.pem", &server_cert),
+        server_key: write("server-key.pem", &server_key),
+        client_cert,
+        client_key,
+        ca_pem: ca.pem(),
+    }
+}
+
+/// A reqwest client trusting the test CA, limited to these TLS versions, with the client
+/// certificate when asked.
+fn client(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    with_cert: bool,
+) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = if with_cert {
+        let certs = CertificateDer::pem_slice_iter(pki.client_cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes()).unwrap();
+        builder.with_client_auth_cert(certs, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .build()
+        .unwrap()
+}
+
+const ALL: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS12, &rustls::version::TLS13];
+
+/// Starts the exporter in-process against a simulator, with this web config.
+async fn start(dir: &Path, web_yaml: &str) -> (Exporter, cdb_task_exporter::sim::SimServer) {
+    let web = dir.join("web.yml");
+    std::fs::write(&web, web_yaml).unwrap();
+    let (sim, clock) = start_sim(cdb_task_exporter::sim::Scenario::demo()).await;
+    let text = config_text(&sim.url(), "", &region("ap-guangzhou", &[])).replace(
+        "listen_address = \"127.0.0.1:0\"",
+        &format!(
+            "listen_address = \"127.0.0.1:0\"\nweb_config_file = {:?}",
+            web.to_str().unwrap()
+        ),
+    );
+    let config = cdb_task_exporter::config::Config::from_toml(&text).unwrap();
+    (Exporter::start(config, clock).await, sim)
+}
+
+fn hash(password: &str) -> String {
+    bcrypt::hash(password, 4).unwrap()
+}
+
+#[tokio::test]
+async fn tls_with_basic_auth_protects_every_page_and_adds_headers() {
+    cdb_task_exporter::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let yaml = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: server-key.pem\nbasic_auth_users:\n  prom: {:?}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+        pki.server_cert.display(),
+        hash("right horse"),
+    );
+    let (exporter, sim) = start(dir.path(), &yaml).await;
+    let https = client(&pki, ALL, false);
+    for path in ["/metrics", "/", "/healthz", "/readyz"] {
+        let url = format!("https://127.0.0.1:{}{path}", exporter.addr.port());
+        let resp = https.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path} without credentials");
+        assert_eq!(
+            resp.headers()["www-authenticate"],
+            "Basic realm=\"cdb-task-exporter\""
+        );
+        assert_eq!(resp.headers()["x-frame-options"], "deny");
+        let resp = https
+            .get(&url)
+            .basic_auth("prom", Some("wrong horse"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{path} with a wrong password");
+        let resp = https
+            .get(&url)
+            .basic_auth("nobody", Some("right horse"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{path} with an unknown user");
+    }
+    let url = format!("https://127.0.0.1:{}/metrics", exporter.addr.port());
+    let resp = https
+        .get(&url)
+        .basic_auth("prom", Some("right horse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-frame-options"], "deny");
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("tencentcloud_cdb_exporter_build_info"),
+        "{body}"
+    );
+    // Plain HTTP on the TLS port gets no page.
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/metrics", exporter.addr.port())).await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn min_version_tls13_refuses_a_tls12_client() {
+    cdb_task_exporter::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let yaml = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  min_version: TLS13\n",
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    let (exporter, sim) = start(dir.path(), &yaml).await;
+    let url = format!("https://127.0.0.1:{}/healthz", exporter.addr.port());
+    let tls12 = client(&pki, &[&rustls::version::TLS12], false);
+    assert!(
+        tls12.get(&url).send().await.is_err(),
+        "a TLS 1.2 client got an answer"
+    );
+    let tls13 = client(&pki, &[&rustls::version::TLS13], false);
+    assert_eq!(tls13.get(&url).send().await.unwrap().status(), 200);
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn require_and_verify_client_cert_refuses_a_client_without_one() {
+    cdb_task_exporter::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let yaml = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display()
+    );
+    let (exporter, sim) = start(dir.path(), &yaml).await;
+    let url = format!("https://127.0.0.1:{}/healthz", exporter.addr.port());
+    let anonymous = client(&pki, ALL, false);
+    assert!(
+        anonymous.get(&url).send().await.is_err(),
+        "a client without a certificate got an answer"
+    );
+    let with_cert = client(&pki, ALL, true);
+    assert_eq!(with_cert.get(&url).send().await.unwrap().status(), 200);
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_gzipped_when_accepted_and_decode_to_the_same_page() {
+    use std::io::Read;
+    cdb_task_exporter::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (exporter, sim) = start(dir.path(), "").await;
+    exporter
+        .wait_for(|s| s.text.contains("tasks_finished_total"))
+        .await;
+    let url = format!("http://{}/metrics", exporter.addr);
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let compressed = resp.bytes().await.unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let resp = http.get(&url).send().await.unwrap();
+    assert!(resp.headers().get("content-encoding").is_none());
+    let plain = resp.text().await.unwrap();
+    // Process figures (memory, CPU time) move between two scrapes; the rest must not.
+    let stable = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.contains("process_"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(stable(&text), stable(&plain));
+    assert!(
+        compressed.len() * 4 < plain.len(),
+        "{} vs {}",
+        compressed.len(),
+        plain.len()
+    );
+    let refused = http
+        .get(&url)
+        .header("accept-encoding", "gzip;q=0, identity")
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.headers().get("content-encoding").is_none());
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binary reads `--web.config.file` and `--web.listen-address`, and SIGHUP switches users.
+#[tokio::test]
+async fn sighup_switches_basic_auth_users() {
+    cdb_task_exporter::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, _clock) = start_sim(cdb_task_exporter::sim::Scenario::demo()).await;
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(&sim.url(), "", &region("ap-guangzhou", &[])),
+    )
+    .unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!("basic_auth_users:\n  alice: {:?}\n", hash("a-pass")),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--web.config.file",
+            web.to_str().unwrap(),
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env_remove("CDB_TASK_EXPORTER_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let http = reqwest::Client::new();
+    let status = |user: &'static str, password: &'static str| {
+        let req = http.get(&url).basic_auth(user, Some(password));
+        async move { req.send().await.map(|r| r.status().as_u16()).ok() }
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while status("alice", "a-pass").await != Some(200) {
+        assert!(Instant::now() < deadline, "alice never got in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status("bob", "b-pass").await, Some(401));
+    std::fs::write(
+        &web,
+        format!("basic_auth_users:\n  bob: {:?}\n", hash("b-pass")),
+    )
+    .unwrap();
+    let kill = Command::new("kill")
+        .args(["-HUP", &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    while status("bob", "b-pass").await != Some(200) {
+        assert!(Instant::now() < deadline, "the reload never let bob in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status("alice", "a-pass").await, Some(401));
+    drop(running);
+    sim.stop().await;
+}
+
+#[test]
+fn a_bad_web_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            "https://cdb.tencentcloudapi.com",
+            "",
+            &region("ap-guangzhou", &[]),
+        ),
+    )
+    .unwrap();
+    let cases = [
+        (
+            "tls_server_config:\n  cert_file: a.pem\n  key_file: b.pem\n  min_version: TLS14\n",
+            "tls_server_config.min_version",
+        ),
+        (
+            "basic_auth_users:\n  prom: not-a-hash\n",
+            "basic_auth_users.prom",
+        ),
+        (
+            "tls_server_config:\n  cert_file: missing.pem\n  key_file: missing-key.pem\n",
+            "tls_server_config.cert_file",
+        ),
+        ("basic_auth_user:\n  prom: x\n", "basic_auth_user"),
+    ];
+    for (yaml, key) in cases {
+        let web = dir.path().join("web.yml");
+        std::fs::write(&web, yaml).unwrap();
+        for extra in [&["--check-config"][..], &[][..]] {
+            let out = Command::new(BIN)
+                .args(["--config", config.to_str().unwrap(), "--web.config.file"])
+                .arg(&web)
+                .args(extra)
+                .env_remove("CDB_TASK_EXPORTER_CONFIG")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{yaml}: {stderr}");
+            assert!(stderr.contains(key), "{yaml}: {stderr}");
+        }
+    }
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            "nowhere",
+            "--check-config",
+        ])
+        .env_remove("CDB_TASK_EXPORTER_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--web.listen-address"));
+}
