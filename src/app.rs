@@ -202,6 +202,7 @@ impl Fleet {
             settings,
             state.clone(),
         );
+        self.readiness.attach(&id, state.clone());
         if let Some(writer) = &self.state {
             writer.register(&state_key(&id), state);
         }
@@ -285,6 +286,7 @@ pub async fn run(
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             web: web.clone(),
+            clock: options.clock.clone(),
         },
         server_stop.clone(),
         config.server.max_connections,

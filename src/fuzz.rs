@@ -102,7 +102,11 @@ pub fn request_target(data: &[u8]) {
             Page::Health => "/healthz",
             Page::Ready => "/readyz",
             Page::Landing => "/",
+            Page::Tasks => "/tasks",
+            Page::ApiTasks => "/api/v1/tasks",
         };
         assert_eq!(uri.path(), path);
+        // The task query never panics, whatever the query string.
+        let _ = crate::details::Filter::parse(uri.query());
     }
 }

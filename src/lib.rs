@@ -20,6 +20,8 @@
 //!   metrics.
 //! - [`metrics`]: every metric, its HELP and labels, behind verb methods; the task families as
 //!   per-target snapshots rendered straight to text.
+//! - [`details`]: task details for responders: the query, selection and rendering of
+//!   `/api/v1/tasks` and `/tasks` (contract §7.2).
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/`.
 //! - [`web`]: the web configuration file (TLS, basic auth, headers; contract §7.5).
 //! - [`http`]: the HTTP/1 serving loop shared by the server and the simulator; streamed bodies.
@@ -36,6 +38,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod details;
 pub mod fuzz;
 pub mod http;
 pub mod intern;

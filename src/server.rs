@@ -1,7 +1,10 @@
 //! The exporter's HTTP server: `/metrics`, `/healthz`, `/readyz`, `/`; graceful shutdown.
 
+use crate::clock::SharedClock;
+use crate::details::{self, Filter, Instances, Source};
 use crate::http::{ChunkWriter, HttpResponse, ServeOptions, TlsSource, respond, serve};
 use crate::metrics::{Metrics, TargetId};
+use crate::state::SharedTarget;
 use crate::web::{WebConfig, WebSecurity};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -34,10 +37,21 @@ impl TargetStatus {
     }
 }
 
-/// Every configured target and what its polls said.
+/// What the server knows of one target.
+#[derive(Debug, Default)]
+struct Entry {
+    status: TargetStatus,
+    /// Its task store, once the target has started.
+    state: Option<SharedTarget>,
+    /// Its instances as last listed by `DescribeDBInstances`.
+    instances: Arc<Instances>,
+}
+
+/// Every configured target: what its polls said, its task store and its instances, for `/`,
+/// `/readyz` and the task pages.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    targets: Mutex<BTreeMap<TargetId, TargetStatus>>,
+    targets: Mutex<BTreeMap<TargetId, Entry>>,
 }
 
 impl Readiness {
@@ -46,9 +60,39 @@ impl Readiness {
         let mut t = self.targets.lock().expect("lock");
         let mut old = std::mem::take(&mut *t);
         for id in ids {
-            let status = old.remove(&id).unwrap_or_default();
-            t.insert(id, status);
+            let entry = old.remove(&id).unwrap_or_default();
+            t.insert(id, entry);
         }
+    }
+
+    /// The task store a started target polls into.
+    pub fn attach(&self, id: &TargetId, state: SharedTarget) {
+        if let Some(e) = self.targets.lock().expect("lock").get_mut(id) {
+            e.state = Some(state);
+        }
+    }
+
+    /// A target's instances, as last listed.
+    pub fn set_instances(&self, id: &TargetId, instances: Arc<Instances>) {
+        if let Some(e) = self.targets.lock().expect("lock").get_mut(id) {
+            e.instances = instances;
+        }
+    }
+
+    /// Every started target's store and instances, for the task pages.
+    pub fn sources(&self) -> Vec<Source> {
+        self.targets
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|(id, e)| {
+                Some(Source {
+                    id: id.clone(),
+                    state: e.state.clone()?,
+                    instances: e.instances.clone(),
+                })
+            })
+            .collect()
     }
 
     /// A poll of a target ended (started at `at`), with this error if it failed.
@@ -59,7 +103,8 @@ impl Readiness {
         mode: &'static str,
         error: Option<(String, String)>,
     ) {
-        if let Some(s) = self.targets.lock().expect("lock").get_mut(id) {
+        if let Some(e) = self.targets.lock().expect("lock").get_mut(id) {
+            let s = &mut e.status;
             s.last_poll = Some(at);
             s.mode = mode;
             if error.is_none() {
@@ -84,7 +129,7 @@ impl Readiness {
             .lock()
             .expect("lock")
             .iter()
-            .map(|(id, s)| (id.clone(), s.clone()))
+            .map(|(id, e)| (id.clone(), e.status.clone()))
             .collect()
     }
 }
@@ -107,6 +152,8 @@ pub struct ServerState {
     pub readiness: Arc<Readiness>,
     /// TLS, users and headers (contract §7.5), replaced on reload.
     pub web: Arc<WebSecurity>,
+    /// Wall clock, for relative times on the task page.
+    pub clock: SharedClock,
 }
 
 /// bcrypt checks run at once, at most: a flood of wrong passwords costs two cores' worth of
@@ -129,7 +176,7 @@ pub async fn run_server(
         async move {
             let web = state.web.current();
             let mut response = if authorized(&web, &req, &checks).await {
-                route(&state, &req)
+                route(&state, &req).await
             } else {
                 unauthorized()
             };
@@ -191,6 +238,10 @@ pub enum Page {
     Ready,
     /// `/`
     Landing,
+    /// `/tasks`
+    Tasks,
+    /// `/api/v1/tasks`
+    ApiTasks,
 }
 
 /// Which page a request asks for; `Err` is the status to answer instead. Pure.
@@ -203,11 +254,13 @@ pub fn resolve(method: &Method, uri: &hyper::Uri) -> Result<Page, StatusCode> {
         "/healthz" => Ok(Page::Health),
         "/readyz" => Ok(Page::Ready),
         "/" => Ok(Page::Landing),
+        "/tasks" => Ok(Page::Tasks),
+        "/api/v1/tasks" => Ok(Page::ApiTasks),
         _ => Err(StatusCode::NOT_FOUND),
     }
 }
 
-fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
+async fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
     let page = match resolve(req.method(), req.uri()) {
         Ok(page) => page,
         Err(StatusCode::METHOD_NOT_ALLOWED) => {
@@ -253,7 +306,68 @@ fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
             "text/html; charset=utf-8",
             landing_page(state),
         ),
+        Page::Tasks | Page::ApiTasks => tasks_page(state, page, req.uri().query()).await,
     }
+}
+
+/// `/tasks` and `/api/v1/tasks`: the selection runs on a blocking thread (it scans the stores
+/// under their locks).
+async fn tasks_page(state: &ServerState, page: Page, query: Option<&str>) -> HttpResponse {
+    let html = page == Page::Tasks;
+    let filter = match Filter::parse(query) {
+        Ok(f) => f,
+        Err(e) => {
+            let (kind, body) = if html {
+                ("text/html; charset=utf-8", details::html_error(&e))
+            } else {
+                ("application/json", details::json_error(&e))
+            };
+            return with_policy(respond(StatusCode::BAD_REQUEST, kind, body), html);
+        }
+    };
+    let since_text: String = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "since")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let sources = state.readiness.sources();
+    let now = state.clock.now();
+    let rendered = tokio::task::spawn_blocking(move || {
+        let selection = details::select(&sources, &filter);
+        if html {
+            details::to_html(&selection, &filter, &since_text, now)
+        } else {
+            details::to_json(&selection)
+        }
+    })
+    .await;
+    match rendered {
+        Ok(body) if html => with_policy(
+            respond(StatusCode::OK, "text/html; charset=utf-8", body),
+            true,
+        ),
+        Ok(body) => respond(StatusCode::OK, "application/json", body),
+        Err(_) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            "the task query failed\n",
+        ),
+    }
+}
+
+/// Adds the task page's `Content-Security-Policy` to an HTML response.
+fn with_policy(mut response: HttpResponse, html: bool) -> HttpResponse {
+    if html {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&details::content_security_policy()) {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_SECURITY_POLICY, v);
+        }
+        response.headers_mut().insert(
+            hyper::header::X_CONTENT_TYPE_OPTIONS,
+            hyper::header::HeaderValue::from_static("nosniff"),
+        );
+    }
+    response
 }
 
 /// `/metrics`, streamed: rendered on a blocking thread from the latest snapshots, chunk by
@@ -343,7 +457,8 @@ fn landing_page(state: &ServerState) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>CDB task exporter</title></head>\
 <body><h1>CDB task exporter</h1><p>Version {}. Tencent Cloud CDB (MySQL) tasks from DescribeTasks, \
 polled in the background.</p><p><a href=\"/metrics\">Metrics</a> &middot; <a href=\"/healthz\">Health</a> \
-&middot; <a href=\"/readyz\">Readiness</a></p><table><tr><th>account</th><th>region</th><th>state</th><th>last poll</th><th>last success</th><th>last error</th><th>query mode</th></tr>{rows}</table>\
+&middot; <a href=\"/readyz\">Readiness</a> &middot; <a href=\"/tasks\">Tasks</a> \
+&middot; <a href=\"/api/v1/tasks\">Tasks (JSON)</a></p><table><tr><th>account</th><th>region</th><th>state</th><th>last poll</th><th>last success</th><th>last error</th><th>query mode</th></tr>{rows}</table>\
 </body></html>\n",
         env!("CARGO_PKG_VERSION")
     )

@@ -152,6 +152,56 @@ impl Slot {
     }
 }
 
+/// A tracked task, borrowed from its store.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskView<'a> {
+    store: &'a TaskStore,
+    job_id: i64,
+    slot: &'a Slot,
+}
+
+impl<'a> TaskView<'a> {
+    /// `JobId`
+    pub fn job_id(&self) -> i64 {
+        self.job_id
+    }
+
+    /// Start, unix seconds.
+    pub fn start(&self) -> i64 {
+        self.slot.start
+    }
+
+    /// End, unix seconds; `None` while unfinished.
+    pub fn end(&self) -> Option<i64> {
+        self.slot.end()
+    }
+
+    /// Status.
+    pub fn status(&self) -> TaskStatus {
+        self.slot.status
+    }
+
+    /// Task type label value.
+    pub fn task_type(&self) -> &'a str {
+        self.store.symbols.get(self.slot.task_type)
+    }
+
+    /// The instances it is attributed to (no `""`).
+    pub fn instance_ids(&self) -> impl Iterator<Item = &'a str> + 'a {
+        split(self.store.symbols.get(self.slot.instances)).filter(|i| !i.is_empty())
+    }
+
+    /// Progress 0-100, when the API sent one.
+    pub fn progress(&self) -> Option<u8> {
+        (self.slot.progress != NO_PROGRESS).then_some(self.slot.progress)
+    }
+
+    /// The whole task.
+    pub fn task(&self) -> Task {
+        self.store.task_of(self.job_id, self.slot)
+    }
+}
+
 /// Splits a joined instance list.
 fn split(list: &str) -> impl Iterator<Item = &str> {
     // `""` is one instance: the region-wide bucket of tasks without an instance id.
@@ -475,6 +525,16 @@ impl TaskStore {
     /// Every tracked task, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = Task> + '_ {
         self.tasks.iter().map(|(id, s)| self.task_of(id, s))
+    }
+
+    /// Every tracked task as a borrowed view: filtering and ordering read the slot in place,
+    /// and only the tasks kept are made into a [`Task`].
+    pub fn views(&self) -> impl Iterator<Item = TaskView<'_>> + '_ {
+        self.tasks.iter().map(|(job_id, slot)| TaskView {
+            store: self,
+            job_id,
+            slot,
+        })
     }
 
     fn task_of(&self, job_id: i64, s: &Slot) -> Task {

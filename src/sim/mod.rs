@@ -603,7 +603,7 @@ impl Simulator {
         match self.inner.shape {
             Shape::Current => json!({
                 "Code": code,
-                "Message": if status == TaskStatus::Failed { "task failed (simulated)" } else { "" },
+                "Message": if status == TaskStatus::Failed { t.message.as_deref().unwrap_or("task failed (simulated)") } else { "" },
                 "JobId": t.job_id,
                 "Progress": progress,
                 "TaskStatus": status.wire(),

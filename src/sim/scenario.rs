@@ -46,6 +46,8 @@ pub struct SimTask {
     pub start: i64,
     /// Status changes, sorted by `after`; the first applies from the start.
     pub timeline: Vec<Step>,
+    /// `Message` once it has failed; a generic one when `None`.
+    pub message: Option<String>,
 }
 
 impl SimTask {
@@ -86,7 +88,14 @@ impl SimTask {
             region: DEFAULT_REGION.to_string(),
             start,
             timeline,
+            message: None,
         }
+    }
+
+    /// The same task with this failure message.
+    pub fn with_message(mut self, message: &str) -> SimTask {
+        self.message = Some(message.to_string());
+        self
     }
 
     /// The same task with an explicit timeline: `(seconds after start, status, progress)`.
@@ -250,6 +259,7 @@ struct RawTask {
     duration: Option<String>,
     #[serde(default)]
     timeline: Vec<RawStep>,
+    message: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -356,6 +366,7 @@ impl Scenario {
                 region: t.region.unwrap_or_else(|| default_region.clone()),
                 start,
                 timeline,
+                message: t.message,
             });
         }
         let faults = match raw.faults {

@@ -219,6 +219,23 @@ pub struct Task {
     pub message: String,
 }
 
+/// One instance from `DescribeDBInstances` (contract §7.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Instance {
+    /// `InstanceId`
+    pub instance_id: String,
+    /// `InstanceName`
+    pub name: String,
+    /// `master`, `ro` or `dr` (from `InstanceType` 1, 2, 3); `unknown` otherwise.
+    pub instance_type: &'static str,
+    /// `EngineVersion`, e.g. `8.0`.
+    pub engine_version: String,
+    /// `Zone`, e.g. `ap-guangzhou-3`.
+    pub zone: String,
+    /// `TagList` as (key, value).
+    pub tags: Vec<(String, String)>,
+}
+
 /// `DescribeTasks` request filters (contract: every documented filter). Times are unix seconds,
 /// rendered in the configured zone by the client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
