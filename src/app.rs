@@ -41,6 +41,7 @@ struct TargetSpec {
     region: RegionConfig,
     poll: PollConfig,
     shard: Shard,
+    task_events: bool,
 }
 
 struct Running {
@@ -101,6 +102,7 @@ impl Fleet {
                     region,
                     poll: config.poll.clone(),
                     shard,
+                    task_events: config.log.task_events,
                 };
                 desired.insert(id, (spec, provider.clone()));
             }
@@ -191,7 +193,10 @@ impl Fleet {
             timeout: spec.poll.request_timeout,
         };
         let client = Client::new(options, provider).map_err(|e| e.to_string())?;
-        let settings = PollSettings::new(spec.poll.interval, spec.poll.lookback, spec.shard);
+        let settings = PollSettings {
+            task_events: spec.task_events,
+            ..PollSettings::new(spec.poll.interval, spec.poll.lookback, spec.shard)
+        };
         let target = Target::new(
             id.clone(),
             spec.region.instances.clone(),

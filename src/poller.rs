@@ -7,7 +7,7 @@ use crate::metrics::{Metrics, TargetId};
 use crate::shard::Shard;
 use crate::state::{SavedTarget, SharedTarget};
 use crate::tasks::{Observation, Scope, Unfinished};
-use crate::tencent::model::{TaskQuery, TaskStatus};
+use crate::tencent::model::{Task, TaskQuery, TaskStatus, sanitize};
 use crate::tencent::paging::Pager;
 use crate::tencent::{Client, DESCRIBE_TASKS, Error};
 use crate::window::{self, LOOKUP_SPAN_SECS, Range};
@@ -116,6 +116,8 @@ pub struct PollSettings {
     pub max_pages: u64,
     /// How long one poll may take ([`poll_deadline`] of the interval).
     pub deadline: Duration,
+    /// Log every observed status change (contract §7.4, `log.task_events`).
+    pub task_events: bool,
 }
 
 impl PollSettings {
@@ -127,6 +129,7 @@ impl PollSettings {
             shard,
             max_pages: max_pages(lookback),
             deadline: poll_deadline(interval),
+            task_events: false,
         }
     }
 }
@@ -394,9 +397,24 @@ impl Target {
         report.items += observations.len() as u64;
         let mut st = self.lock();
         for obs in observations {
-            if let Some(f) = st.store.observe(obs) {
-                self.metrics.task_finished(&self.id, &f);
+            // Only with task events on: the status before, and the task for the log line.
+            let event = self
+                .settings
+                .task_events
+                .then(|| (st.store.status_of(obs.task.job_id), obs.task.clone()));
+            let finished = st.store.observe(obs);
+            if let Some(f) = &finished {
+                self.metrics.task_finished(&self.id, f);
                 report.finished += 1;
+            }
+            if let Some((before, task)) = event {
+                let after = st.store.status_of(task.job_id);
+                // A task first seen already finished and not counted is history from before
+                // the exporter started (the baseline): no event.
+                let baseline = before.is_none() && task.status.is_terminal() && finished.is_none();
+                if after.is_some() && after != before && !baseline {
+                    log_task_event(&self.id, before, &task);
+                }
             }
         }
     }
@@ -716,6 +734,26 @@ pub fn filterable_unfinished() -> Vec<TaskStatus> {
         .iter()
         .map(|c| TaskStatus::from_code(*c))
         .collect()
+}
+
+/// One task event (contract §7.4): a status change, or a first sighting (no `from`). Strings
+/// from the API have their control characters escaped, so a message cannot forge log lines.
+///
+/// The line has no text of its own: `message` is the task's message. Its log target,
+/// `task_events`, tells it apart (and `RUST_LOG` can route or silence it).
+fn log_task_event(id: &TargetId, from: Option<TaskStatus>, task: &Task) {
+    tracing::info!(
+        target: "task_events",
+        job_id = task.job_id,
+        account = %id.account,
+        region = %id.region,
+        instance_ids = %task.instance_ids.join(","),
+        task_type = %task.task_type,
+        from = from.map(TaskStatus::as_str),
+        to = task.status.as_str(),
+        code = task.code,
+        message = %sanitize(&task.message),
+    );
 }
 
 #[cfg(test)]

@@ -522,6 +522,11 @@ impl TaskStore {
         self.tasks.get(job_id).map(|s| self.task_of(job_id, s))
     }
 
+    /// A tracked task's status.
+    pub fn status_of(&self, job_id: i64) -> Option<TaskStatus> {
+        self.tasks.get(job_id).map(|s| s.status)
+    }
+
     /// Every tracked task, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = Task> + '_ {
         self.tasks.iter().map(|(id, s)| self.task_of(id, s))

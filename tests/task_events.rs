@@ -1,0 +1,99 @@
+//! Task events in the log (contract §7.4), whole program: the binary with `--log-format json`
+//! logs a first sighting and a status change, and nothing for the baseline.
+
+mod common;
+
+use cdb_task_exporter::sim::{Scenario, SimTask};
+use cdb_task_exporter::tencent::model::TaskStatus;
+use common::*;
+use serde_json::Value;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cdb-task-exporter");
+
+// The simulator serves on the runtime while this test blocks reading the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_are_logged_as_json_lines() {
+    let scenario = Scenario {
+        tasks: vec![
+            // Seen running at the first poll, failed a few seconds later.
+            SimTask::simple(201, "import_data", &[A], -10, 14, TaskStatus::Failed)
+                .with_message("line one\nforged line"),
+            // Finished an hour before the exporter started: baseline, no event.
+            SimTask::simple(202, "rollback", &[B], -7200, 60, TaskStatus::Succeed),
+        ],
+        ..Scenario::default()
+    };
+    let (sim, _clock) = start_sim(scenario).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = config_text(&sim.url(), "", &region("ap-guangzhou", &[]))
+        .replace("[[accounts]]", "[log]\ntask_events = true\n[[accounts]]");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+        .env_remove("CDB_TASK_EXPORTER_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let mut events: Vec<Value> = Vec::new();
+    let mut lines = Vec::new();
+    while !events.iter().any(|e| e["fields"]["to"] == "failed") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no failed event; log:\n{}",
+            lines.join("\n")
+        );
+        let Ok(line) = rx.recv_timeout(left) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v["target"] == "task_events" {
+            events.push(v);
+        }
+        lines.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    sim.stop().await;
+
+    let f = |e: &Value| e["fields"].clone();
+    assert!(
+        events.iter().all(|e| e["fields"]["job_id"] == 201),
+        "only task 201 changes: {events:?}"
+    );
+    assert_eq!(events.len(), 2, "{events:?}");
+    let first = f(&events[0]);
+    assert_eq!(first["to"], "running");
+    assert!(
+        first.get("from").is_none(),
+        "a first sighting has no from: {first}"
+    );
+    assert_eq!(first["account"], "test");
+    assert_eq!(first["region"], "ap-guangzhou");
+    assert_eq!(first["instance_ids"], A);
+    assert_eq!(first["task_type"], "import_data");
+    assert_eq!(events[0]["level"], "INFO");
+    let second = f(&events[1]);
+    assert_eq!(second["from"], "running");
+    assert_eq!(second["to"], "failed");
+    assert_eq!(second["code"], -1);
+    assert_eq!(second["message"], "line one\\nforged line");
+}
