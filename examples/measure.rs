@@ -5,7 +5,7 @@
 
 use cdb_task_exporter::clock::{Clock, SystemClock};
 use cdb_task_exporter::metrics::{Metrics, TargetId};
-use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target};
+use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target, TargetParts};
 use cdb_task_exporter::secret::Secret;
 use cdb_task_exporter::shard::Shard;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimTask, Simulator};
@@ -75,22 +75,23 @@ async fn requests_per_cycle(listed: Vec<String>, label: &str) {
         Duration::from_secs(86_400),
         Shard::ALL,
     );
-    let mut target = Target::new(
-        TargetId {
+    let mut target = Target::new(TargetParts {
+        id: TargetId {
             account: "m".into(),
             region: "ap-guangzhou".into(),
         },
-        listed,
-        client(&sim.url()),
-        Arc::new(RateLimiter::new(1_000.0)),
+        instances: listed,
+        client: client(&sim.url()),
+        limiter: Arc::new(RateLimiter::new(1_000.0)),
         metrics,
-        clock.clone(),
+        clock: clock.clone(),
         settings,
-        Arc::new(Mutex::new(SavedTarget {
+        state: Arc::new(Mutex::new(SavedTarget {
             covered_until: None,
             store: TaskStore::new(Scope::Region, 86_400, clock.now()),
         })),
-    );
+        discovered: Default::default(),
+    });
     let cancel = CancellationToken::new();
     let first = target.poll(&cancel).await;
     let cycles = 30;

@@ -3,9 +3,10 @@
 
 use crate::cli::{REVISION, VERSION};
 use crate::clock::SharedClock;
-use crate::config::{AccountConfig, Config, PollConfig, RegionConfig};
+use crate::config::{AccountConfig, Config, DiscoveryConfig, PollConfig, RegionConfig};
+use crate::discovery::Discovery;
 use crate::metrics::{Metrics, TargetId};
-use crate::poller::{PollSettings, RateLimiter, Target};
+use crate::poller::{Discovered, PollSettings, RateLimiter, Target, TargetParts};
 use crate::server::{Readiness, ServerState, run_server};
 use crate::shard::Shard;
 use crate::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimServer, Simulator};
@@ -42,12 +43,27 @@ struct TargetSpec {
     poll: PollConfig,
     shard: Shard,
     task_events: bool,
+    discovery: DiscoveryConfig,
 }
 
 struct Running {
     spec: TargetSpec,
     cancel: CancellationToken,
     handle: JoinHandle<Target>,
+    /// The instance listing, when `discovery.instance_info` is on; stops with `cancel`.
+    discovery: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the poller and the instance listing, and returns the poller (with its store).
+    async fn stop(self) -> Result<Target, tokio::task::JoinError> {
+        self.cancel.cancel();
+        let target = self.handle.await;
+        if let Some(d) = self.discovery {
+            let _ = d.await;
+        }
+        target
+    }
 }
 
 struct Fleet {
@@ -103,6 +119,7 @@ impl Fleet {
                     poll: config.poll.clone(),
                     shard,
                     task_events: config.log.task_events,
+                    discovery: config.discovery.clone(),
                 };
                 desired.insert(id, (spec, provider.clone()));
             }
@@ -118,8 +135,7 @@ impl Fleet {
                 continue;
             }
             let run = self.running.remove(&id).expect("present");
-            run.cancel.cancel();
-            let target = run.handle.await;
+            let target = run.stop().await;
             self.metrics.remove_target(&id);
             if desired.contains_key(&id) {
                 if let Ok(t) = target {
@@ -197,21 +213,38 @@ impl Fleet {
             task_events: spec.task_events,
             ..PollSettings::new(spec.poll.interval, spec.poll.lookback, spec.shard)
         };
-        let target = Target::new(
-            id.clone(),
-            spec.region.instances.clone(),
-            client,
-            limiter,
-            self.metrics.clone(),
-            self.clock.clone(),
+        let discovered = Discovered::default();
+        let target = Target::new(TargetParts {
+            id: id.clone(),
+            instances: spec.region.instances.clone(),
+            client: client.clone(),
+            limiter: limiter.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
             settings,
-            state.clone(),
-        );
+            state: state.clone(),
+            discovered: discovered.clone(),
+        });
         self.readiness.attach(&id, state.clone());
         if let Some(writer) = &self.state {
             writer.register(&state_key(&id), state);
         }
         let cancel = CancellationToken::new();
+        let discovery = spec.discovery.instance_info.then(|| {
+            let d = Discovery {
+                id: id.clone(),
+                client,
+                limiter,
+                metrics: self.metrics.clone(),
+                readiness: self.readiness.clone(),
+                discovered,
+                interval: spec.discovery.interval,
+                tags: spec.discovery.tags.clone(),
+                listed: spec.region.instances.clone(),
+                shard: spec.shard,
+            };
+            tokio::spawn(d.run(cancel.clone()))
+        });
         let readiness = self.readiness.clone();
         let persist = self.state.is_some();
         let dirty = self.state_dirty.clone();
@@ -231,6 +264,7 @@ impl Fleet {
                 spec,
                 cancel,
                 handle,
+                discovery,
             },
         );
         Ok(())
@@ -242,7 +276,7 @@ impl Fleet {
             run.cancel.cancel();
         }
         for (_, run) in std::mem::take(&mut self.running) {
-            let _ = run.handle.await;
+            let _ = run.stop().await;
         }
         if let Some(state) = &self.state {
             let state = state.clone();

@@ -18,6 +18,8 @@
 //! - [`window`]: which start-time ranges to ask for next. Pure.
 //! - [`poller`]: one target's loop: query plan, paging, retries, rate limit; client -> store ->
 //!   metrics.
+//! - [`discovery`]: instance metadata from `DescribeDBInstances`, on its own schedule
+//!   (contract §7.3).
 //! - [`metrics`]: every metric, its HELP and labels, behind verb methods; the task families as
 //!   per-target snapshots rendered straight to text.
 //! - [`details`]: task details for responders: the query, selection and rendering of
@@ -39,6 +41,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod details;
+pub mod discovery;
 pub mod fuzz;
 pub mod http;
 pub mod intern;

@@ -19,8 +19,9 @@
 //! `instance_id=""`), so series are merged across the targets of a region when rendered: counts
 //! and counters are summed, the oldest start is the minimum, the last end the maximum.
 
+use crate::config::tag_label;
 use crate::tasks::{Aggregates, Finished, KeyRef};
-use crate::tencent::model::{TASK_TYPES, TaskStatus};
+use crate::tencent::model::{Instance, TASK_TYPES, TaskStatus};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -66,6 +67,8 @@ const DURATION: &str = "tencentcloud_cdb_task_duration_seconds";
 const LAST_FINISHED: &str = "tencentcloud_cdb_task_last_finished_timestamp_seconds";
 const OLDEST: &str = "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds";
 const PROGRESS: &str = "tencentcloud_cdb_task_progress_ratio";
+const INSTANCE_INFO: &str = "tencentcloud_cdb_instance_info";
+const INSTANCE_INFO_HELP: &str = "Always 1: an instance as DescribeDBInstances lists it, with its name, type, engine version, zone and configured tags, for joins.";
 
 /// HELP texts of the task families (without [`FROM_POLL`]).
 const TASKS_HELP: &str = "Tasks that started inside the lookback window or are still unfinished, by their latest known status.";
@@ -308,6 +311,17 @@ pub struct Metrics {
     task_progress: bool,
     books: Mutex<BTreeMap<TargetId, Book>>,
     published: Mutex<BTreeMap<TargetId, Arc<Series>>>,
+    inventories: Mutex<BTreeMap<TargetId, Arc<Inventory>>>,
+}
+
+/// A target's instances as last listed, for `tencentcloud_cdb_instance_info`.
+#[derive(Debug)]
+struct Inventory {
+    region: String,
+    /// `tag_<key>` label names, in the order of `tag_keys`.
+    tag_labels: Vec<String>,
+    tag_keys: Vec<String>,
+    instances: Vec<Instance>,
 }
 
 fn help(text: &str) -> String {
@@ -419,6 +433,7 @@ impl Metrics {
             task_progress,
             books: Mutex::new(BTreeMap::new()),
             published: Mutex::new(BTreeMap::new()),
+            inventories: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -545,8 +560,41 @@ impl Metrics {
             .insert(t.clone(), Arc::new(series));
     }
 
+    /// Drops the series of instances that are no longer monitored (a discovered instance left
+    /// the list and has no task in the window); takes effect at the next `publish`.
+    pub fn forget_instances<'a>(&self, t: &TargetId, ids: impl IntoIterator<Item = &'a str>) {
+        let mut books = self.books.lock().expect("lock");
+        let Some(book) = books.get_mut(t) else {
+            return;
+        };
+        for id in ids {
+            let Some(&ix) = book.instances.index.get(id) else {
+                continue;
+            };
+            book.monitored[ix as usize] = false;
+            book.finished[ix as usize] = [0; DENSE];
+            book.finished_other.retain(|(i, ..), _| *i != ix);
+            book.seen_tasks.retain(|(i, ..)| *i != ix);
+        }
+    }
+
+    /// A target's instances as just listed, with the tag keys to copy into labels.
+    pub fn instances(&self, t: &TargetId, tag_keys: &[String], instances: Vec<Instance>) {
+        let inventory = Inventory {
+            region: t.region.clone(),
+            tag_labels: tag_keys.iter().map(|k| tag_label(k)).collect(),
+            tag_keys: tag_keys.to_vec(),
+            instances,
+        };
+        self.inventories
+            .lock()
+            .expect("lock")
+            .insert(t.clone(), Arc::new(inventory));
+    }
+
     /// Removes every series a target contributed (it left the config or restarts).
     pub fn remove_target(&self, t: &TargetId) {
+        self.inventories.lock().expect("lock").remove(t);
         self.books.lock().expect("lock").remove(t);
         self.published.lock().expect("lock").remove(t);
         let labels = [t.account.as_str(), t.region.as_str()];
@@ -584,8 +632,16 @@ impl Metrics {
                 .map_err(io::Error::other)?;
             w.write_all(&buf)
         };
+        let inventories: Vec<Arc<Inventory>> = self
+            .inventories
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
         encode(&own, w)?;
         render_tasks(w, &snapshots, self.task_progress)?;
+        render_instances(w, &inventories)?;
         let mut process = self.process.gather();
         for family in &mut process {
             let help = format!("{} {PROCESS_NOTE}", family.help());
@@ -813,6 +869,39 @@ where
             ];
             family.sample(w, &labels, num(v))
         })?;
+    }
+    Ok(())
+}
+
+/// `tencentcloud_cdb_instance_info`, by region and instance id; an instance two targets list
+/// (the same account configured twice) is written once.
+fn render_instances(w: &mut impl Write, inventories: &[Arc<Inventory>]) -> io::Result<()> {
+    let mut rows: BTreeMap<(&str, &str), (&Inventory, &Instance)> = BTreeMap::new();
+    for inv in inventories {
+        for i in &inv.instances {
+            rows.entry((inv.region.as_str(), i.instance_id.as_str()))
+                .or_insert((inv, i));
+        }
+    }
+    let mut f = Family::new(INSTANCE_INFO, INSTANCE_INFO_HELP, "gauge");
+    for ((region, id), (inv, i)) in rows {
+        let mut labels: Vec<(&str, &str)> = vec![
+            ("engine_version", &i.engine_version),
+            ("instance_id", id),
+            ("instance_name", &i.name),
+            ("instance_type", i.instance_type),
+            ("region", region),
+            ("zone", &i.zone),
+        ];
+        for (label, key) in inv.tag_labels.iter().zip(&inv.tag_keys) {
+            let value = i
+                .tags
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or("", |(_, v)| v.as_str());
+            labels.push((label, value));
+        }
+        f.sample(w, &labels, Num::U(1))?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::tencent::model::{Task, TaskQuery, TaskStatus, sanitize};
 use crate::tencent::paging::Pager;
 use crate::tencent::{Client, DESCRIBE_TASKS, Error};
 use crate::window::{self, LOOKUP_SPAN_SECS, Range};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -156,6 +156,36 @@ pub struct Target {
     rng: fastrand::Rng,
     /// When the current poll must give up.
     deadline: tokio::time::Instant,
+    discovered: Discovered,
+    /// What discovery listed at the last publication.
+    last_discovered: Arc<BTreeSet<String>>,
+}
+
+/// The instance ids `DescribeDBInstances` last listed for a target (this shard's): in
+/// region-wide mode they are monitored, with zeros, before they have a task.
+pub type Discovered = Arc<std::sync::RwLock<Arc<BTreeSet<String>>>>;
+
+/// Everything a [`Target`] is made of.
+#[derive(Debug)]
+pub struct TargetParts {
+    /// Account and region.
+    pub id: TargetId,
+    /// Listed instances; empty means the whole region.
+    pub instances: Vec<String>,
+    /// The API client of this account and region.
+    pub client: Client,
+    /// The account's rate limit.
+    pub limiter: Arc<RateLimiter>,
+    /// Where the results go.
+    pub metrics: Arc<Metrics>,
+    /// Wall clock.
+    pub clock: SharedClock,
+    /// Interval, lookback, shard, limits.
+    pub settings: PollSettings,
+    /// The task store and covered time (fresh, restored or carried over).
+    pub state: SharedTarget,
+    /// Instances listed by discovery (empty without it).
+    pub discovered: Discovered,
 }
 
 /// What a query's pages are read for.
@@ -209,17 +239,18 @@ pub struct PollReport {
 
 impl Target {
     /// A target with its state (fresh, or restored from a state file or an earlier config).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: TargetId,
-        instances: Vec<String>,
-        client: Client,
-        limiter: Arc<RateLimiter>,
-        metrics: Arc<Metrics>,
-        clock: SharedClock,
-        settings: PollSettings,
-        state: SharedTarget,
-    ) -> Self {
+    pub fn new(parts: TargetParts) -> Self {
+        let TargetParts {
+            id,
+            instances,
+            client,
+            limiter,
+            metrics,
+            clock,
+            settings,
+            state,
+            discovered,
+        } = parts;
         {
             let mut st = state.lock().expect("lock");
             let lookback = settings.lookback.as_secs() as i64;
@@ -246,6 +277,8 @@ impl Target {
             last_failure: None,
             rng: fastrand::Rng::with_seed(seed),
             deadline: tokio::time::Instant::now(),
+            discovered,
+            last_discovered: Arc::default(),
         }
     }
 
@@ -420,12 +453,23 @@ impl Target {
     }
 
     /// Publishes the task series and the poll metrics after a poll.
-    fn publish(&self, ok: bool, now: i64, seconds: f64) {
+    fn publish(&mut self, ok: bool, now: i64, seconds: f64) {
+        let discovered = self.discovered.read().expect("lock").clone();
+        let last_discovered = std::mem::replace(&mut self.last_discovered, discovered.clone());
         let st = self.lock();
         let aggregates = st.store.aggregates();
         if self.instances.is_empty() {
-            // Region-wide: every instance with a task in the store is monitored.
-            let seen: HashSet<&str> = aggregates.tasks.keys().map(|k| k.0).collect();
+            // Region-wide: every instance with a task in the store, or listed by discovery, is
+            // monitored.
+            let mut seen: HashSet<&str> = aggregates.tasks.keys().map(|k| k.0).collect();
+            // A discovered instance that left the list, with no task in the window, is no
+            // longer monitored (contract §7.3).
+            let gone = last_discovered
+                .iter()
+                .filter(|i| !discovered.contains(*i) && !seen.contains(i.as_str()))
+                .map(String::as_str);
+            self.metrics.forget_instances(&self.id, gone);
+            seen.extend(discovered.iter().map(String::as_str));
             self.metrics
                 .publish(&self.id, seen, &aggregates, st.store.last_finished());
         } else {
@@ -637,54 +681,29 @@ impl Target {
         cancel: &CancellationToken,
         report: &mut PollReport,
     ) -> Result<crate::tencent::model::TaskPage, Error> {
-        let mut attempt = 0;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return Err(Error::Cancelled),
-                () = self.limiter.acquire() => {}
-            }
-            if tokio::time::Instant::now() >= self.deadline {
-                self.metrics
-                    .api_errors(&self.id, DESCRIBE_TASKS, Error::Deadline.as_label(), 1);
-                return Err(Error::Deadline);
-            }
-            let t0 = Instant::now();
-            let result = tokio::select! {
-                () = cancel.cancelled() => return Err(Error::Cancelled),
-                r = self.client.describe_tasks(q) => r,
-            };
-            report.requests += 1;
-            self.metrics
-                .api_request(&self.id, DESCRIBE_TASKS, t0.elapsed().as_secs_f64());
-            match result {
-                Ok(page) => {
-                    if !page.malformed.is_empty() {
-                        self.metrics.api_errors(
-                            &self.id,
-                            DESCRIBE_TASKS,
-                            "Decode",
-                            page.malformed.len() as u64,
-                        );
-                        tracing::debug!(target_id = %self.id, request_id = %page.request_id, skipped = ?page.malformed, "malformed items skipped");
-                    }
-                    return Ok(page);
-                }
-                Err(e) => {
-                    self.metrics
-                        .api_errors(&self.id, DESCRIBE_TASKS, e.as_label(), 1);
-                    attempt += 1;
-                    if !e.is_retryable() || attempt >= MAX_ATTEMPTS {
-                        return Err(e);
-                    }
-                    let wait = backoff(attempt - 1, &mut self.rng);
-                    tracing::debug!(target_id = %self.id, error = %e, ?wait, "retrying");
-                    tokio::select! {
-                        () = cancel.cancelled() => return Err(e),
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
-            }
+        let context = CallContext {
+            id: &self.id,
+            action: DESCRIBE_TASKS,
+            limiter: &self.limiter,
+            metrics: &self.metrics,
+            cancel,
+            deadline: Some(self.deadline),
+        };
+        let client = &self.client;
+        let (result, attempts) =
+            call_with_retry(&context, &mut self.rng, || client.describe_tasks(q)).await;
+        report.requests += attempts;
+        let page = result?;
+        if !page.malformed.is_empty() {
+            self.metrics.api_errors(
+                &self.id,
+                DESCRIBE_TASKS,
+                "Decode",
+                page.malformed.len() as u64,
+            );
+            tracing::debug!(target_id = %self.id, request_id = %page.request_id, skipped = ?page.malformed, "malformed items skipped");
         }
+        Ok(page)
     }
 
     /// Polls every `interval` until `cancel` fires; `after_poll` runs after each poll.
@@ -707,6 +726,74 @@ impl Target {
             after_poll(&self, &report);
         }
         self
+    }
+}
+
+/// What one API call needs besides the request: whose it is, for the metrics; the account's
+/// rate limit; when to give up.
+#[derive(Debug)]
+pub struct CallContext<'a> {
+    /// The target, for metric labels and logs.
+    pub id: &'a TargetId,
+    /// The action, for metric labels.
+    pub action: &'static str,
+    /// The account's rate limit, taken before every attempt.
+    pub limiter: &'a RateLimiter,
+    /// Where requests and errors are counted.
+    pub metrics: &'a Metrics,
+    /// Stops waiting and retrying.
+    pub cancel: &'a CancellationToken,
+    /// No attempt starts after it.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+/// Sends one request, retrying retryable errors with jittered backoff up to [`MAX_ATTEMPTS`]
+/// times; every attempt takes a rate-limit token and is counted (with its error, if any).
+/// Returns the outcome and the number of attempts.
+pub async fn call_with_retry<T, Fut>(
+    cx: &CallContext<'_>,
+    rng: &mut fastrand::Rng,
+    mut send: impl FnMut() -> Fut,
+) -> (Result<T, Error>, u64)
+where
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut attempts = 0u64;
+    loop {
+        tokio::select! {
+            () = cx.cancel.cancelled() => return (Err(Error::Cancelled), attempts),
+            () = cx.limiter.acquire() => {}
+        }
+        if cx
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            cx.metrics
+                .api_errors(cx.id, cx.action, Error::Deadline.as_label(), 1);
+            return (Err(Error::Deadline), attempts);
+        }
+        let t0 = Instant::now();
+        let result = tokio::select! {
+            () = cx.cancel.cancelled() => return (Err(Error::Cancelled), attempts),
+            r = send() => r,
+        };
+        attempts += 1;
+        cx.metrics
+            .api_request(cx.id, cx.action, t0.elapsed().as_secs_f64());
+        let e = match result {
+            Ok(v) => return (Ok(v), attempts),
+            Err(e) => e,
+        };
+        cx.metrics.api_errors(cx.id, cx.action, e.as_label(), 1);
+        if !e.is_retryable() || attempts >= u64::from(MAX_ATTEMPTS) {
+            return (Err(e), attempts);
+        }
+        let wait = backoff((attempts - 1) as u32, rng);
+        tracing::debug!(target_id = %cx.id, action = cx.action, error = %e, ?wait, "retrying");
+        tokio::select! {
+            () = cx.cancel.cancelled() => return (Err(e), attempts),
+            () = tokio::time::sleep(wait) => {}
+        }
     }
 }
 

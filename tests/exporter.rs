@@ -374,7 +374,10 @@ async fn converges_under_throttling_and_faults() {
     );
     // Every attempt is counted, retries included.
     let requests = s
-        .get("tencentcloud_cdb_exporter_api_requests_total", &[])
+        .get(
+            "tencentcloud_cdb_exporter_api_requests_total",
+            &[("action", "DescribeTasks")],
+        )
         .unwrap();
     assert!(requests as usize <= pair.sim.sim.request_count());
     assert!(requests >= 3.0 + err("RequestLimitExceeded"));
@@ -514,11 +517,17 @@ async fn readiness_waits_for_a_successful_poll() {
     assert_eq!(
         s.get(
             "tencentcloud_cdb_exporter_api_errors_total",
-            &[("code", "AuthFailure.SecretIdNotFound")]
+            &[
+                ("code", "AuthFailure.SecretIdNotFound"),
+                ("action", "DescribeTasks")
+            ]
         ),
         Some(
-            s.get("tencentcloud_cdb_exporter_api_requests_total", &[])
-                .unwrap()
+            s.get(
+                "tencentcloud_cdb_exporter_api_requests_total",
+                &[("action", "DescribeTasks")]
+            )
+            .unwrap()
         ),
         "auth errors are not retried"
     );

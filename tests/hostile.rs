@@ -5,7 +5,7 @@
 mod common;
 
 use cdb_task_exporter::metrics::{Metrics, TargetId};
-use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target};
+use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target, TargetParts};
 use cdb_task_exporter::secret::Secret;
 use cdb_task_exporter::shard::Shard;
 use cdb_task_exporter::sim::{
@@ -50,19 +50,20 @@ fn target(sim: &SimServer, settings: PollSettings) -> (Target, Arc<Metrics>) {
         covered_until: None,
         store: TaskStore::new(Scope::Region, 86_400, 0),
     }));
-    let t = Target::new(
-        TargetId {
+    let t = Target::new(TargetParts {
+        id: TargetId {
             account: "hostile".into(),
             region: "ap-guangzhou".into(),
         },
-        vec![],
-        Client::new(options, Arc::new(provider)).unwrap(),
-        Arc::new(RateLimiter::new(1_000.0)),
-        metrics.clone(),
+        instances: vec![],
+        client: Client::new(options, Arc::new(provider)).unwrap(),
+        limiter: Arc::new(RateLimiter::new(1_000.0)),
+        metrics: metrics.clone(),
         clock,
         settings,
         state,
-    );
+        discovered: Default::default(),
+    });
     (t, metrics)
 }
 

@@ -15,9 +15,9 @@ use crate::tencent::model::{DescribeTasksRequest, TaskStatus, task_type_wire};
 use crate::tencent::sign::{
     self, canonical_request, parse_authorization, string_to_sign, utc_date,
 };
-use crate::tencent::{DESCRIBE_TASKS, SERVICE, VERSION};
+use crate::tencent::{DESCRIBE_DB_INSTANCES, DESCRIBE_TASKS, SERVICE, VERSION};
 use hyper::{Method, Request, StatusCode, body::Incoming};
-pub use scenario::{Fault, Faults, Scenario, Shape, SimTask, Step, TaskState};
+pub use scenario::{Fault, Faults, Scenario, Shape, SimInstance, SimTask, Step, TaskState};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,7 +64,13 @@ struct Inner {
     clock: Arc<SystemClock>,
     started: i64,
     served: AtomicU64,
+    /// `DescribeTasks` requests answered (the fault schedule counts these).
+    tasks_served: AtomicU64,
+    /// `DescribeDBInstances` requests seen (they are not in `log`).
+    instance_requests: AtomicU64,
     log: Mutex<Vec<RecordedRequest>>,
+    instances: RwLock<Vec<SimInstance>>,
+    instances_error: Mutex<Option<String>>,
 }
 
 /// The tasks one query matched at one moment: indices into the sorted tasks, with their state.
@@ -143,7 +149,11 @@ impl Simulator {
                 clock,
                 started,
                 served: AtomicU64::new(0),
+                tasks_served: AtomicU64::new(0),
+                instance_requests: AtomicU64::new(0),
                 log: Mutex::new(Vec::new()),
+                instances: RwLock::new(scenario.instances),
+                instances_error: Mutex::new(scenario.instances_error),
             }),
         }
     }
@@ -172,13 +182,29 @@ impl Simulator {
         *self.inner.matches.lock().expect("lock") = None;
     }
 
+    /// Replaces what `DescribeDBInstances` lists.
+    pub fn set_instances(&self, instances: Vec<SimInstance>) {
+        *self.inner.instances.write().expect("lock") = instances;
+    }
+
+    /// Makes `DescribeDBInstances` answer this error code (or answer normally again).
+    pub fn set_instances_error(&self, code: Option<&str>) {
+        *self.inner.instances_error.lock().expect("lock") = code.map(str::to_string);
+    }
+
     /// Replaces the faults while running.
     pub fn set_faults(&self, faults: Faults) {
         *self.inner.dice.lock().expect("lock") = fastrand::Rng::with_seed(faults.seed);
         *self.inner.faults.lock().expect("lock") = faults;
     }
 
-    /// The requests seen so far (the most recent ones, in a long run).
+    /// How many `DescribeDBInstances` requests were seen.
+    pub fn instance_requests(&self) -> u64 {
+        self.inner.instance_requests.load(Ordering::SeqCst)
+    }
+
+    /// The requests seen so far (the most recent ones, in a long run), `DescribeDBInstances`
+    /// excepted (see [`Simulator::instance_requests`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.log.lock().expect("lock").clone()
     }
@@ -221,7 +247,8 @@ impl Simulator {
         if req.method() == Method::GET && req.uri().path() == "/_sim/stats" {
             let tasks = self.inner.tasks.read().expect("lock").len();
             let served = self.inner.served.load(Ordering::SeqCst);
-            let body = json!({"requests": served, "tasks": tasks});
+            let tasks_served = self.inner.tasks_served.load(Ordering::SeqCst);
+            let body = json!({"requests": served, "describe_tasks_requests": tasks_served, "tasks": tasks});
             return respond(StatusCode::OK, "application/json", body.to_string());
         }
         if req.method() != Method::POST || req.uri().path() != "/" {
@@ -258,7 +285,10 @@ impl Simulator {
             }
             Ok(()) => self.answer(&mut record, &body, seq),
         };
-        {
+        if record.action == DESCRIBE_DB_INSTANCES {
+            // Kept apart, so that the request log shows the task polling alone.
+            self.inner.instance_requests.fetch_add(1, Ordering::SeqCst);
+        } else {
             let mut log = self.inner.log.lock().expect("lock");
             if log.len() >= MAX_LOGGED_REQUESTS {
                 // A long-running simulator (the demo) keeps only the recent past.
@@ -333,6 +363,62 @@ impl Simulator {
         Ok(())
     }
 
+    /// `DescribeDBInstances`: the instances of the request's region, by id, paged by
+    /// `Offset` and `Limit` (default 20, at most 2000, as the API).
+    fn answer_instances(
+        &self,
+        record: &mut RecordedRequest,
+        body: &[u8],
+        seq: u64,
+    ) -> HttpResponse {
+        if let Some(code) = self.inner.instances_error.lock().expect("lock").clone() {
+            record.outcome.clone_from(&code);
+            let msg = "you are not authorized to perform operation (cdb:DescribeDBInstances)";
+            return error_response(&code, msg, seq);
+        }
+        let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let offset = req.get("Offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let limit = req.get("Limit").and_then(Value::as_u64).unwrap_or(20);
+        if !(1..=2000).contains(&limit) {
+            record.outcome = "InvalidParameter".into();
+            return error_response(
+                "InvalidParameter",
+                &format!("Limit {limit} is out of range [1, 2000]"),
+                seq,
+            );
+        }
+        let mut all: Vec<SimInstance> = self
+            .inner
+            .instances
+            .read()
+            .expect("lock")
+            .iter()
+            .filter(|i| i.region == record.region)
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        let items: Vec<Value> = all
+            .iter()
+            .skip(offset)
+            .take(limit as usize)
+            .map(|i| {
+                json!({
+                    "InstanceId": i.id,
+                    "InstanceName": i.name,
+                    "Region": i.region,
+                    "Zone": i.zone,
+                    "InstanceType": i.instance_type,
+                    "EngineVersion": i.engine_version,
+                    "Status": 1,
+                    "TaskStatus": 0,
+                    "TagList": i.tags.iter().map(|(k, v)| json!({"TagKey": k, "TagValue": v})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let body = json!({"Response": {"TotalCount": all.len(), "Items": items, "RequestId": request_id(seq)}});
+        respond(StatusCode::OK, "application/json", body.to_string())
+    }
+
     fn draw_fault(&self, seq: u64) -> Option<Fault> {
         let faults = self.inner.faults.lock().expect("lock");
         if let Some((_, f)) = faults.schedule.iter().find(|(n, _)| *n == seq) {
@@ -367,6 +453,9 @@ impl Simulator {
         body: &[u8],
         seq: u64,
     ) -> (HttpResponse, Option<Duration>) {
+        if record.action == DESCRIBE_DB_INSTANCES {
+            return (self.answer_instances(record, body, seq), None);
+        }
         if record.action != DESCRIBE_TASKS {
             record.outcome = "InvalidAction".into();
             return (
@@ -378,7 +467,8 @@ impl Simulator {
                 None,
             );
         }
-        let fault = self.draw_fault(seq);
+        let number = self.inner.tasks_served.fetch_add(1, Ordering::SeqCst) + 1;
+        let fault = self.draw_fault(number);
         // Faults that replace the answer: the outcome recorded, and the response.
         let replaced = match fault {
             Some(Fault::RateLimit) => Some((

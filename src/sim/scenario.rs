@@ -217,6 +217,61 @@ pub struct Faults {
     pub redirect_to: String,
 }
 
+/// A simulated instance, as `DescribeDBInstances` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimInstance {
+    /// `InstanceId`
+    pub id: String,
+    /// `InstanceName`
+    #[serde(default)]
+    pub name: String,
+    /// Region it lives in.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// `InstanceType`: 1 primary, 2 DR, 3 read-only.
+    #[serde(default = "primary", rename = "type")]
+    pub instance_type: i64,
+    /// `EngineVersion`
+    #[serde(default)]
+    pub engine_version: String,
+    /// `Zone`
+    #[serde(default)]
+    pub zone: String,
+    /// `TagList` as key -> value.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+fn default_region() -> String {
+    DEFAULT_REGION.to_string()
+}
+
+fn primary() -> i64 {
+    1
+}
+
+impl SimInstance {
+    /// A primary instance in the default region, MySQL 8.0, in zone 3, without tags.
+    pub fn new(id: &str, name: &str) -> SimInstance {
+        SimInstance {
+            id: id.to_string(),
+            name: name.to_string(),
+            region: DEFAULT_REGION.to_string(),
+            instance_type: 1,
+            engine_version: "8.0".into(),
+            zone: format!("{DEFAULT_REGION}-3"),
+            tags: Default::default(),
+        }
+    }
+
+    /// The same instance with this tag.
+    pub fn tag(mut self, key: &str, value: &str) -> SimInstance {
+        self.tags.insert(key.to_string(), value.to_string());
+        self
+    }
+}
+
 /// A whole scenario.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Scenario {
@@ -228,6 +283,11 @@ pub struct Scenario {
     pub tasks: Vec<SimTask>,
     /// Faults.
     pub faults: Faults,
+    /// What `DescribeDBInstances` lists (nothing when empty).
+    pub instances: Vec<SimInstance>,
+    /// An error code `DescribeDBInstances` answers with instead (e.g.
+    /// `UnauthorizedOperation`, as for a key without that permission).
+    pub instances_error: Option<String>,
 }
 
 /// Region of tasks that do not name one.
@@ -243,6 +303,9 @@ struct RawScenario {
     #[serde(default)]
     tasks: Vec<RawTask>,
     faults: Option<RawFaults>,
+    #[serde(default)]
+    instances: Vec<SimInstance>,
+    instances_error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -398,6 +461,8 @@ impl Scenario {
             shape: raw.shape,
             zone,
             tasks,
+            instances: raw.instances,
+            instances_error: raw.instances_error,
             faults,
         })
     }
@@ -462,10 +527,25 @@ impl Scenario {
             }
             tasks.push(task);
         }
+        let names = ["orders", "orders-ro", "billing", "billing-dr"];
+        let sim_instances = instances
+            .iter()
+            .zip(names)
+            .enumerate()
+            .map(|(i, (id, name))| SimInstance {
+                instance_type: [1, 3, 1, 2][i],
+                zone: format!("{DEFAULT_REGION}-{}", 3 + i % 2),
+                ..SimInstance::new(id, name)
+                    .tag("team", if i < 2 { "shop" } else { "finance" })
+                    .tag("env", "prod")
+            })
+            .collect();
         Scenario {
             shape: Shape::Current,
             zone: None,
             tasks,
+            instances: sim_instances,
+            instances_error: None,
             faults: Faults {
                 seed: 7,
                 rate_limit: 0.02,

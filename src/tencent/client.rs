@@ -3,9 +3,11 @@
 
 use super::apitime::ApiZone;
 use super::credentials::Provider;
-use super::model::{Envelope, TaskPage, TaskQuery, decode_response};
+use super::model::{
+    Envelope, InstancePage, TaskPage, TaskQuery, decode_instances, decode_response,
+};
 use super::sign::{SignInput, sign};
-use super::{DESCRIBE_TASKS, Error, MAX_BODY_BYTES, SERVICE, VERSION};
+use super::{DESCRIBE_DB_INSTANCES, DESCRIBE_TASKS, Error, MAX_BODY_BYTES, SERVICE, VERSION};
 use crate::clock::{Clock, SystemClock};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,18 +125,20 @@ impl Client {
         let request = query.to_request(self.options.zone);
         let body = serde_json::to_vec(&request).map_err(|e| Error::Decode(e.to_string()))?;
         let bytes = self.call(DESCRIBE_TASKS, body).await?;
-        match decode_response(&bytes, self.options.zone).map_err(Error::Decode)? {
-            Envelope::Page(page) => Ok(page),
-            Envelope::Error {
-                code,
-                message,
-                request_id,
-            } => Err(Error::Api {
-                code,
-                message,
-                request_id,
-            }),
-        }
+        page_or_error(decode_response(&bytes, self.options.zone).map_err(Error::Decode)?)
+    }
+
+    /// One `DescribeDBInstances` call: the page of at most `limit` instances from `offset`.
+    pub async fn describe_db_instances(
+        &self,
+        offset: u64,
+        limit: u64,
+    ) -> Result<InstancePage, Error> {
+        let body = serde_json::json!({"Offset": offset, "Limit": limit});
+        let bytes = self
+            .call(DESCRIBE_DB_INSTANCES, body.to_string().into_bytes())
+            .await?;
+        page_or_error(decode_instances(&bytes).map_err(Error::Decode)?)
     }
 
     /// Sends one signed request and returns the body of a 200 answer, at most
@@ -181,6 +185,22 @@ impl Client {
             buf.extend_from_slice(&chunk);
         }
         Ok(buf)
+    }
+}
+
+/// A decoded answer as a page, or its API error.
+fn page_or_error<P>(envelope: Envelope<P>) -> Result<P, Error> {
+    match envelope {
+        Envelope::Page(page) => Ok(page),
+        Envelope::Error {
+            code,
+            message,
+            request_id,
+        } => Err(Error::Api {
+            code,
+            message,
+            request_id,
+        }),
     }
 }
 

@@ -18,6 +18,8 @@ pub const SERVICE: &str = "cdb";
 pub const VERSION: &str = "2017-03-20";
 /// The action.
 pub const DESCRIBE_TASKS: &str = "DescribeTasks";
+/// The instance listing action (contract §7.3), same version.
+pub const DESCRIBE_DB_INSTANCES: &str = "DescribeDBInstances";
 /// Responses larger than this are rejected (contract §5.6).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 

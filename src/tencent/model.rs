@@ -320,11 +320,26 @@ pub struct TaskPage {
     pub request_id: String,
 }
 
+/// One page of a `DescribeDBInstances` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancePage {
+    /// `TotalCount` as the API says it.
+    pub total_count: u64,
+    /// Items on this page, well-formed and malformed alike (paging counts both).
+    pub item_count: usize,
+    /// The well-formed items.
+    pub instances: Vec<Instance>,
+    /// One description per malformed item that was skipped.
+    pub malformed: Vec<String>,
+    /// `RequestId`.
+    pub request_id: String,
+}
+
 /// What the `Response` object held: a page, or an API error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Envelope {
+pub enum Envelope<P = TaskPage> {
     /// A successful answer.
-    Page(TaskPage),
+    Page(P),
     /// `Response.Error`.
     Error {
         /// `Error.Code`
@@ -339,36 +354,14 @@ pub enum Envelope {
 /// Decodes a response body. `Err` only when the body as a whole is unusable (not JSON, no
 /// `Response`, no usable `Items`); a bad item is reported in [`TaskPage::malformed`].
 pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, String> {
-    let root: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let response = root
-        .get("Response")
-        .and_then(Value::as_object)
-        .ok_or("body has no Response object")?;
-    let request_id = sanitize(
-        response
-            .get("RequestId")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-    );
-    if let Some(error) = response.get("Error") {
-        // These end up in log lines: no control characters, bounded length.
-        let field = |k: &str| sanitize(error.get(k).and_then(Value::as_str).unwrap_or_default());
-        return Ok(Envelope::Error {
-            code: field("Code"),
-            message: field("Message"),
-            request_id,
-        });
-    }
-    let items = match response.get("Items") {
-        None | Some(Value::Null) => &[][..],
-        Some(Value::Array(items)) => items.as_slice(),
-        Some(_) => return Err("Response.Items is not an array".into()),
-    };
-    let total_count = match response.get("TotalCount") {
-        Some(v) => int_of(v)
-            .filter(|n| *n >= 0)
-            .ok_or("Response.TotalCount is not a count")? as u64,
-        None => items.len() as u64,
+    let root = parse_body(body)?;
+    let Opened {
+        items,
+        total_count,
+        request_id,
+    } = match open_response(&root)? {
+        Ok(opened) => opened,
+        Err(api_error) => return Ok(api_error),
     };
     let mut page = TaskPage {
         total_count,
@@ -384,6 +377,131 @@ pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, String> {
         }
     }
     Ok(Envelope::Page(page))
+}
+
+/// Decodes a `DescribeDBInstances` body, like [`decode_response`].
+pub fn decode_instances(body: &[u8]) -> Result<Envelope<InstancePage>, String> {
+    let root = parse_body(body)?;
+    let Opened {
+        items,
+        total_count,
+        request_id,
+    } = match open_response(&root)? {
+        Ok(opened) => opened,
+        Err(api_error) => return Ok(api_error),
+    };
+    let mut page = InstancePage {
+        total_count,
+        item_count: items.len(),
+        instances: Vec::with_capacity(items.len()),
+        malformed: Vec::new(),
+        request_id,
+    };
+    for (i, item) in items.iter().enumerate() {
+        match decode_instance(item) {
+            Ok(instance) => page.instances.push(instance),
+            Err(e) => page.malformed.push(format!("item {i}: {e}")),
+        }
+    }
+    Ok(Envelope::Page(page))
+}
+
+/// Longest instance name, zone, version or tag kept.
+const MAX_INSTANCE_FIELD: usize = 256;
+
+fn short_string(item: &Value, key: &str) -> String {
+    item.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_INSTANCE_FIELD)
+        .collect()
+}
+
+/// One `InstanceInfo` item.
+pub fn decode_instance(item: &Value) -> Result<Instance, String> {
+    let id = item
+        .get("InstanceId")
+        .and_then(Value::as_str)
+        .ok_or("no InstanceId")?;
+    if !is_plausible_instance_id(id) {
+        return Err(format!("implausible InstanceId {:?}", sanitize(id)));
+    }
+    let instance_type = match item.get("InstanceType").and_then(int_of) {
+        Some(1) => "master",
+        Some(2) => "dr",
+        Some(3) => "ro",
+        _ => "unknown",
+    };
+    let tags = match item.get("TagList") {
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|t| {
+                let key = short_string(t, "TagKey");
+                (!key.is_empty()).then(|| (key, short_string(t, "TagValue")))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Instance {
+        instance_id: id.to_string(),
+        name: short_string(item, "InstanceName"),
+        instance_type,
+        engine_version: short_string(item, "EngineVersion"),
+        zone: short_string(item, "Zone"),
+        tags,
+    })
+}
+
+/// A successful response opened: its items and count.
+struct Opened<'a> {
+    items: &'a [Value],
+    total_count: u64,
+    request_id: String,
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))
+}
+
+/// Reads `Response.Items` and `TotalCount`, or `Response.Error` (the inner `Err`); the outer
+/// `Err` says the body is unusable.
+fn open_response<P>(root: &Value) -> Result<Result<Opened<'_>, Envelope<P>>, String> {
+    let response = root
+        .get("Response")
+        .and_then(Value::as_object)
+        .ok_or("body has no Response object")?;
+    let request_id = sanitize(
+        response
+            .get("RequestId")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
+    if let Some(error) = response.get("Error") {
+        // These end up in log lines: no control characters, bounded length.
+        let field = |k: &str| sanitize(error.get(k).and_then(Value::as_str).unwrap_or_default());
+        return Ok(Err(Envelope::Error {
+            code: field("Code"),
+            message: field("Message"),
+            request_id,
+        }));
+    }
+    let items = match response.get("Items") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(_) => return Err("Response.Items is not an array".into()),
+    };
+    let total_count = match response.get("TotalCount") {
+        Some(v) => int_of(v)
+            .filter(|n| *n >= 0)
+            .ok_or("Response.TotalCount is not a count")? as u64,
+        None => items.len() as u64,
+    };
+    Ok(Ok(Opened {
+        items,
+        total_count,
+        request_id,
+    }))
 }
 
 /// The longest API string [`sanitize`] keeps.

@@ -1,0 +1,146 @@
+//! Instance metadata (contract §7.3): each target lists its region's instances with
+//! `DescribeDBInstances` every `discovery.interval`, on its own task, so a slow or forbidden
+//! listing never delays a task poll. It shares the account's rate limit and the retry policy
+//! with the poller.
+//!
+//! A listing feeds three things: `tencentcloud_cdb_instance_info`, the instance names on the
+//! task pages, and (region-wide) the set of monitored instances, whose counters then exist with
+//! zeros before their first task. A failed listing keeps the last good one; its error is
+//! counted under `action="DescribeDBInstances"` and logged when it changes.
+
+use crate::details::Instances;
+use crate::metrics::{Metrics, TargetId};
+use crate::poller::{CallContext, Discovered, RateLimiter, call_with_retry};
+use crate::server::Readiness;
+use crate::shard::Shard;
+use crate::tencent::model::Instance;
+use crate::tencent::{Client, DESCRIBE_DB_INSTANCES, Error};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Instances per page: the API's maximum, so that most regions take one request.
+pub const PAGE_SIZE: u64 = 2000;
+/// Pages one listing may take (200,000 instances): a server that never ends paging is broken.
+pub const MAX_PAGES: u64 = 100;
+
+/// What one target's discovery needs.
+#[derive(Debug)]
+pub struct Discovery {
+    /// The target.
+    pub id: TargetId,
+    /// The account's client for this region.
+    pub client: Client,
+    /// The account's rate limit.
+    pub limiter: Arc<RateLimiter>,
+    /// Where instance info and API errors go.
+    pub metrics: Arc<Metrics>,
+    /// Where the task pages find instance names.
+    pub readiness: Arc<Readiness>,
+    /// Shared with the target's poller: the monitored instances.
+    pub discovered: Discovered,
+    /// Time between listings.
+    pub interval: Duration,
+    /// Tag keys copied into labels.
+    pub tags: Vec<String>,
+    /// The target's listed instances; empty means the whole region.
+    pub listed: Vec<String>,
+    /// This process's shard.
+    pub shard: Shard,
+}
+
+impl Discovery {
+    /// Which listed instances this target exports: its listed ones (or all) of this shard.
+    fn keep(&self, instances: Vec<Instance>) -> Vec<Instance> {
+        instances
+            .into_iter()
+            .filter(|i| self.shard.owns(&i.instance_id))
+            .filter(|i| self.listed.is_empty() || self.listed.contains(&i.instance_id))
+            .collect()
+    }
+
+    /// Lists every page once.
+    async fn list(
+        &self,
+        rng: &mut fastrand::Rng,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Instance>, Error> {
+        let cx = CallContext {
+            id: &self.id,
+            action: DESCRIBE_DB_INSTANCES,
+            limiter: &self.limiter,
+            metrics: &self.metrics,
+            cancel,
+            deadline: None,
+        };
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        for _ in 0..MAX_PAGES {
+            let client = &self.client;
+            let (page, _) =
+                call_with_retry(&cx, rng, || client.describe_db_instances(offset, PAGE_SIZE)).await;
+            let page = page?;
+            if !page.malformed.is_empty() {
+                self.metrics.api_errors(
+                    &self.id,
+                    DESCRIBE_DB_INSTANCES,
+                    "Decode",
+                    page.malformed.len() as u64,
+                );
+            }
+            offset += page.item_count as u64;
+            out.extend(page.instances);
+            if page.item_count == 0 || offset >= page.total_count {
+                return Ok(out);
+            }
+        }
+        Err(Error::PagingLimit(MAX_PAGES))
+    }
+
+    /// Publishes a good listing.
+    fn publish(&self, instances: Vec<Instance>) {
+        let instances = self.keep(instances);
+        let ids: BTreeSet<String> = instances.iter().map(|i| i.instance_id.clone()).collect();
+        let by_id: Instances = instances
+            .iter()
+            .map(|i| (i.instance_id.clone(), i.clone()))
+            .collect();
+        self.readiness.set_instances(&self.id, Arc::new(by_id));
+        self.metrics.instances(&self.id, &self.tags, instances);
+        *self.discovered.write().expect("lock") = Arc::new(ids);
+    }
+
+    /// Lists now and then every `interval` until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut rng = fastrand::Rng::new();
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_error: Option<String> = None;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            match self.list(&mut rng, &cancel).await {
+                Ok(instances) => {
+                    if last_error.take().is_some() {
+                        tracing::info!(target_id = %self.id, "DescribeDBInstances works again");
+                    }
+                    tracing::debug!(target_id = %self.id, instances = instances.len(), "instances listed");
+                    self.publish(instances);
+                }
+                Err(Error::Cancelled) => break,
+                Err(e) => {
+                    // Logged once per kind of failure: a key without the permission would
+                    // otherwise repeat the same warning every interval.
+                    let label = e.as_label().to_string();
+                    if last_error.as_deref() != Some(label.as_str()) {
+                        tracing::warn!(target_id = %self.id, error = %e, "cannot list instances (DescribeDBInstances); keeping the last list. Task polling is not affected; grant cdb:DescribeDBInstances or set discovery.instance_info = false");
+                    }
+                    last_error = Some(label);
+                }
+            }
+        }
+    }
+}
