@@ -69,6 +69,19 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:39236")]
         listen: SocketAddr,
     },
+    /// Check that an exporter's HTTP server answers, for container and Kubernetes health checks:
+    /// exit 0 when GET URL answers 200, or 401 (basic auth is on: the server answers, and the
+    /// check needs no password). Over https the certificate is not verified: the check talks to
+    /// its own process.
+    Healthcheck {
+        /// What to ask (set the variable in a container whose exporter listens elsewhere).
+        #[arg(
+            long,
+            env = "CDB_TASK_EXPORTER_HEALTHCHECK_URL",
+            default_value = "http://127.0.0.1:39236/healthz"
+        )]
+        url: String,
+    },
     /// Run only the simulated CDB API.
     Simulate {
         /// Address to listen on, e.g. 127.0.0.1:8080.

@@ -74,6 +74,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             secret_id,
             secret_key,
         }) => simulate(listen, scenario.as_deref(), secret_id, secret_key).await,
+        Some(Command::Healthcheck { url }) => healthcheck(&url).await,
         Some(Command::Demo { listen }) => demo(listen, &overrides).await,
         None => daemon(cli.config, cli.check_config, overrides).await,
     }
@@ -180,6 +181,32 @@ async fn watch_signals(
         }
     }
     shutdown.cancel();
+}
+
+async fn healthcheck(url: &str) -> ExitCode {
+    cdb_task_exporter::install_crypto_provider();
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .danger_accept_invalid_certs(true)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match client.get(url).send().await.map(|r| r.status().as_u16()) {
+        Ok(200 | 401) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("unhealthy: {url} answered {status}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn demo(listen: std::net::SocketAddr, overrides: &Overrides) -> ExitCode {

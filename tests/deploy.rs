@@ -149,24 +149,149 @@ fn one(rel: &str, kind: &str) -> Value {
     d[0].clone()
 }
 
+/// What `kubectl kustomize DIR` gives for the features the shipped kustomizations use:
+/// `resources` (files and directories), `namespace`, `labels` (metadata only) and `images`.
+fn kustomize(rel: &str) -> Vec<Value> {
+    let k = yaml(&format!("{rel}/kustomization.yaml"));
+    let mut out = Vec::new();
+    for r in k["resources"].as_sequence().unwrap() {
+        let r = format!("{rel}/{}", r.as_str().unwrap());
+        if root().join(&r).is_dir() {
+            out.extend(kustomize(&r));
+        } else {
+            out.extend(docs(&r));
+        }
+    }
+    for doc in &mut out {
+        let meta = doc["metadata"].as_mapping_mut().unwrap();
+        if let Some(ns) = k["namespace"].as_str() {
+            meta.insert("namespace".into(), ns.into());
+        }
+        for l in k["labels"].as_sequence().into_iter().flatten() {
+            assert_eq!(l["includeSelectors"].as_bool(), Some(false));
+            let labels = meta
+                .entry("labels".into())
+                .or_insert_with(|| Value::Mapping(Default::default()));
+            for (key, v) in l["pairs"].as_mapping().unwrap() {
+                labels
+                    .as_mapping_mut()
+                    .unwrap()
+                    .insert(key.clone(), v.clone());
+            }
+        }
+        for image in k["images"].as_sequence().into_iter().flatten() {
+            let containers = doc
+                .get_mut("spec")
+                .and_then(|s| s.get_mut("template"))
+                .and_then(|t| t.get_mut("spec"))
+                .and_then(|s| s.get_mut("containers"))
+                .and_then(Value::as_sequence_mut);
+            for c in containers.into_iter().flatten() {
+                if c["image"] == image["name"] {
+                    let full = format!(
+                        "{}:{}",
+                        image["newName"].as_str().unwrap(),
+                        image["newTag"].as_str().unwrap()
+                    );
+                    c["image"] = full.into();
+                }
+            }
+        }
+    }
+    out
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind}");
+    found[0]
+}
+
+/// Both layouts pass `kubernetes-validate --strict` (the Kubernetes schemas), and their
+/// ServiceMonitor and PrometheusRule validate against the prometheus-operator CRDs vendored in
+/// tests/schemas.
+#[test]
+fn kubernetes_layouts_validate_against_the_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    for layout in ["deploy/kubernetes", "deploy/kubernetes/sharded"] {
+        let docs = kustomize(layout);
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"ServiceMonitor") && kinds.contains(&"PrometheusRule"));
+        assert!(
+            !kinds.contains(&"Secret"),
+            "the Secret example is never applied"
+        );
+        let path = dir.path().join("rendered.yaml");
+        let text: Vec<String> = docs
+            .iter()
+            .map(|d| serde_yaml_ng::to_string(d).unwrap())
+            .collect();
+        std::fs::write(&path, text.join("---\n")).unwrap();
+        let out = tool(
+            "kubernetes-validate",
+            &["--strict", path.to_str().unwrap()],
+            &root(),
+        );
+        for k in ["configmap", "service", "deployment"] {
+            let k = if layout.ends_with("sharded") && k == "deployment" {
+                "statefulset"
+            } else {
+                k
+            };
+            assert!(
+                out.contains(&format!("passed for resource {k}/")),
+                "{layout}: {out}"
+            );
+        }
+        let crds = tool(
+            "python3",
+            &[
+                "tests/schemas/validate_crd.py",
+                path.to_str().unwrap(),
+                "tests/schemas/monitoring.coreos.com_servicemonitors.yaml",
+                "tests/schemas/monitoring.coreos.com_prometheusrules.yaml",
+            ],
+            &root(),
+        );
+        assert!(
+            crds.contains("ServiceMonitor/cdb-task-exporter: valid"),
+            "{crds}"
+        );
+        assert!(
+            crds.contains("PrometheusRule/cdb-task-exporter: valid"),
+            "{crds}"
+        );
+    }
+}
+
 #[test]
 fn kubernetes_manifests_are_consistent() {
-    let dep = one("deploy/kubernetes/deployment.yaml", "Deployment");
-    let svc = one("deploy/kubernetes/service.yaml", "Service");
-    let cm = one("deploy/kubernetes/configmap.yaml", "ConfigMap");
-    let secret = one("deploy/kubernetes/secret.example.yaml", "Secret");
-    let sm = one("deploy/kubernetes/servicemonitor.yaml", "ServiceMonitor");
-    let pr = one("deploy/kubernetes/prometheusrule.yaml", "PrometheusRule");
-    for m in [&dep, &svc, &cm, &secret, &sm, &pr] {
+    let all = kustomize("deploy/kubernetes");
+    let dep = kind(&all, "Deployment").clone();
+    let svc = kind(&all, "Service").clone();
+    let cm = kind(&all, "ConfigMap").clone();
+    let sm = kind(&all, "ServiceMonitor").clone();
+    let pr = kind(&all, "PrometheusRule").clone();
+    let secret = one("deploy/kubernetes/examples/secret.example.yaml", "Secret");
+    for m in [&dep, &svc, &cm, &sm, &pr] {
         assert_eq!(m["metadata"]["namespace"].as_str(), Some("monitoring"));
+    }
+    // kube-prometheus-stack selects on `release`.
+    for m in [&sm, &pr] {
+        assert_eq!(
+            m["metadata"]["labels"]["release"].as_str(),
+            Some("kube-prometheus-stack")
+        );
     }
     let pod_labels = &dep["spec"]["template"]["metadata"]["labels"];
     assert_eq!(&dep["spec"]["selector"]["matchLabels"], pod_labels);
     assert_eq!(&svc["spec"]["selector"], pod_labels);
-    assert_eq!(
-        &sm["spec"]["selector"]["matchLabels"],
-        &svc["metadata"]["labels"]
-    );
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "the ServiceMonitor selects the Service"
+        );
+    }
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
     let port = &c["ports"][0];
     assert_eq!(port["containerPort"].as_u64(), Some(39236));
@@ -175,13 +300,22 @@ fn kubernetes_manifests_are_consistent() {
         sm["spec"]["endpoints"][0]["port"],
         svc["spec"]["ports"][0]["name"]
     );
-    assert_eq!(
-        c["readinessProbe"]["httpGet"]["path"].as_str(),
-        Some("/readyz")
-    );
-    assert_eq!(
-        c["livenessProbe"]["httpGet"]["path"].as_str(),
-        Some("/healthz")
+    // Probes that need no password once basic auth is on: the binary's own health check.
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let command: Vec<&str> = c[probe]["exec"]["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(command, ["/usr/local/bin/cdb-task-exporter", "healthcheck"]);
+    }
+    assert!(
+        c["image"]
+            .as_str()
+            .unwrap()
+            .ends_with("/cdb-task-exporter:0.1.0"),
+        "the image comes from kustomize's images"
     );
     assert_eq!(
         c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
@@ -247,7 +381,10 @@ fn kubernetes_manifests_are_consistent() {
 
 #[test]
 fn prometheusrule_carries_exactly_the_shipped_rules() {
-    let pr = one("deploy/kubernetes/prometheusrule.yaml", "PrometheusRule");
+    let pr = one(
+        "deploy/kubernetes/common/prometheusrule.yaml",
+        "PrometheusRule",
+    );
     let rules = yaml("deploy/prometheus/rules/cdb-task-exporter.rules.yml");
     assert_eq!(
         pr["spec"]["groups"], rules["groups"],
@@ -310,7 +447,7 @@ fn systemd_unit_and_container_file_are_hardened() {
     let has = |k: &str, v: &str| directives.iter().any(|(dk, dv)| *dk == k && *dv == v);
     assert!(has(
         "ExecStart",
-        "/usr/local/bin/cdb-task-exporter --config /etc/cdb-task-exporter/config.toml"
+        "/usr/bin/cdb-task-exporter --config /etc/cdb-task-exporter/config.toml"
     ));
     assert!(has("ExecReload", "/bin/kill -HUP $MAINPID"));
     for (k, v) in [
@@ -324,24 +461,26 @@ fn systemd_unit_and_container_file_are_hardened() {
     ] {
         assert!(has(k, v), "{k}={v}");
     }
-    assert!(directives.iter().any(|(k, _)| *k == "EnvironmentFile"));
-    assert!(
-        directives
-            .iter()
-            .any(|(k, v)| *k == "LoadCredential" && v.starts_with("secret_key:"))
-    );
+    // Credentials from an optional environment file; no LoadCredential, which is fatal when
+    // its file is missing (the README shows it as a drop-in).
+    assert!(has(
+        "EnvironmentFile",
+        "-/etc/cdb-task-exporter/credentials.env"
+    ));
+    assert!(!directives.iter().any(|(k, _)| *k == "LoadCredential"));
 
     let image = read("deploy/container/Containerfile");
     let froms = image.lines().filter(|l| l.starts_with("FROM ")).count();
     assert_eq!(froms, 2, "multi-stage");
-    assert!(image.contains("Cargo.lock") && image.contains("--locked"));
+    assert!(image.contains("--locked"));
     assert!(image.contains("ca-certificates"));
     assert!(
         image
             .lines()
             .any(|l| l.starts_with("USER ") && !l.contains("root"))
     );
-    assert!(image.lines().any(|l| l.starts_with("HEALTHCHECK")) && image.contains("/healthz"));
+    assert!(image.lines().any(|l| l.starts_with("HEALTHCHECK")) && image.contains("healthcheck"));
+    assert!(image.contains("ARG BASE=") && image.contains("FROM ${BASE}"));
     assert!(image.contains("EXPOSE 39236"));
 }
 
@@ -350,6 +489,10 @@ fn sharded_statefulset_matches_its_config() {
     let sts = one("deploy/kubernetes/sharded/statefulset.yaml", "StatefulSet");
     let cm = one("deploy/kubernetes/sharded/configmap.yaml", "ConfigMap");
     let dep = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"],
+        dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    );
     // The same pod labels as the Deployment: the shipped Service and ServiceMonitor find every
     // shard.
     assert_eq!(

@@ -331,6 +331,21 @@ async fn sighup_switches_basic_auth_users() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status("bob", "b-pass").await, Some(401));
+    // The health check needs no password: a 401 shows the server answers. A closed port fails.
+    let healthcheck = |url: String| {
+        Command::new(BIN)
+            .args(["healthcheck", "--url", &url])
+            .env_remove("CDB_TASK_EXPORTER_HEALTHCHECK_URL")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(healthcheck(format!("http://127.0.0.1:{port}/healthz")));
+    assert!(!healthcheck(format!(
+        "http://127.0.0.1:{}/healthz",
+        free_port()
+    )));
     std::fs::write(
         &web,
         format!("basic_auth_users:\n  bob: {:?}\n", hash("b-pass")),
