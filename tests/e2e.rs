@@ -6,6 +6,7 @@
 mod common;
 
 use cdb_task_exporter::clock::Clock;
+use cdb_task_exporter::config::Config;
 use cdb_task_exporter::http::{read_body, respond};
 use cdb_task_exporter::sim::{Scenario, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
@@ -96,16 +97,36 @@ async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade
         SimTask::simple(2, "upgrade_master", &[B], -7 * 3600, 0, TaskStatus::Running),
         SimTask::simple(3, "reboot", &[A], -600, 30, TaskStatus::Succeed),
     ];
-    let pair = Pair::start(
-        Scenario {
-            tasks,
-            ..Default::default()
-        },
-        "",
-        &region("ap-guangzhou", &[]),
+    // Served over TLS with basic auth, as README "Securing the endpoint" sets it up: Prometheus
+    // scrapes with the shipped config's https, CA and password lines.
+    let pki = pki(dir.path());
+    let password = "scrape-password-for-the-e2e-test";
+    std::fs::write(dir.path().join("scrape.password"), password).unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  prometheus: {:?}\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            bcrypt_hash(password)
+        ),
     )
+    .unwrap();
+    let (sim, clock) = start_sim(Scenario {
+        tasks,
+        ..Default::default()
+    })
     .await;
-    pair.exporter.wait_poll_after(0).await;
+    let mut config =
+        Config::from_toml(&config_text(&sim.url(), "", &region("ap-guangzhou", &[]))).unwrap();
+    config.server.web_config_file = Some(web);
+    let exporter = Exporter::start(config, clock.clone()).await;
+    let pair = Pair {
+        sim,
+        exporter,
+        clock,
+    };
 
     // A webhook receiver for Alertmanager.
     let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
@@ -166,6 +187,27 @@ async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade
         "localhost:39236",
         &pair.exporter.addr.to_string(),
     );
+    let mut prom_config = prom_config;
+    for line in [
+        "scheme: https",
+        "tls_config:",
+        "  ca_file: /etc/prometheus/cdb-task-exporter-ca.pem",
+        "basic_auth:",
+        "  username: prometheus",
+        "  password_file: /etc/prometheus/cdb-task-exporter.password",
+    ] {
+        prom_config = replace(&prom_config, &format!("# {line}"), line);
+    }
+    let prom_config = replace(
+        &prom_config,
+        "/etc/prometheus/cdb-task-exporter-ca.pem",
+        pki.ca.to_str().unwrap(),
+    );
+    let prom_config = replace(
+        &prom_config,
+        "/etc/prometheus/cdb-task-exporter.password",
+        dir.path().join("scrape.password").to_str().unwrap(),
+    );
     let prom_config = replace(
         &prom_config,
         "localhost:9093",
@@ -209,7 +251,6 @@ async fn prometheus_and_alertmanager_see_the_failed_import_and_the_stuck_upgrade
 
     // The import fails.
     pair.clock.advance(40);
-    pair.exporter.wait_poll_after(pair.clock.now()).await;
     wait_until("the failure in Prometheus", || async {
         scalar(&query(&prom, failed_imports).await) == Some(1.0)
     })

@@ -4,64 +4,12 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cdb-task-exporter");
-
-/// A CA, a server certificate for localhost and 127.0.0.1, and a client certificate, as PEM
-/// files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: String,
-    client_key: String,
-    ca_pem: String,
-}
-
-fn pki(dir: &Path) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |names: Vec<String>, purpose: ExtendedKeyUsagePurpose| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![purpose];
-        let cert = params.signed_by(&key, &ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(
-        vec!["localhost".into(), "127.0.0.1".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client_cert, client_key) = leaf(
-        vec!["prometheus".into()],
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    let write = |name: &str, text: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    Pki {
-        ca: write("ca.pem", &ca.pem()),
-        server_cert: write("server.pem", &server_cert),
-        server_key: write("server-key.pem", &server_key),
-        client_cert,
-        client_key,
-        ca_pem: ca.pem(),
-    }
-}
 
 /// A reqwest client trusting the test CA, limited to these TLS versions, with the client
 /// certificate when asked.
@@ -116,10 +64,6 @@ async fn start(dir: &Path, web_yaml: &str) -> (Exporter, cdb_task_exporter::sim:
     (Exporter::start(config, clock).await, sim)
 }
 
-fn hash(password: &str) -> String {
-    bcrypt::hash(password, 4).unwrap()
-}
-
 #[tokio::test]
 async fn tls_with_basic_auth_protects_every_page_and_adds_headers() {
     cdb_task_exporter::install_crypto_provider();
@@ -128,7 +72,7 @@ async fn tls_with_basic_auth_protects_every_page_and_adds_headers() {
     let yaml = format!(
         "tls_server_config:\n  cert_file: {}\n  key_file: server-key.pem\nbasic_auth_users:\n  prom: {:?}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n",
         pki.server_cert.display(),
-        hash("right horse"),
+        bcrypt_hash("right horse"),
     );
     let (exporter, sim) = start(dir.path(), &yaml).await;
     let https = client(&pki, ALL, false);
@@ -299,7 +243,7 @@ async fn sighup_switches_basic_auth_users() {
     let web = dir.path().join("web.yml");
     std::fs::write(
         &web,
-        format!("basic_auth_users:\n  alice: {:?}\n", hash("a-pass")),
+        format!("basic_auth_users:\n  alice: {:?}\n", bcrypt_hash("a-pass")),
     )
     .unwrap();
     let port = free_port();
@@ -348,7 +292,7 @@ async fn sighup_switches_basic_auth_users() {
     )));
     std::fs::write(
         &web,
-        format!("basic_auth_users:\n  bob: {:?}\n", hash("b-pass")),
+        format!("basic_auth_users:\n  bob: {:?}\n", bcrypt_hash("b-pass")),
     )
     .unwrap();
     let kill = Command::new("kill")
