@@ -5,7 +5,6 @@
 
 mod common;
 
-use cdb_task_exporter::clock::Clock;
 use cdb_task_exporter::config::Config;
 use cdb_task_exporter::http::{read_body, respond};
 use cdb_task_exporter::sim::{Scenario, SimTask};
