@@ -167,7 +167,7 @@ pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<St
             .map_err(|e| format!("accounts[{i}] ({}): credentials: {e}", a.name))?;
         let id = match &provider {
             Provider::Static(c) => mask_id(&c.secret_id),
-            Provider::InstanceRole(_) => "(temporary)".to_string(),
+            Provider::InstanceRole(_) | Provider::TkeOidc(_) => "(temporary)".to_string(),
         };
         let token = a
             .credentials

@@ -150,8 +150,14 @@ fn one(rel: &str, kind: &str) -> Value {
 }
 
 /// What `kubectl kustomize DIR` gives for the features the shipped kustomizations use:
-/// `resources` (files and directories), `namespace`, `labels` (metadata only) and `images`.
+/// `resources` (files and directories), `components` (their resources and JSON 6902 patches),
+/// `namespace`, `labels` (metadata only) and `images`.
 fn kustomize(rel: &str) -> Vec<Value> {
+    kustomize_with(rel, &[])
+}
+
+/// [`kustomize`] with these components enabled as well (as uncommenting them would).
+fn kustomize_with(rel: &str, extra_components: &[&str]) -> Vec<Value> {
     let k = yaml(&format!("{rel}/kustomization.yaml"));
     let mut out = Vec::new();
     for r in k["resources"].as_sequence().unwrap() {
@@ -160,6 +166,30 @@ fn kustomize(rel: &str) -> Vec<Value> {
             out.extend(kustomize(&r));
         } else {
             out.extend(docs(&r));
+        }
+    }
+    let components = k["components"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|c| c.as_str().unwrap().to_string())
+        .chain(extra_components.iter().map(|c| c.to_string()));
+    for c in components {
+        let dir = format!("{rel}/{c}");
+        let comp = yaml(&format!("{dir}/kustomization.yaml"));
+        assert_eq!(comp["kind"].as_str(), Some("Component"));
+        for r in comp["resources"].as_sequence().into_iter().flatten() {
+            out.extend(docs(&format!("{dir}/{}", r.as_str().unwrap())));
+        }
+        for p in comp["patches"].as_sequence().into_iter().flatten() {
+            let ops: Value = serde_yaml_ng::from_str(p["patch"].as_str().unwrap()).unwrap();
+            for doc in out.iter_mut().filter(|d| {
+                d["kind"] == p["target"]["kind"] && d["metadata"]["name"] == p["target"]["name"]
+            }) {
+                for op in ops.as_sequence().unwrap() {
+                    json_patch(doc, op);
+                }
+            }
         }
     }
     for doc in &mut out {
@@ -201,6 +231,31 @@ fn kustomize(rel: &str) -> Vec<Value> {
     out
 }
 
+/// One JSON 6902 `add` or `remove`; `-` appends to a list.
+fn json_patch(doc: &mut Value, op: &Value) {
+    let path: Vec<&str> = op["path"].as_str().unwrap()[1..].split('/').collect();
+    let (last, parents) = path.split_last().unwrap();
+    let mut at = doc;
+    for p in parents {
+        at = match at {
+            Value::Sequence(items) => &mut items[p.parse::<usize>().unwrap()],
+            other => other
+                .get_mut(*p)
+                .unwrap_or_else(|| panic!("no {p} in {op:?}")),
+        };
+    }
+    match (op["op"].as_str().unwrap(), at) {
+        ("add", Value::Sequence(items)) if *last == "-" => items.push(op["value"].clone()),
+        ("add", Value::Mapping(m)) => {
+            m.insert((*last).into(), op["value"].clone());
+        }
+        ("remove", Value::Mapping(m)) => {
+            assert!(m.remove(*last).is_some(), "nothing to remove at {op:?}");
+        }
+        (other, _) => panic!("unsupported patch {other} at {op:?}"),
+    }
+}
+
 fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "one {kind}");
@@ -213,14 +268,40 @@ fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 #[test]
 fn kubernetes_layouts_validate_against_the_schemas() {
     let dir = tempfile::tempdir().unwrap();
-    for layout in ["deploy/kubernetes", "deploy/kubernetes/sharded"] {
-        let docs = kustomize(layout);
+    let layouts: [(&str, &[&str]); 3] = [
+        ("deploy/kubernetes", &[]),
+        ("deploy/kubernetes", &["components/tke-pod-identity"]),
+        ("deploy/kubernetes/sharded", &[]),
+    ];
+    for (layout, components) in layouts {
+        let docs = kustomize_with(layout, components);
         let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
         assert!(kinds.contains(&"ServiceMonitor") && kinds.contains(&"PrometheusRule"));
         assert!(
             !kinds.contains(&"Secret"),
             "the Secret example is never applied"
         );
+        if !components.is_empty() {
+            // Pod identity: the four TKE variables from a projected token, no Secret.
+            let c = &kind(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+            let env: Vec<&str> = c["env"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                env,
+                [
+                    "TKE_REGION",
+                    "TKE_PROVIDER_ID",
+                    "TKE_ROLE_ARN",
+                    "TKE_WEB_IDENTITY_TOKEN_FILE"
+                ]
+            );
+            assert!(c.get("envFrom").is_none());
+            assert!(kinds.contains(&"ServiceAccount"));
+        }
         let path = dir.path().join("rendered.yaml");
         let text: Vec<String> = docs
             .iter()

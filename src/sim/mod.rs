@@ -61,6 +61,8 @@ struct Inner {
     faults: Mutex<Faults>,
     dice: Mutex<fastrand::Rng>,
     keys: Vec<(String, Secret)>,
+    /// Pod identity: what STS `AssumeRoleWithWebIdentity` accepts, and what it issued.
+    oidc: Mutex<Oidc>,
     clock: Arc<SystemClock>,
     started: i64,
     served: AtomicU64,
@@ -84,6 +86,22 @@ struct Matches {
 fn sort_newest_first(tasks: &mut [SimTask]) {
     tasks.sort_by_key(|t| std::cmp::Reverse((t.start, t.job_id)));
 }
+
+/// The simulated STS side of TKE pod identity.
+#[derive(Default)]
+struct Oidc {
+    /// `ProviderId` and `RoleArn` accepted; `None`: the action is refused.
+    accepts: Option<(String, String)>,
+    /// Lifetime of issued keys, seconds.
+    lifetime: i64,
+    /// Tokens presented, in order.
+    tokens: Vec<String>,
+    /// Issued temporary keys: id, key, token.
+    issued: Vec<(String, Secret, String)>,
+}
+
+/// The STS action of TKE pod identity.
+pub const ASSUME_ROLE_WITH_WEB_IDENTITY: &str = "AssumeRoleWithWebIdentity";
 
 /// A simulator: cheap to clone, shared between its server and the test that drives it.
 #[derive(Clone)]
@@ -146,6 +164,7 @@ impl Simulator {
                 dice: Mutex::new(fastrand::Rng::with_seed(scenario.faults.seed)),
                 faults: Mutex::new(scenario.faults),
                 keys: vec![(secret_id.to_string(), secret_key)],
+                oidc: Mutex::new(Oidc::default()),
                 clock,
                 started,
                 served: AtomicU64::new(0),
@@ -180,6 +199,20 @@ impl Simulator {
         let at = tasks.partition_point(|t| std::cmp::Reverse((t.start, t.job_id)) < key);
         tasks.insert(at, task);
         *self.inner.matches.lock().expect("lock") = None;
+    }
+
+    /// Makes STS `AssumeRoleWithWebIdentity` (served on the same address) accept this provider
+    /// and role, issuing temporary keys that live `lifetime` seconds and that the CDB actions
+    /// then accept with their token.
+    pub fn accept_web_identity(&self, provider_id: &str, role_arn: &str, lifetime: i64) {
+        let mut oidc = self.inner.oidc.lock().expect("lock");
+        oidc.accepts = Some((provider_id.to_string(), role_arn.to_string()));
+        oidc.lifetime = lifetime;
+    }
+
+    /// The web identity tokens presented to STS so far.
+    pub fn web_identity_tokens(&self) -> Vec<String> {
+        self.inner.oidc.lock().expect("lock").tokens.clone()
     }
 
     /// Replaces what `DescribeDBInstances` lists.
@@ -258,6 +291,14 @@ impl Simulator {
         let Some(body) = read_body(body, MAX_REQUEST_BYTES).await else {
             return error_response("RequestSizeLimitExceeded", "request body too large", 0);
         };
+        if parts
+            .headers
+            .get("x-tc-action")
+            .and_then(|v| v.to_str().ok())
+            == Some(ASSUME_ROLE_WITH_WEB_IDENTITY)
+        {
+            return self.assume_role_with_web_identity(&parts.headers, &body);
+        }
         let header = |name: &str| {
             parts
                 .headers
@@ -330,11 +371,36 @@ impl Simulator {
                 ),
             ));
         }
-        let Some((_, key)) = self.inner.keys.iter().find(|(id, _)| id == auth.secret_id) else {
-            return Err((
-                "AuthFailure.SecretIdNotFound",
-                "the SecretId is not found".into(),
-            ));
+        let issued = self
+            .inner
+            .oidc
+            .lock()
+            .expect("lock")
+            .issued
+            .iter()
+            .find(|(id, ..)| id == auth.secret_id)
+            .cloned();
+        let key = match (
+            self.inner.keys.iter().find(|(id, _)| id == auth.secret_id),
+            issued,
+        ) {
+            (Some((_, key)), _) => key.clone(),
+            (None, Some((_, key, token))) => {
+                // Temporary keys go with their token.
+                if get("x-tc-token") != Some(token.as_str()) {
+                    return Err((
+                        "AuthFailure.TokenFailure",
+                        "the token does not match the temporary key".into(),
+                    ));
+                }
+                key
+            }
+            (None, None) => {
+                return Err((
+                    "AuthFailure.SecretIdNotFound",
+                    "the SecretId is not found".into(),
+                ));
+            }
         };
         let signature_failure = || {
             (
@@ -416,6 +482,66 @@ impl Simulator {
             })
             .collect();
         let body = json!({"Response": {"TotalCount": all.len(), "Items": items, "RequestId": request_id(seq)}});
+        respond(StatusCode::OK, "application/json", body.to_string())
+    }
+
+    /// STS `AssumeRoleWithWebIdentity`: unsigned (`Authorization: SKIP`), version 2018-08-13;
+    /// issues temporary keys for an accepted provider and role.
+    fn assume_role_with_web_identity(
+        &self,
+        headers: &hyper::HeaderMap,
+        body: &[u8],
+    ) -> HttpResponse {
+        let seq = self.inner.served.fetch_add(1, Ordering::SeqCst) + 1;
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        if header("authorization") != "SKIP" || header("x-tc-version") != "2018-08-13" {
+            return error_response(
+                "AuthFailure.InvalidAuthorization",
+                "AssumeRoleWithWebIdentity is unsigned (Authorization: SKIP), version 2018-08-13",
+                seq,
+            );
+        }
+        if header("x-tc-region").is_empty() {
+            return error_response("MissingParameter", "the Region parameter is required", seq);
+        }
+        let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let field = |k: &str| {
+            req.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut oidc = self.inner.oidc.lock().expect("lock");
+        let token = field("WebIdentityToken");
+        oidc.tokens.push(token.clone());
+        let accepted = oidc
+            .accepts
+            .as_ref()
+            .is_some_and(|(p, r)| *p == field("ProviderId") && *r == field("RoleArn"));
+        if !accepted || token.is_empty() || field("RoleSessionName").is_empty() {
+            return error_response(
+                "InvalidParameter.WebIdentityTokenError",
+                "the web identity, provider or role is not accepted",
+                seq,
+            );
+        }
+        let id = format!("AKIDtmp{seq:016}");
+        let key = format!("tmp-key-{seq}-{}", fastrand::u64(..));
+        let session = format!("tmp-token-{seq}-{}", fastrand::u64(..));
+        let expires = self.inner.clock.now() + oidc.lifetime;
+        oidc.issued
+            .push((id.clone(), Secret::new(key.as_str()), session.clone()));
+        let body = json!({"Response": {
+            "Credentials": {"Token": session, "TmpSecretId": id, "TmpSecretKey": key},
+            "ExpiredTime": expires,
+            "Expiration": "",
+            "RequestId": request_id(seq),
+        }});
         respond(StatusCode::OK, "application/json", body.to_string())
     }
 

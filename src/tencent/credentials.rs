@@ -71,6 +71,12 @@ pub enum Source {
     Profile(PathBuf),
     /// The CVM instance role (metadata service).
     InstanceRole,
+    /// TKE pod identity: the service account's OIDC token exchanged with STS
+    /// `AssumeRoleWithWebIdentity` for this role.
+    TkeOidc {
+        /// `TKE_ROLE_ARN`
+        role_arn: String,
+    },
 }
 
 impl fmt::Display for Source {
@@ -81,6 +87,10 @@ impl fmt::Display for Source {
             Source::Environment => f.write_str("environment (TENCENTCLOUD_SECRET_ID/_KEY)"),
             Source::Profile(p) => write!(f, "profile file {}", p.display()),
             Source::InstanceRole => f.write_str("CVM instance role (metadata service)"),
+            Source::TkeOidc { role_arn } => write!(
+                f,
+                "TKE pod identity (OIDC token exchanged by STS AssumeRoleWithWebIdentity for role {role_arn})"
+            ),
         }
     }
 }
@@ -118,6 +128,8 @@ pub enum Provider {
     Static(Credential),
     /// Temporary keys of the CVM instance role, fetched and refreshed on demand.
     InstanceRole(InstanceRole),
+    /// Temporary keys for a TKE pod's OIDC token, fetched and refreshed on demand.
+    TkeOidc(WebIdentity),
 }
 
 impl Provider {
@@ -175,6 +187,12 @@ impl Provider {
                 return Ok((Source::Profile(path), Provider::Static(cred)));
             }
         }
+        if let Some(identity) = WebIdentity::from_env(env)? {
+            let source = Source::TkeOidc {
+                role_arn: identity.role_arn.clone(),
+            };
+            return Ok((source, Provider::TkeOidc(identity)));
+        }
         let url = env
             .var("CDB_TASK_EXPORTER_METADATA_URL")
             .unwrap_or_else(|| METADATA_URL.to_string());
@@ -189,6 +207,7 @@ impl Provider {
         match self {
             Provider::Static(c) => Ok(c.clone()),
             Provider::InstanceRole(role) => role.get().await,
+            Provider::TkeOidc(identity) => identity.get().await,
         }
     }
 }
@@ -334,6 +353,187 @@ impl InstanceRole {
         *self.cached.lock().expect("lock") = Some((cred.clone(), rc.expired_time));
         Ok(cred)
     }
+}
+
+/// The TKE pod identity variables, all four needed.
+pub const TKE_VARIABLES: [&str; 4] = [
+    "TKE_REGION",
+    "TKE_PROVIDER_ID",
+    "TKE_WEB_IDENTITY_TOKEN_FILE",
+    "TKE_ROLE_ARN",
+];
+
+/// The STS endpoint; `CDB_TASK_EXPORTER_STS_URL` overrides it (a proxy, the simulator).
+pub const STS_URL: &str = "https://sts.tencentcloudapi.com/";
+
+/// How long the temporary keys are asked for.
+const OIDC_DURATION_SECS: i64 = 7200;
+
+/// TKE pod identity (api-notes §credentials): the token file, re-read at every refresh (the
+/// kubelet rotates it), exchanged with an unsigned STS `AssumeRoleWithWebIdentity` for
+/// temporary keys, which are refreshed when a tenth of their lifetime remains.
+#[derive(Debug)]
+pub struct WebIdentity {
+    region: String,
+    provider_id: String,
+    token_file: PathBuf,
+    role_arn: String,
+    url: String,
+    http: reqwest::Client,
+    cached: Mutex<Option<(Credential, i64)>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StsAnswer {
+    response: StsResponse,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StsResponse {
+    credentials: Option<StsCredentials>,
+    expired_time: Option<i64>,
+    error: Option<StsError>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StsCredentials {
+    token: String,
+    tmp_secret_id: String,
+    tmp_secret_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StsError {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl WebIdentity {
+    /// The identity the environment describes; `None` when no TKE variable is set, an error
+    /// naming the missing ones when only some are, or when the token file cannot be read.
+    fn from_env(env: &dyn Environment) -> Result<Option<WebIdentity>, String> {
+        let values: Vec<Option<String>> = TKE_VARIABLES.iter().map(|v| env.var(v)).collect();
+        if values.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let missing: Vec<&str> = TKE_VARIABLES
+            .iter()
+            .zip(&values)
+            .filter(|(_, v)| v.is_none())
+            .map(|(n, _)| *n)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "TKE pod identity needs {}; missing: {}",
+                TKE_VARIABLES.join(", "),
+                missing.join(", ")
+            ));
+        }
+        let [region, provider_id, token_file, role_arn] =
+            <[Option<String>; 4]>::try_from(values).expect("four values");
+        let token_file = PathBuf::from(token_file.expect("checked"));
+        read_token(&token_file)?;
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the STS client: {e}"))?;
+        Ok(Some(WebIdentity {
+            region: region.expect("checked"),
+            provider_id: provider_id.expect("checked"),
+            token_file,
+            role_arn: role_arn.expect("checked"),
+            url: env
+                .var("CDB_TASK_EXPORTER_STS_URL")
+                .unwrap_or_else(|| STS_URL.to_string()),
+            http,
+            cached: Mutex::new(None),
+        }))
+    }
+
+    async fn get(&self) -> Result<Credential, Error> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some((cred, expires)) = self.cached.lock().expect("lock").as_ref()
+            && expires - now > OIDC_DURATION_SECS / 10
+        {
+            return Ok(cred.clone());
+        }
+        let fail = |what: String| Error::Credentials(format!("TKE pod identity: {what}"));
+        let token = read_token(&self.token_file).map_err(fail)?;
+        let body = serde_json::json!({
+            "ProviderId": self.provider_id,
+            "WebIdentityToken": token.expose(),
+            "RoleArn": self.role_arn,
+            "RoleSessionName": format!("cdb-task-exporter-{now}"),
+            "DurationSeconds": OIDC_DURATION_SECS,
+        });
+        let host = self
+            .url
+            .split("://")
+            .nth(1)
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        // Unsigned, as the STS documentation has it for this action.
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Host", host)
+            .header("Authorization", "SKIP")
+            .header("X-TC-Action", "AssumeRoleWithWebIdentity")
+            .header("X-TC-Version", "2018-08-13")
+            .header("X-TC-Region", &self.region)
+            .header("X-TC-Timestamp", now.to_string())
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("STS answered {}", resp.status())));
+        }
+        let text = resp.text().await.map_err(|e| fail(e.to_string()))?;
+        let answer: StsAnswer =
+            serde_json::from_str(&text).map_err(|e| fail(format!("bad STS answer: {e}")))?;
+        if let Some(e) = answer.response.error {
+            let message = crate::tencent::model::sanitize(&e.message);
+            return Err(fail(format!("STS error {}: {message}", e.code)));
+        }
+        let (Some(c), Some(expires)) = (answer.response.credentials, answer.response.expired_time)
+        else {
+            return Err(fail("STS answer without credentials".into()));
+        };
+        let cred = Credential {
+            secret_id: c.tmp_secret_id,
+            secret_key: Secret::new(c.tmp_secret_key),
+            token: Some(Secret::new(c.token)),
+        };
+        *self.cached.lock().expect("lock") = Some((cred.clone(), expires));
+        Ok(cred)
+    }
+}
+
+fn read_token(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read TKE_WEB_IDENTITY_TOKEN_FILE {}: {e}",
+            path.display()
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!(
+            "TKE_WEB_IDENTITY_TOKEN_FILE {} is empty",
+            path.display()
+        ));
+    }
+    Ok(Secret::new(token))
 }
 
 #[cfg(test)]

@@ -72,12 +72,22 @@ impl Exporter {
         clock: Arc<SystemClock>,
         reloads: Option<tokio::sync::mpsc::Receiver<Config>>,
     ) -> Exporter {
+        Self::start_with(config, clock, reloads, Arc::new(|_: &str| None::<String>)).await
+    }
+
+    /// Like [`Exporter::start`], with this process environment for credentials.
+    pub async fn start_with(
+        config: Config,
+        clock: Arc<SystemClock>,
+        reloads: Option<tokio::sync::mpsc::Receiver<Config>>,
+        env: Arc<dyn cdb_task_exporter::tencent::credentials::Environment + Send + Sync>,
+    ) -> Exporter {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let options = RunOptions {
             clock,
-            env: Arc::new(|_: &str| None::<String>),
+            env,
             reloads,
         };
         let handle = tokio::spawn(run(config, listener, shutdown.clone(), options));
