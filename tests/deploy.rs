@@ -42,7 +42,7 @@ fn rules_lint_clean_and_unit_tests_pass() {
         &["check", "rules", "rules/cdb-task-exporter.rules.yml"],
         &dir,
     );
-    assert!(text.contains("SUCCESS: 14 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 33 rules found"), "{text}");
     let text = tool(
         "promtool",
         &["test", "rules", "tests/cdb-task-exporter.test.yml"],
@@ -69,31 +69,46 @@ fn alerts(rules: &Value) -> Vec<(String, Value)> {
     out
 }
 
+/// The anchors GitHub gives the headings of a Markdown file.
+fn anchors(markdown: &str) -> Vec<String> {
+    markdown
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| {
+            h.trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == '-' || *c == ' ')
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn every_alert_is_well_formed_and_unit_tested_firing_and_not() {
     let rules = yaml("deploy/prometheus/rules/cdb-task-exporter.rules.yml");
     let tests = yaml("deploy/prometheus/tests/cdb-task-exporter.test.yml");
+    let runbook = anchors(&read("docs/runbook.md"));
     let all = alerts(&rules);
-    assert_eq!(all.len(), 6);
+    assert_eq!(all.len(), 7);
     for (name, rule) in &all {
         assert!(name.starts_with("CdbTask"), "{name}");
-        let sev = rule["labels"]["severity"].as_str().unwrap();
-        assert!(
-            ["critical", "warning", "info"].contains(&sev),
-            "{name}: {sev}"
-        );
+        // Severity is static, except CdbTaskFailed's, which comes from the policy table.
+        if name != "CdbTaskFailed" {
+            let sev = rule["labels"]["severity"].as_str().unwrap();
+            assert!(["critical", "warning"].contains(&sev), "{name}: {sev}");
+        }
         assert!(rule["annotations"]["summary"].is_string(), "{name}");
+        assert!(rule["annotations"]["description"].is_string(), "{name}");
+        // The runbook link names an existing section of docs/runbook.md.
+        let url = rule["annotations"]["runbook_url"].as_str().unwrap();
+        let (doc, anchor) = url.split_once('#').unwrap();
+        assert!(doc.ends_with("/docs/runbook.md"), "{url}");
+        assert_eq!(anchor, name.to_lowercase(), "{url}");
         assert!(
-            rule["annotations"]["description"]
-                .as_str()
-                .unwrap()
-                .contains("{{"),
-            "{name}: templated description"
-        );
-        // The selector lives in the recording rules only.
-        assert!(
-            !rule["expr"].as_str().unwrap().contains("job="),
-            "{name} selects the job itself"
+            runbook.iter().any(|a| a == anchor),
+            "{url}: no such section"
         );
         let cases: Vec<&Value> = tests["tests"]
             .as_sequence()
@@ -117,22 +132,63 @@ fn every_alert_is_well_formed_and_unit_tested_firing_and_not() {
             .flat_map(|c| c["exp_alerts"].as_sequence().unwrap())
             .all(|a| {
                 a["exp_annotations"]["summary"].is_string()
-                    && a["exp_annotations"]["description"].is_string()
+                    && a["exp_annotations"]["runbook_url"].is_string()
             });
         assert!(
             checks_annotations,
             "{name}: every expected alert checks its annotations"
         );
     }
-    let desc =
-        all.iter().find(|(n, _)| n == "CdbTaskFailed").unwrap().1["annotations"]["description"]
-            .as_str()
-            .unwrap()
-            .to_string();
-    assert!(
-        desc.contains("import_data") && desc.contains("upgrade_master"),
-        "imports and upgrades are called out"
-    );
+}
+
+/// Recording rules are named level:metric:operations, and each is used by an alert or a
+/// dashboard panel; the policy tables cover every known task type.
+#[test]
+fn recording_rules_are_named_used_and_complete() {
+    let rules = yaml("deploy/prometheus/rules/cdb-task-exporter.rules.yml");
+    let alert_exprs: Vec<String> = alerts(&rules)
+        .iter()
+        .map(|(_, r)| r["expr"].as_str().unwrap().to_string())
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/cdb-task-exporter.json")).unwrap();
+    let panel_exprs = common::dashboard_exprs(&dashboard);
+    let mut tables: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for g in rules["groups"].as_sequence().unwrap() {
+        for r in g["rules"].as_sequence().unwrap() {
+            let Some(record) = r["record"].as_str() else {
+                continue;
+            };
+            assert_eq!(
+                record.split(':').count(),
+                3,
+                "{record}: level:metric:operations"
+            );
+            assert!(
+                alert_exprs
+                    .iter()
+                    .chain(&panel_exprs)
+                    .any(|e| e.contains(record)),
+                "{record} is used by no alert and no panel"
+            );
+            if let Some(t) = r["labels"]["task_type"].as_str() {
+                tables
+                    .entry(record.to_string())
+                    .or_default()
+                    .push(t.to_string());
+            }
+        }
+    }
+    assert_eq!(tables.len(), 2, "{tables:?}");
+    for (record, types) in tables {
+        let mut types = types;
+        types.sort();
+        let mut known: Vec<String> = cdb_task_exporter::tencent::model::known_task_type_labels()
+            .map(str::to_string)
+            .collect();
+        known.sort();
+        assert_eq!(types, known, "{record} has one row per known task type");
+    }
 }
 
 fn docs(rel: &str) -> Vec<Value> {
@@ -498,7 +554,9 @@ fn dashboard_has_the_variables_and_panels() {
         "tencentcloud_cdb_exporter_last_poll_success",
         "tencentcloud_cdb_exporter_api_requests_total",
         "tencentcloud_cdb_exporter_api_errors_total",
-        "RequestLimitExceeded",
+        "api_throttled:ratio_rate5m",
+        "tencentcloud_cdb_instance_info",
+        "instance_name",
         "tencentcloud_cdb_exporter_poll_duration_seconds",
         "process_resident_memory_bytes",
     ] {
@@ -513,8 +571,34 @@ fn dashboard_has_the_variables_and_panels() {
         .iter()
         .filter(|p| p["type"] != "row")
     {
-        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        let title = p["title"].as_str().unwrap();
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        // Thresholds on every stat (Grafana's default turns 80 red), organised tables.
+        if p["type"] == "stat" {
+            let steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+                .as_array()
+                .unwrap();
+            assert!(steps.len() >= 2, "{title}: thresholds");
+            assert!(
+                p["fieldConfig"]["defaults"]["unit"].is_string(),
+                "{title}: unit"
+            );
+        }
+        if p["type"] == "table" {
+            assert_eq!(p["transformations"][0]["id"], "organize", "{title}");
+        }
+        // $region wherever the series have a region.
+        for t in p["targets"].as_array().unwrap() {
+            let e = t["expr"].as_str().unwrap();
+            let regional = !e.contains("build_info")
+                && !e.contains("process_")
+                && !e.contains("api_request_duration");
+            assert!(!regional || e.contains("$region"), "{title}: {e}");
+        }
     }
+    // A panel links to the exporters' task pages.
+    let links = serde_json::to_string(&d).unwrap();
+    assert!(links.contains("/tasks?"), "a link to the task page");
 }
 
 #[test]
