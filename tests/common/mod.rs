@@ -326,6 +326,11 @@ pub fn free_port() -> u16 {
 }
 
 /// A file of the repository, by path relative to its root.
+/// A file of the repository, by its path from the root.
+pub fn repo_path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
 pub fn repo_file(rel: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{rel}: {e}"))
