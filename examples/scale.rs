@@ -114,6 +114,62 @@ fn status_value(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) the process has used, in milliseconds (clock ticks of 10 ms).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) * 10.0
+}
+
+/// `n` sequential scrapes, with or without `Accept-Encoding: gzip`: p50 and p99 to the last
+/// byte, the bytes sent, and the exporter's CPU time per scrape.
+async fn scrapes(
+    http: &reqwest::Client,
+    base: &str,
+    pid: u32,
+    n: usize,
+    gzip: bool,
+) -> (f64, f64, usize, f64) {
+    let cpu0 = cpu_ms(pid);
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut req = http.get(format!("{base}/metrics"));
+        if gzip {
+            req = req.header("accept-encoding", "gzip");
+        }
+        let body = req
+            .send()
+            .await
+            .expect("scrape")
+            .bytes()
+            .await
+            .expect("body");
+        times.push(t.elapsed().as_secs_f64() * 1_000.0);
+        bytes = body.len();
+    }
+    let cpu = (cpu_ms(pid) - cpu0) / n as f64;
+    times.sort_by(f64::total_cmp);
+    (
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        bytes,
+        cpu,
+    )
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -341,6 +397,18 @@ async fn main() {
         per(recent),
         per(unfinished),
         per(lookups)
+    );
+    // 4. Compression: the same page plain and gzipped (Prometheus always asks for gzip).
+    let (p50, p99, plain_bytes, plain_cpu) = scrapes(&http, &exporter.base, pid, 50, false).await;
+    let (gz50, gz99, gz_bytes, gz_cpu) = scrapes(&http, &exporter.base, pid, 50, true).await;
+    println!(
+        "| plain scrape: p50 / p99, bytes, exporter CPU | {p50:.1} / {p99:.1} ms, {:.2} MiB, {plain_cpu:.1} ms |",
+        plain_bytes as f64 / 1_048_576.0
+    );
+    println!(
+        "| gzip scrape: p50 / p99, bytes, exporter CPU | {gz50:.1} / {gz99:.1} ms, {:.2} MiB ({:.1}x smaller), {gz_cpu:.1} ms |",
+        gz_bytes as f64 / 1_048_576.0,
+        plain_bytes as f64 / gz_bytes.max(1) as f64
     );
     drop(exporter);
     sim.stop().await;

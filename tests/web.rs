@@ -368,3 +368,55 @@ fn a_bad_web_config_exits_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--web.listen-address"));
 }
+
+/// A renewed certificate is served from the next connection on, without a signal.
+#[tokio::test]
+async fn a_renewed_certificate_is_picked_up_without_a_restart() {
+    cdb_task_exporter::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let old = pki(&mkdir(dir.path().join("old")));
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    std::fs::copy(&old.server_cert, &cert).unwrap();
+    std::fs::copy(&old.server_key, &key).unwrap();
+    let yaml = "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n";
+    let (exporter, sim) = start(dir.path(), yaml).await;
+    let url = format!("https://127.0.0.1:{}/healthz", exporter.addr.port());
+    let trusts_old = client(&old, ALL, false);
+    assert_eq!(trusts_old.get(&url).send().await.unwrap().status(), 200);
+    // Renewal: a certificate from another CA, written over the same files.
+    let new = pki(&mkdir(dir.path().join("new")));
+    let trusts_new = client(&new, ALL, false);
+    assert!(
+        trusts_new.get(&url).send().await.is_err(),
+        "still the old one"
+    );
+    std::fs::copy(&new.server_key, &key).unwrap();
+    std::fs::copy(&new.server_cert, &cert).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // A fresh client: a new connection and handshake.
+        let fresh = client(&new, ALL, false);
+        if fresh
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(client(&old, ALL, false).get(&url).send().await.is_err());
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+fn mkdir(path: std::path::PathBuf) -> std::path::PathBuf {
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
