@@ -1,5 +1,5 @@
 //! Entry points of the fuzz targets under `fuzz/` (cargo-fuzz, nightly). They live in the
-//! library so that a stable test (`tests/fuzz_corpora.rs`) replays the committed corpora
+//! library so that a stable test (`tests/it/fuzz_corpora.rs`) replays the committed corpora
 //! through the same code: an input a fuzzer once found stays covered on every CI run.
 //!
 //! Each takes arbitrary bytes, must not panic, and checks what its inputs may never break.

@@ -1,9 +1,7 @@
 //! The real binary: exit codes, --check-config, signals, the simulator command, secrets in
 //! output, and a scrape linted by promtool.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

@@ -1,9 +1,7 @@
 //! Web security (contract §7.5), whole program: TLS, basic auth, client certificates, headers,
 //! reload of users on SIGHUP, a bad web config, gzip.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -11,9 +11,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-mod common;
-
-use common::repo_file as read;
+use crate::common::repo_file as read;
 
 fn yaml(rel: &str) -> Value {
     serde_yaml_ng::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -152,7 +150,7 @@ fn recording_rules_are_named_used_and_complete() {
         .collect();
     let dashboard: serde_json::Value =
         serde_json::from_str(&read("deploy/grafana/cdb-task-exporter.json")).unwrap();
-    let panel_exprs = common::dashboard_exprs(&dashboard);
+    let panel_exprs = crate::common::dashboard_exprs(&dashboard);
     let mut tables: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for g in rules["groups"].as_sequence().unwrap() {
         for r in g["rules"].as_sequence().unwrap() {
@@ -544,7 +542,7 @@ fn dashboard_has_the_variables_and_panels() {
         ["datasource", "job", "region", "instance", "task_type"]
     );
     assert_eq!(d["templating"]["list"][0]["query"], "prometheus");
-    let exprs: Vec<String> = common::dashboard_exprs(&d);
+    let exprs: Vec<String> = crate::common::dashboard_exprs(&d);
     for metric in [
         "tencentcloud_cdb_tasks{",
         "tencentcloud_cdb_tasks_finished_total",

@@ -1,0 +1,22 @@
+//! The integration tests, as one binary: each module is one area, all share `common`. One
+//! binary links the dependency tree once instead of once per file.
+
+mod common;
+
+mod browser;
+mod cli;
+mod decode_examples;
+mod deploy;
+mod discovery;
+mod e2e;
+mod exporter;
+mod fuzz_corpora;
+mod hostile;
+mod instance_role;
+mod pod_identity;
+mod signing;
+mod sim_client;
+mod store_properties;
+mod task_events;
+mod tasks_api;
+mod web;
