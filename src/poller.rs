@@ -49,12 +49,20 @@ const MAX_RESERVE: usize = 2_000_000;
 /// The status codes that mean "not finished" and can be filtered on (`WAITING` cannot).
 const UNFINISHED_CODES: [i64; 4] = [-1, 0, 1, 6];
 
-/// A token bucket shared by the targets of one account.
+/// A token bucket shared by the targets of one account. It reads tokio's clock, so tests with
+/// paused time see its refill.
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    state: tokio::sync::Mutex<(f64, Instant)>,
+    state: tokio::sync::Mutex<Bucket>,
+}
+
+/// Tokens left, and when they were counted.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: tokio::time::Instant,
 }
 
 impl RateLimiter {
@@ -64,25 +72,28 @@ impl RateLimiter {
         RateLimiter {
             rate,
             burst,
-            state: tokio::sync::Mutex::new((burst, Instant::now())),
+            state: tokio::sync::Mutex::new(Bucket {
+                tokens: burst,
+                at: tokio::time::Instant::now(),
+            }),
         }
     }
 
     /// Waits for a token.
     pub async fn acquire(&self) {
         let mut s = self.state.lock().await;
-        let now = Instant::now();
-        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.burst);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
+        let now = tokio::time::Instant::now();
+        s.tokens = (s.tokens + now.duration_since(s.at).as_secs_f64() * self.rate).min(self.burst);
+        s.at = now;
+        if s.tokens >= 1.0 {
+            s.tokens -= 1.0;
             return;
         }
-        let wait = Duration::from_secs_f64((1.0 - s.0) / self.rate);
+        let wait = Duration::from_secs_f64((1.0 - s.tokens) / self.rate);
         // Holding the lock while sleeping queues the other targets behind this one: fair, FIFO.
         tokio::time::sleep(wait).await;
-        s.0 = 0.0;
-        s.1 = Instant::now();
+        s.tokens = 0.0;
+        s.at = tokio::time::Instant::now();
     }
 }
 
@@ -850,13 +861,37 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let mut rng = fastrand::Rng::with_seed(1);
-        for attempt in 0..20 {
-            let d = backoff(attempt, &mut rng);
-            let ceiling = BACKOFF_BASE
-                .saturating_mul(1 << attempt.min(16))
-                .min(BACKOFF_MAX);
-            assert!(d <= ceiling, "{attempt}: {d:?}");
+        // The largest of many draws approaches each attempt's ceiling: 250 ms, 500 ms, 1 s, ...
+        // doubling up to 8 s, then flat.
+        let largest = |attempt: u32, rng: &mut fastrand::Rng| {
+            (0..2000).map(|_| backoff(attempt, rng)).max().unwrap()
+        };
+        let mut previous = Duration::ZERO;
+        for attempt in 0..8 {
+            let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt).min(BACKOFF_MAX);
+            let top = largest(attempt, &mut rng);
+            assert!(top <= ceiling, "{attempt}: {top:?} over {ceiling:?}");
+            assert!(
+                top >= ceiling.mul_f64(0.95),
+                "{attempt}: {top:?} far below {ceiling:?}"
+            );
+            if ceiling < BACKOFF_MAX {
+                assert!(
+                    top > previous.mul_f64(1.8),
+                    "{attempt}: {top:?} did not grow from {previous:?}"
+                );
+            }
+            previous = top;
         }
+        assert_eq!(
+            largest(30, &mut rng).max(BACKOFF_MAX),
+            BACKOFF_MAX,
+            "capped"
+        );
+        assert!(
+            backoff(0, &mut rng) >= BACKOFF_BASE.mul_f64(0.05),
+            "never zero"
+        );
         assert_eq!(
             filterable_unfinished(),
             [
@@ -875,9 +910,25 @@ mod tests {
         for _ in 0..6 {
             l.acquire().await;
         }
-        // Two from the burst, then one every half second.
-        let elapsed = t0.elapsed();
-        assert!(elapsed >= Duration::from_millis(1900), "{elapsed:?}");
-        assert!(elapsed <= Duration::from_millis(2100), "{elapsed:?}");
+        // Two from the burst, then one every half second (paused time: exact).
+        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_refills_while_idle() {
+        let l = RateLimiter::new(4.0);
+        for _ in 0..4 {
+            l.acquire().await; // the burst
+        }
+        // Idle for a second: the bucket is full again, so four more go at once.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..4 {
+            l.acquire().await;
+        }
+        assert_eq!(t0.elapsed(), Duration::ZERO, "refilled while idle");
+        // A fifth waits a quarter second.
+        l.acquire().await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(250));
     }
 }

@@ -3,9 +3,9 @@
 //! simulator. The failed task's row and message are in the rendered DOM; a message carrying
 //! markup and script is shown as text and never runs; the filter form narrows the table.
 
+use crate::common::*;
 use cdb_task_exporter::sim::{Scenario, SimInstance, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
-use crate::common::*;
 use serde_json::Value;
 
 const HOSTILE: &str = "<script>document.body.dataset.pwned='1';document.title='pwned'</script><img src=x onerror=\"document.body.dataset.pwned='2'\"> import failed";

@@ -2,10 +2,10 @@
 //! labels, zeros for discovered instances, names on the task API, paging, a disappearing
 //! instance, and a forbidden `DescribeDBInstances` that leaves task polling alone.
 
+use crate::common::*;
 use cdb_task_exporter::config::Config;
 use cdb_task_exporter::sim::{Scenario, SimInstance, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
-use crate::common::*;
 
 const INFO: &str = "tencentcloud_cdb_instance_info";
 

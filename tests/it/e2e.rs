@@ -3,11 +3,11 @@
 //! with the shipped routing to a webhook inside this test. Everything listens on loopback and is
 //! stopped by process id at the end.
 
+use crate::common::*;
 use cdb_task_exporter::config::Config;
 use cdb_task_exporter::http::{read_body, respond};
 use cdb_task_exporter::sim::{Scenario, SimInstance, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
-use crate::common::*;
 use hyper::StatusCode;
 use serde_json::Value;
 use std::path::Path;

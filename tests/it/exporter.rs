@@ -1,12 +1,12 @@
 //! The exporter as a whole, `run()` against the simulator over loopback, asserting exact metric
 //! values from real scrapes (contract §4 and §5).
 
+use crate::common::*;
 use TaskStatus::*;
 use cdb_task_exporter::clock::Clock;
 use cdb_task_exporter::sim::{Fault, Faults, Scenario, Shape, SimTask};
 use cdb_task_exporter::tencent::apitime::ApiZone;
 use cdb_task_exporter::tencent::model::{TaskStatus, task_type_from_code};
-use crate::common::*;
 use std::collections::BTreeMap;
 
 fn scenario(tasks: Vec<SimTask>) -> Scenario {

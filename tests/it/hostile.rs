@@ -2,6 +2,7 @@
 //! (endless paging, a poll that never ends, redirects, absurd instance ids, a stop mid-poll) and
 //! checks that it is bounded, counted and reported.
 
+use crate::common::*;
 use cdb_task_exporter::metrics::{Metrics, TargetId};
 use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target, TargetParts};
 use cdb_task_exporter::secret::Secret;
@@ -16,7 +17,6 @@ use cdb_task_exporter::tencent::client::{ClientOptions, Endpoint};
 use cdb_task_exporter::tencent::credentials::{Credential, Provider};
 use cdb_task_exporter::tencent::model::TaskStatus;
 use cdb_task_exporter::tencent::{Client, Error};
-use crate::common::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

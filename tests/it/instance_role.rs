@@ -1,9 +1,9 @@
 //! The last link of the credential chain: temporary keys of the CVM instance role, read from a
 //! metadata service (here a fake one on loopback) and cached until close to their expiry.
 
+use crate::common::serve_on_loopback;
 use cdb_task_exporter::http::respond;
 use cdb_task_exporter::tencent::credentials::{CredentialSpec, Provider, Source};
-use crate::common::serve_on_loopback;
 use hyper::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,10 +3,10 @@
 //! file re-read at every refresh; `--check-config` names the source; a partial set of TKE
 //! variables is a config error.
 
+use crate::common::*;
 use cdb_task_exporter::config::Config;
 use cdb_task_exporter::sim::{Scenario, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
-use crate::common::*;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;

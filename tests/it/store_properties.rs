@@ -242,9 +242,9 @@ proptest! {
 // targets in one region), every task series and value of a real render equals an independent
 // recount written with plain strings, the way the prometheus-crate version kept them.
 
+use crate::common::Series;
 use cdb_task_exporter::metrics::{Metrics, TASK_DURATION_BUCKETS, TargetId};
 use cdb_task_exporter::tencent::model::{TASK_TYPES, known_task_type_labels};
-use crate::common::Series;
 
 type Labels = Vec<(String, String)>;
 

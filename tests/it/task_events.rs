@@ -1,9 +1,9 @@
 //! Task events in the log (contract §7.4), whole program: the binary with `--log-format json`
 //! logs a first sighting and a status change, and nothing for the baseline.
 
+use crate::common::*;
 use cdb_task_exporter::sim::{Scenario, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
-use crate::common::*;
 use serde_json::Value;
 use std::io::BufRead;
 use std::process::{Command, Stdio};

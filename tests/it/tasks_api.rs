@@ -1,9 +1,9 @@
 //! Task details (contract §7.2), whole program: `/api/v1/tasks` fields, filters, order, limit
 //! and 400s; `/tasks` escaping, policy and filters; the landing page's link.
 
+use crate::common::*;
 use cdb_task_exporter::sim::{Scenario, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
-use crate::common::*;
 use serde_json::Value;
 
 const HOSTILE: &str = "<script>document.title='pwned'</script> disk full & \"quoted\"";
