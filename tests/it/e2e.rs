@@ -245,7 +245,12 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
             && scalar(&query(&prom, failed_imports).await) == Some(0.0)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A few zero samples stored, so that increase() sees the step from 0 to 1.
+    let zeros = format!("count_over_time({failed_imports}[1m])");
+    wait_until("three zero samples in Prometheus", || async {
+        scalar(&query(&prom, &zeros).await).is_some_and(|n| n >= 3.0)
+    })
+    .await;
 
     // The import fails.
     pair.clock.advance(40);

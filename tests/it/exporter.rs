@@ -4,7 +4,9 @@
 use crate::common::*;
 use TaskStatus::*;
 use cdb_task_exporter::clock::Clock;
-use cdb_task_exporter::sim::{Fault, Faults, Scenario, Shape, SimTask};
+use cdb_task_exporter::sim::{
+    DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Fault, Faults, Scenario, Shape, SimTask,
+};
 use cdb_task_exporter::tencent::apitime::ApiZone;
 use cdb_task_exporter::tencent::model::{TaskStatus, task_type_from_code};
 use std::collections::BTreeMap;
@@ -838,5 +840,61 @@ async fn three_shards_equal_one_unsharded_process() {
     for e in shards {
         e.stop().await;
     }
+    sim.stop().await;
+}
+
+/// Two accounts polling the same region: their task series share label sets and are merged
+/// (counts summed, the oldest unfinished start the minimum); the self-metrics stay per account.
+#[tokio::test]
+async fn two_accounts_in_one_region_are_merged() {
+    let tasks = vec![
+        SimTask::simple(1, "reboot", &[A], -600, 60, Succeed),
+        SimTask::simple(2, "import_data", &[A], -300, 0, Running),
+    ];
+    let (sim, clock) = start_sim(scenario(tasks)).await;
+    let second = format!(
+        "[[accounts]]\nname = \"second\"\nsecret_id = \"{DEFAULT_SECRET_ID}\"\nsecret_key = \"{DEFAULT_SECRET_KEY}\"\nendpoint = \"{}\"\n{}",
+        sim.url(),
+        region("ap-guangzhou", &[])
+    );
+    let text = config_text(&sim.url(), "", &region("ap-guangzhou", &[])) + &second;
+    let config = cdb_task_exporter::config::Config::from_toml(&text).unwrap();
+    let exporter = Exporter::start(config, clock).await;
+    let s = exporter
+        .wait_for(|s| {
+            s.count(
+                "tencentcloud_cdb_exporter_last_successful_poll_timestamp_seconds",
+                &[],
+            ) == 2
+        })
+        .await;
+    // Each account saw one succeeded reboot and one running import: merged, two of each.
+    assert_eq!(
+        s.count(
+            "tencentcloud_cdb_tasks",
+            &[("instance_id", A), ("task_type", "reboot")]
+        ),
+        1
+    );
+    assert_eq!(s.tasks(A, "reboot", "succeed"), 2.0);
+    assert_eq!(s.tasks(A, "import_data", "running"), 2.0);
+    assert_eq!(
+        s.count(
+            "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds",
+            &[("instance_id", A)]
+        ),
+        1,
+        "one merged series"
+    );
+    for account in ["test", "second"] {
+        assert_eq!(
+            s.get(
+                "tencentcloud_cdb_exporter_last_poll_success",
+                &[("account", account)]
+            ),
+            Some(1.0)
+        );
+    }
+    exporter.stop().await;
     sim.stop().await;
 }
