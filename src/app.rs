@@ -83,61 +83,153 @@ fn state_key(id: &TargetId) -> String {
     id.to_string()
 }
 
-impl Fleet {
-    /// Starts, stops and restarts targets so that they match `config`. Credentials are resolved
-    /// first; on failure nothing changes.
-    async fn apply(&mut self, config: &Config) -> Result<(), String> {
-        let mut desired: BTreeMap<TargetId, (TargetSpec, Arc<Provider>)> = BTreeMap::new();
-        for (i, a) in config.accounts.iter().enumerate() {
-            let (source, provider) = Provider::resolve(&a.credentials, self.env.as_ref())
-                .map_err(|e| format!("accounts[{i}] ({}): credentials: {e}", a.name))?;
-            tracing::info!(account = %a.name, %source, "credentials");
-            let provider = Arc::new(provider);
-            // A target depends on its account's keys and endpoint, not on the account's other
-            // regions: adding a region must not restart the others.
-            let account = AccountConfig {
-                regions: Vec::new(),
-                ..a.clone()
-            };
-            for r in &a.regions {
-                let id = TargetId {
-                    account: a.name.clone(),
-                    region: r.region.clone(),
-                };
-                let shard = config.sharding;
-                let mut region = r.clone();
-                if !r.instances.is_empty() {
-                    region.instances.retain(|i| shard.owns(i));
-                    if region.instances.is_empty() {
-                        // Every listed instance belongs to another shard.
-                        continue;
-                    }
-                }
-                let spec = TargetSpec {
-                    account: account.clone(),
-                    region,
-                    poll: config.poll.clone(),
-                    shard,
-                    task_events: config.log.task_events,
-                    discovery: config.discovery.clone(),
-                };
-                desired.insert(id, (spec, provider.clone()));
+/// Why a configuration cannot be applied. Nothing has changed when it is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// An account's credentials cannot be resolved.
+    #[error("accounts[{index}] ({account}): credentials: {message}")]
+    Credentials {
+        /// Position in `[[accounts]]`.
+        index: usize,
+        /// Its name.
+        account: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A target's API client cannot be built.
+    #[error("{target}: {source}")]
+    Client {
+        /// The target.
+        target: TargetId,
+        /// Why.
+        source: crate::tencent::Error,
+    },
+}
+
+/// A target as a configuration asks for it, with everything that can fail already built.
+struct Desired {
+    spec: TargetSpec,
+    client: Client,
+}
+
+/// What a reload does to the running targets. Pure: computed from the specs alone.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    /// Running and unchanged.
+    keep: Vec<TargetId>,
+    /// Running and changed: stopped, then started with their store carried over.
+    restart: Vec<TargetId>,
+    /// Running and gone from the config.
+    stop: Vec<TargetId>,
+    /// New.
+    start: Vec<TargetId>,
+}
+
+impl Plan {
+    fn new(
+        running: &BTreeMap<TargetId, &TargetSpec>,
+        desired: &BTreeMap<TargetId, &TargetSpec>,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        for (id, spec) in running {
+            match desired.get(id) {
+                Some(new) if new == spec => plan.keep.push(id.clone()),
+                Some(_) => plan.restart.push(id.clone()),
+                None => plan.stop.push(id.clone()),
             }
         }
+        plan.start = desired
+            .keys()
+            .filter(|id| !running.contains_key(*id))
+            .cloned()
+            .collect();
+        plan
+    }
+}
+
+/// The targets `config` asks for: credentials resolved and clients built, so that applying
+/// them cannot fail half-way.
+fn desired_targets(
+    config: &Config,
+    env: &dyn Environment,
+) -> Result<BTreeMap<TargetId, Desired>, ApplyError> {
+    let mut desired = BTreeMap::new();
+    for (index, a) in config.accounts.iter().enumerate() {
+        let (source, provider) =
+            Provider::resolve(&a.credentials, env).map_err(|message| ApplyError::Credentials {
+                index,
+                account: a.name.clone(),
+                message,
+            })?;
+        tracing::info!(account = %a.name, %source, "credentials");
+        let provider = Arc::new(provider);
+        // A target depends on its account's keys and endpoint, not on the account's other
+        // regions: adding a region must not restart the others.
+        let account = AccountConfig {
+            regions: Vec::new(),
+            ..a.clone()
+        };
+        for r in &a.regions {
+            let target = TargetId {
+                account: a.name.clone(),
+                region: r.region.clone(),
+            };
+            let shard = config.sharding;
+            let mut region = r.clone();
+            region.instances.retain(|i| shard.owns(i));
+            if !r.instances.is_empty() && region.instances.is_empty() {
+                continue; // every listed instance belongs to another shard
+            }
+            let options = ClientOptions {
+                endpoint: account.endpoint_for(&region.region),
+                region: region.region.clone(),
+                zone: config.poll.api_timezone,
+                timeout: config.poll.request_timeout,
+            };
+            let client =
+                Client::new(options, provider.clone()).map_err(|source| ApplyError::Client {
+                    target: target.clone(),
+                    source,
+                })?;
+            let spec = TargetSpec {
+                account: account.clone(),
+                region,
+                poll: config.poll.clone(),
+                shard,
+                task_events: config.log.task_events,
+                discovery: config.discovery.clone(),
+            };
+            desired.insert(target, Desired { spec, client });
+        }
+    }
+    Ok(desired)
+}
+
+impl Fleet {
+    /// Starts, stops and restarts targets so that they match `config`. Everything that can
+    /// fail (credentials, clients) is done first: on failure nothing changes.
+    async fn apply(&mut self, config: &Config) -> Result<(), ApplyError> {
+        let mut desired = desired_targets(config, self.env.as_ref())?;
+        let running_specs = self
+            .running
+            .iter()
+            .map(|(id, r)| (id.clone(), &r.spec))
+            .collect();
+        let desired_specs = desired
+            .iter()
+            .map(|(id, d)| (id.clone(), &d.spec))
+            .collect();
+        let plan = Plan::new(&running_specs, &desired_specs);
         // Stop targets that left or changed; keep the store of changed ones.
         let mut carried: BTreeMap<TargetId, SharedTarget> = BTreeMap::new();
-        let ids: Vec<TargetId> = self.running.keys().cloned().collect();
-        for id in ids {
-            let unchanged = desired
-                .get(&id)
-                .is_some_and(|(spec, _)| *spec == self.running[&id].spec);
-            if unchanged {
-                continue;
-            }
-            let run = self.running.remove(&id).expect("present");
+        for id in plan.stop.iter().chain(&plan.restart) {
+            let run = self
+                .running
+                .remove(id)
+                .expect("planned from the running targets");
             let target = run.stop().await;
-            self.metrics.remove_target(&id);
-            if desired.contains_key(&id) {
+            self.metrics.remove_target(id);
+            if plan.restart.contains(id) {
                 if let Ok(t) = target {
                     carried.insert(id.clone(), t.state().clone());
                 }
@@ -152,63 +244,58 @@ impl Fleet {
         self.readiness.set_targets(desired.keys().cloned());
         self.metrics
             .shard(config.sharding.index, config.sharding.total);
-        let now = self.clock.now();
-        for (id, (spec, provider)) in desired {
-            if self.running.contains_key(&id) {
-                continue;
-            }
-            let state = match carried.remove(&id) {
+        for id in plan.restart.iter().chain(&plan.start) {
+            let d = desired
+                .remove(id)
+                .expect("planned from the desired targets");
+            let state = match carried.remove(id) {
                 Some(c) => c,
-                None => Arc::new(Mutex::new(
-                    match self.restored.targets.remove(&state_key(&id)) {
-                        Some(mut saved) => {
-                            // Tasks that ended after the last poll of the previous run ended
-                            // while it was down: they count.
-                            let cutoff = saved.covered_until.unwrap_or(self.process_start);
-                            saved.store.set_baseline_cutoff(cutoff);
-                            tracing::info!(target_id = %id, tasks = saved.store.len(), "restored from the state file");
-                            saved
-                        }
-                        None => {
-                            let lookback = spec.poll.lookback.as_secs() as i64;
-                            // Baseline at start-up, or at the reload that added the target.
-                            SavedTarget {
-                                covered_until: None,
-                                store: TaskStore::new(Scope::Region, lookback, now),
-                            }
-                        }
-                    },
-                )),
+                None => self.initial_state(id, &d.spec),
             };
-            self.start(id, spec, provider, state)?;
+            self.start(id.clone(), d, state);
         }
         Ok(())
     }
 
-    fn start(
-        &mut self,
-        id: TargetId,
-        spec: TargetSpec,
-        provider: Arc<Provider>,
-        state: SharedTarget,
-    ) -> Result<(), String> {
-        let rate = spec.poll.requests_per_second;
-        let limiter = match self.limiters.get(&id.account) {
+    /// A new target's state: restored from the state file, or empty with its baseline now.
+    fn initial_state(&mut self, id: &TargetId, spec: &TargetSpec) -> SharedTarget {
+        let saved = match self.restored.targets.remove(&state_key(id)) {
+            Some(mut saved) => {
+                // Tasks that ended after the last poll of the previous run ended while it was
+                // down: they count.
+                let cutoff = saved.covered_until.unwrap_or(self.process_start);
+                saved.store.set_baseline_cutoff(cutoff);
+                tracing::info!(target_id = %id, tasks = saved.store.len(), "restored from the state file");
+                saved
+            }
+            None => SavedTarget {
+                covered_until: None,
+                // Baseline at start-up, or at the reload that added the target.
+                store: TaskStore::new(
+                    Scope::Region,
+                    spec.poll.lookback.as_secs() as i64,
+                    self.clock.now(),
+                ),
+            },
+        };
+        Arc::new(Mutex::new(saved))
+    }
+
+    fn limiter(&mut self, account: &str, rate: f64) -> Arc<RateLimiter> {
+        match self.limiters.get(account) {
             Some((bits, l)) if *bits == rate.to_bits() => l.clone(),
             _ => {
                 let l = Arc::new(RateLimiter::new(rate));
                 self.limiters
-                    .insert(id.account.clone(), (rate.to_bits(), l.clone()));
+                    .insert(account.to_string(), (rate.to_bits(), l.clone()));
                 l
             }
-        };
-        let options = ClientOptions {
-            endpoint: spec.account.endpoint_for(&spec.region.region),
-            region: spec.region.region.clone(),
-            zone: spec.poll.api_timezone,
-            timeout: spec.poll.request_timeout,
-        };
-        let client = Client::new(options, provider).map_err(|e| e.to_string())?;
+        }
+    }
+
+    fn start(&mut self, id: TargetId, desired: Desired, state: SharedTarget) {
+        let Desired { spec, client } = desired;
+        let limiter = self.limiter(&id.account, spec.poll.requests_per_second);
         let settings = PollSettings {
             task_events: spec.task_events,
             ..PollSettings::new(spec.poll.interval, spec.poll.lookback, spec.shard)
@@ -267,7 +354,6 @@ impl Fleet {
                 discovery,
             },
         );
-        Ok(())
     }
 
     /// Stops every target, then writes the state one last time.
@@ -283,6 +369,50 @@ impl Fleet {
             let _ = tokio::task::spawn_blocking(move || state.write()).await;
         }
     }
+}
+
+/// The state file's writer and what it restored, or neither (no file, or an unreadable one,
+/// which is then left untouched).
+fn restore_state(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    now: i64,
+) -> (Option<Arc<StateWriter>>, Saved) {
+    let Some(path) = &config.poll.state_file else {
+        return (None, Saved::default());
+    };
+    match state::load(path, now) {
+        Loaded::State(saved) => {
+            let writer = StateWriter::new(path.clone(), Some(metrics.clone()));
+            (Some(Arc::new(writer)), saved)
+        }
+        Loaded::Unreadable(e) => {
+            // Writing over it could lose the saved baseline: persistence is off for this run,
+            // and the metric says so.
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the state file; leaving it untouched and keeping no state this run");
+            metrics.state_file_error("read");
+            (None, Saved::default())
+        }
+    }
+}
+
+/// Writes the state file on a blocking thread each time a poll marks it dirty, until `stop`.
+fn spawn_state_writer(
+    writer: Arc<StateWriter>,
+    dirty: Arc<Notify>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = dirty.notified() => {
+                    let w = writer.clone();
+                    let _ = tokio::task::spawn_blocking(move || w.write()).await;
+                }
+            }
+        }
+    })
 }
 
 /// Runs the exporter until `shutdown` fires: serves `listener`, polls every target, applies
@@ -301,22 +431,7 @@ pub async fn run(
     ));
     let readiness = Arc::new(Readiness::default());
     let process_start = options.clock.now();
-    let (state, restored) = match &config.poll.state_file {
-        Some(path) => match state::load(path, process_start) {
-            Loaded::State(saved) => {
-                let writer = StateWriter::new(path.clone(), Some(metrics.clone()));
-                (Some(Arc::new(writer)), saved)
-            }
-            Loaded::Unreadable(e) => {
-                // Writing over it could lose the saved baseline: persistence is off for this
-                // run, and the metric says so.
-                tracing::warn!(path = %path.display(), error = %e, "cannot read the state file; leaving it untouched and keeping no state this run");
-                metrics.state_file_error("read");
-                (None, Saved::default())
-            }
-        },
-        None => (None, Saved::default()),
-    };
+    let (state, restored) = restore_state(&config, &metrics, process_start);
     let web = Arc::new(WebSecurity::new(load_web(&config)?));
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(run_server(
@@ -332,21 +447,9 @@ pub async fn run(
     ));
     let state_dirty = Arc::new(Notify::new());
     let writer_stop = CancellationToken::new();
-    let writer = state.clone().map(|s| {
-        let dirty = state_dirty.clone();
-        let stop = writer_stop.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = dirty.notified() => {
-                        let s = s.clone();
-                        let _ = tokio::task::spawn_blocking(move || s.write()).await;
-                    }
-                }
-            }
-        })
-    });
+    let writer = state
+        .clone()
+        .map(|s| spawn_state_writer(s, state_dirty.clone(), writer_stop.clone()));
     let mut fleet = Fleet {
         running: BTreeMap::new(),
         limiters: BTreeMap::new(),
@@ -359,32 +462,8 @@ pub async fn run(
         env: options.env,
         process_start,
     };
-    fleet.apply(&config).await.map_err(anyhow::Error::msg)?;
-    let mut reloads = options.reloads;
-    loop {
-        let next = async {
-            match reloads.as_mut() {
-                Some(rx) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            new = next => match new {
-                Some(new) => match load_web(&new) {
-                    Ok(new_web) => match fleet.apply(&new).await {
-                        Ok(()) => {
-                            web.replace(new_web);
-                            tracing::info!("configuration reloaded");
-                        }
-                        Err(e) => tracing::error!(error = %e, "reload rejected; keeping the running configuration"),
-                    },
-                    Err(e) => tracing::error!(error = %e, "reload rejected: bad web config; keeping the running configuration"),
-                },
-                None => reloads = None,
-            },
-        }
-    }
+    fleet.apply(&config).await?;
+    apply_reloads(&mut fleet, &web, options.reloads, &shutdown).await;
     tracing::info!("shutting down");
     fleet.stop_all().await;
     writer_stop.cancel();
@@ -394,6 +473,48 @@ pub async fn run(
     server_stop.cancel();
     let _ = server.await;
     Ok(())
+}
+
+/// Applies the configs that arrive on `reloads` (web config included) until `shutdown`; a
+/// config that cannot be applied leaves everything as it was.
+async fn apply_reloads(
+    fleet: &mut Fleet,
+    web: &WebSecurity,
+    mut reloads: Option<mpsc::Receiver<Config>>,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        let next = async {
+            match reloads.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let new = tokio::select! {
+            () = shutdown.cancelled() => return,
+            new = next => new,
+        };
+        let Some(new) = new else {
+            reloads = None;
+            continue;
+        };
+        let new_web = match load_web(&new) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected: bad web config; keeping the running configuration");
+                continue;
+            }
+        };
+        match fleet.apply(&new).await {
+            Ok(()) => {
+                web.replace(new_web);
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+            }
+        }
+    }
 }
 
 /// The web configuration the config points at, or the open default.
@@ -435,4 +556,92 @@ region = "ap-guangzhou"
     );
     let config = Config::from_toml(&text).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     Ok((sim, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra_region: &str, interval: &str, second_account: &str) -> Config {
+        Config::from_toml(&format!(
+            r#"
+[poll]
+interval = "{interval}"
+[[accounts]]
+name = "a"
+secret_id = "AKIDa"
+secret_key = "ka"
+[[accounts.regions]]
+region = "ap-guangzhou"
+{extra_region}
+{second_account}
+"#
+        ))
+        .unwrap()
+    }
+
+    fn specs(d: &BTreeMap<TargetId, Desired>) -> BTreeMap<TargetId, &TargetSpec> {
+        d.iter().map(|(id, d)| (id.clone(), &d.spec)).collect()
+    }
+
+    fn id(account: &str, region: &str) -> TargetId {
+        TargetId {
+            account: account.into(),
+            region: region.into(),
+        }
+    }
+
+    fn no_env() -> impl Environment {
+        |_: &str| None::<String>
+    }
+
+    #[test]
+    fn a_reload_plan_keeps_restarts_stops_and_starts() {
+        crate::install_crypto_provider();
+        let env = no_env();
+        let second = "[[accounts]]\nname = \"b\"\nsecret_id = \"AKIDb\"\nsecret_key = \"kb\"\n[[accounts.regions]]\nregion = \"ap-beijing\"";
+        let old = desired_targets(&config("", "60s", second), &env).unwrap();
+        // A new region for account a; account b gone.
+        let new = desired_targets(
+            &config("[[accounts.regions]]\nregion = \"ap-shanghai\"", "60s", ""),
+            &env,
+        )
+        .unwrap();
+        let plan = Plan::new(&specs(&old), &specs(&new));
+        assert_eq!(
+            plan,
+            Plan {
+                keep: vec![id("a", "ap-guangzhou")],
+                restart: vec![],
+                stop: vec![id("b", "ap-beijing")],
+                start: vec![id("a", "ap-shanghai")],
+            },
+            "adding a region does not restart the account's others"
+        );
+        // The shared [poll] section changed: every target restarts, with its store.
+        let slower = desired_targets(&config("", "120s", ""), &env).unwrap();
+        let plan = Plan::new(&specs(&new), &specs(&slower));
+        assert_eq!(plan.restart, [id("a", "ap-guangzhou")]);
+        assert_eq!(plan.stop, [id("a", "ap-shanghai")]);
+        assert!(plan.keep.is_empty() && plan.start.is_empty());
+    }
+
+    #[test]
+    fn credentials_that_cannot_be_resolved_fail_before_anything_changes() {
+        // Account c takes its keys from the environment, where the TKE variables are partial:
+        // resolving fails, and apply returns before it stops or starts anything.
+        let env = |name: &str| (name == "TKE_REGION").then(|| "ap-guangzhou".to_string());
+        let third = "[[accounts]]\nname = \"c\"\n[[accounts.regions]]\nregion = \"ap-beijing\"";
+        let err = desired_targets(&config("", "60s", third), &env)
+            .err()
+            .expect("an error");
+        assert!(
+            matches!(&err, ApplyError::Credentials { index: 1, account, .. } if account == "c"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("missing: TKE_PROVIDER_ID"),
+            "{err}"
+        );
+    }
 }
