@@ -470,50 +470,102 @@ impl RawDiscovery {
 
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
-        let err = |key: String, message: String| ConfigError {
-            file: None,
-            key,
-            message,
-        };
+        // Sections in file order, so the first error reported is the first in the file.
+        let server = self.server.validate()?;
+        let discovery = self.discovery.validate()?;
+        let poll = self.poll.validate()?;
+        if self.accounts.is_empty() {
+            return Err(key_error(
+                "accounts".into(),
+                "at least one [[accounts]] entry is required".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        let accounts = self
+            .accounts
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| a.validate(i, &mut names))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            server,
+            discovery,
+            log: LogConfig {
+                task_events: self.log.task_events.unwrap_or(false),
+            },
+            poll,
+            metrics: MetricsConfig {
+                task_progress: self.metrics.task_progress.unwrap_or(false),
+            },
+            sharding: resolve_shard(&self.sharding, crate::shard::hostname().as_deref())?,
+            accounts,
+        })
+    }
+}
+
+/// An error naming a key, not yet tied to a file.
+fn key_error(key: String, message: String) -> ConfigError {
+    ConfigError {
+        file: None,
+        key,
+        message,
+    }
+}
+
+impl RawServer {
+    fn validate(self) -> Result<ServerConfig, ConfigError> {
         let listen = self
-            .server
             .listen_address
             .as_deref()
             .unwrap_or(defaults::LISTEN_ADDRESS);
         let listen_address: SocketAddr = listen.parse().map_err(|_| {
-            err(
+            key_error(
                 "server.listen_address".into(),
                 format!("invalid address {listen:?} (expected host:port, e.g. 0.0.0.0:39236)"),
             )
         })?;
-
-        let max_connections = match self.server.max_connections {
+        let max_connections = match self.max_connections {
             None => crate::http::DEFAULT_MAX_CONNECTIONS,
             Some(n) => usize::try_from(n)
                 .ok()
                 .filter(|n| (1..=65_536).contains(n))
                 .ok_or_else(|| {
-                    err(
+                    key_error(
                         "server.max_connections".into(),
                         format!("must be from 1 to 65536, not {n}"),
                     )
                 })?,
         };
+        Ok(ServerConfig {
+            listen_address,
+            max_connections,
+            web_config_file: self.web_config_file,
+        })
+    }
+}
 
-        let discovery = self.discovery.validate()?;
-        let p = self.poll;
-        let interval = parse_duration("poll.interval", p.interval.as_deref(), defaults::INTERVAL)?;
-        let lookback = parse_duration("poll.lookback", p.lookback.as_deref(), defaults::LOOKBACK)?;
+impl RawPoll {
+    fn validate(self) -> Result<PollConfig, ConfigError> {
+        let interval = parse_duration(
+            "poll.interval",
+            self.interval.as_deref(),
+            defaults::INTERVAL,
+        )?;
+        let lookback = parse_duration(
+            "poll.lookback",
+            self.lookback.as_deref(),
+            defaults::LOOKBACK,
+        )?;
         // Contract §7.1: the default follows a short interval (as Prometheus' scrape_timeout
         // does), so that `interval = "5s"` alone is a valid config; an explicit timeout longer
         // than the interval is an error.
-        let request_timeout = match p.request_timeout.as_deref() {
+        let request_timeout = match self.request_timeout.as_deref() {
             Some(v) => parse_duration("poll.request_timeout", Some(v), "")?,
             None => parse_duration("poll.request_timeout", None, defaults::REQUEST_TIMEOUT)?
                 .min(interval),
         };
         if request_timeout > interval {
-            return Err(err(
+            return Err(key_error(
                 "poll.request_timeout".into(),
                 format!(
                     "must not be longer than poll.interval ({} > {})",
@@ -523,149 +575,146 @@ impl RawConfig {
             ));
         }
         if lookback < interval {
-            return Err(err(
+            return Err(key_error(
                 "poll.lookback".into(),
                 "must be at least poll.interval".into(),
             ));
         }
-        let tz = p.api_timezone.as_deref().unwrap_or(defaults::API_TIMEZONE);
-        let api_timezone: ApiZone = tz.parse().map_err(|e| err("poll.api_timezone".into(), e))?;
-        let rps = p
+        let tz = self
+            .api_timezone
+            .as_deref()
+            .unwrap_or(defaults::API_TIMEZONE);
+        let api_timezone: ApiZone = tz
+            .parse()
+            .map_err(|e| key_error("poll.api_timezone".into(), e))?;
+        let rps = self
             .requests_per_second
             .unwrap_or(defaults::REQUESTS_PER_SECOND);
         if !(rps.is_finite() && rps > 0.0) {
-            return Err(err(
+            return Err(key_error(
                 "poll.requests_per_second".into(),
                 format!("must be a number greater than 0, not {rps}"),
             ));
         }
-        if let Some(sf) = &p.state_file
+        if let Some(sf) = &self.state_file
             && sf.as_os_str().is_empty()
         {
-            return Err(err("poll.state_file".into(), "must not be empty".into()));
-        }
-
-        if self.accounts.is_empty() {
-            return Err(err(
-                "accounts".into(),
-                "at least one [[accounts]] entry is required".into(),
+            return Err(key_error(
+                "poll.state_file".into(),
+                "must not be empty".into(),
             ));
         }
-        let mut names = HashSet::new();
-        let mut accounts = Vec::new();
-        for (i, a) in self.accounts.into_iter().enumerate() {
-            let k = |field: &str| format!("accounts[{i}].{field}");
-            let name = a.name.unwrap_or_default();
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-            {
-                return Err(err(
-                    k("name"),
-                    format!(
-                        "must be a non-empty name of letters, digits, '_', '-', '.', not {name:?}"
-                    ),
-                ));
-            }
-            if !names.insert(name.clone()) {
-                return Err(err(
-                    k("name"),
-                    format!("account name {name:?} is used twice"),
-                ));
-            }
-            let nonempty =
-                |field: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
-                    match v {
-                        Some(s) if s.trim().is_empty() => {
-                            Err(err(k(field), "must not be empty".into()))
-                        }
-                        other => Ok(other),
-                    }
-                };
-            let secret_id = nonempty("secret_id", a.secret_id)?;
-            let secret_key = nonempty("secret_key", a.secret_key)?.map(Secret::new);
-            let token = nonempty("token", a.token)?.map(Secret::new);
-            if let Some(ep) = &a.endpoint {
-                Endpoint::parse(ep).map_err(|e| err(k("endpoint"), e))?;
-            }
-            if a.regions.is_empty() {
-                return Err(err(
-                    k("regions"),
-                    format!("account {name:?} needs at least one [[accounts.regions]] entry"),
-                ));
-            }
-            let mut seen_regions = HashSet::new();
-            let mut regions = Vec::new();
-            for (j, r) in a.regions.into_iter().enumerate() {
-                let rk = |field: &str| format!("accounts[{i}].regions[{j}].{field}");
-                let region = r.region.unwrap_or_default();
-                if !is_valid_region(&region) {
-                    return Err(err(
-                        rk("region"),
-                        format!("invalid region {region:?} (expected e.g. ap-guangzhou)"),
-                    ));
-                }
-                if !seen_regions.insert(region.clone()) {
-                    return Err(err(
-                        rk("region"),
-                        format!("region {region:?} is listed twice for account {name:?}"),
-                    ));
-                }
-                let instances = r.instances.unwrap_or_default();
-                let mut seen = HashSet::new();
-                for (n, id) in instances.iter().enumerate() {
-                    if !is_valid_instance_id(id) {
-                        return Err(err(
-                            format!("{}[{n}]", rk("instances")),
-                            format!("invalid instance id {id:?} (expected cdb-xxxxxxxx)"),
-                        ));
-                    }
-                    if !seen.insert(id) {
-                        return Err(err(
-                            format!("{}[{n}]", rk("instances")),
-                            format!("instance {id:?} is listed twice"),
-                        ));
-                    }
-                }
-                regions.push(RegionConfig { region, instances });
-            }
-            accounts.push(AccountConfig {
-                name,
-                credentials: CredentialSpec {
-                    secret_id,
-                    secret_key,
-                    secret_key_file: a.secret_key_file,
-                    token,
-                },
-                endpoint: a.endpoint,
-                regions,
-            });
-        }
-        Ok(Config {
-            server: ServerConfig {
-                listen_address,
-                max_connections,
-                web_config_file: self.server.web_config_file,
-            },
-            discovery,
-            log: LogConfig {
-                task_events: self.log.task_events.unwrap_or(false),
-            },
-            poll: PollConfig {
-                interval,
-                lookback,
-                api_timezone,
-                requests_per_second: rps,
-                request_timeout,
-                state_file: p.state_file,
-            },
-            metrics: MetricsConfig {
-                task_progress: self.metrics.task_progress.unwrap_or(false),
-            },
-            sharding: resolve_shard(&self.sharding, crate::shard::hostname().as_deref())?,
-            accounts,
+        Ok(PollConfig {
+            interval,
+            lookback,
+            api_timezone,
+            requests_per_second: rps,
+            request_timeout,
+            state_file: self.state_file,
         })
+    }
+}
+
+impl RawAccount {
+    /// The `i`-th account; `names` are the account names seen so far.
+    fn validate(self, i: usize, names: &mut HashSet<String>) -> Result<AccountConfig, ConfigError> {
+        let k = |field: &str| format!("accounts[{i}].{field}");
+        let name = self.name.unwrap_or_default();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(key_error(
+                k("name"),
+                format!("must be a non-empty name of letters, digits, '_', '-', '.', not {name:?}"),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(key_error(
+                k("name"),
+                format!("account name {name:?} is used twice"),
+            ));
+        }
+        let nonempty = |field: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+            match v {
+                Some(s) if s.trim().is_empty() => {
+                    Err(key_error(k(field), "must not be empty".into()))
+                }
+                other => Ok(other),
+            }
+        };
+        let secret_id = nonempty("secret_id", self.secret_id)?;
+        let secret_key = nonempty("secret_key", self.secret_key)?.map(Secret::new);
+        let token = nonempty("token", self.token)?.map(Secret::new);
+        if let Some(ep) = &self.endpoint {
+            Endpoint::parse(ep).map_err(|e| key_error(k("endpoint"), e))?;
+        }
+        if self.regions.is_empty() {
+            return Err(key_error(
+                k("regions"),
+                format!("account {name:?} needs at least one [[accounts.regions]] entry"),
+            ));
+        }
+        let mut seen_regions = HashSet::new();
+        let regions = self
+            .regions
+            .into_iter()
+            .enumerate()
+            .map(|(j, r)| r.validate(i, j, &name, &mut seen_regions))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AccountConfig {
+            name,
+            credentials: CredentialSpec {
+                secret_id,
+                secret_key,
+                secret_key_file: self.secret_key_file,
+                token,
+            },
+            endpoint: self.endpoint,
+            regions,
+        })
+    }
+}
+
+impl RawRegion {
+    /// Region `j` of account `i` (named `account`); `seen` are the account's regions so far.
+    fn validate(
+        self,
+        i: usize,
+        j: usize,
+        account: &str,
+        seen: &mut HashSet<String>,
+    ) -> Result<RegionConfig, ConfigError> {
+        let rk = |field: &str| format!("accounts[{i}].regions[{j}].{field}");
+        let region = self.region.unwrap_or_default();
+        if !is_valid_region(&region) {
+            return Err(key_error(
+                rk("region"),
+                format!("invalid region {region:?} (expected e.g. ap-guangzhou)"),
+            ));
+        }
+        if !seen.insert(region.clone()) {
+            return Err(key_error(
+                rk("region"),
+                format!("region {region:?} is listed twice for account {account:?}"),
+            ));
+        }
+        let instances = self.instances.unwrap_or_default();
+        let mut ids = HashSet::new();
+        for (n, id) in instances.iter().enumerate() {
+            let key = format!("{}[{n}]", rk("instances"));
+            if !is_valid_instance_id(id) {
+                return Err(key_error(
+                    key,
+                    format!("invalid instance id {id:?} (expected cdb-xxxxxxxx)"),
+                ));
+            }
+            if !ids.insert(id) {
+                return Err(key_error(key, format!("instance {id:?} is listed twice")));
+            }
+        }
+        Ok(RegionConfig { region, instances })
     }
 }
 
