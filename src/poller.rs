@@ -295,41 +295,41 @@ impl Target {
 
     /// The query mode chosen for the next poll, with the reason (for the debug log).
     fn choose_mode(&mut self) -> (QueryMode, String) {
-        let n = self.instances.len();
-        if n == 0 {
-            return (QueryMode::RegionWide, "no instances listed".into());
+        if self.instances.len() > 1 {
+            self.polls_since_probe += 1;
         }
-        if n == 1 {
-            return (QueryMode::PerInstance, "one instance listed".into());
+        plan_query(&QueryInputs {
+            listed: self.instances.len(),
+            region_volume: self.region_volume,
+            current: self.mode,
+            polls_since_probe: self.polls_since_probe,
+        })
+    }
+
+    /// Chooses the mode, sets up the report, and lists the query units (one region-wide query,
+    /// or one per listed instance).
+    fn start_poll(&mut self, now: i64) -> (QueryMode, Vec<Option<String>>, PollReport) {
+        let (mode, reason) = self.choose_mode();
+        if self.mode != Some(mode) {
+            tracing::debug!(target_id = %self.id, ?mode, %reason, "query plan");
         }
-        self.polls_since_probe += 1;
-        match self.region_volume {
-            None => (
-                QueryMode::RegionWide,
-                format!("{n} instances listed, region volume not measured yet"),
-            ),
-            Some(_)
-                if self.mode == Some(QueryMode::PerInstance)
-                    && self.polls_since_probe >= REPROBE_EVERY =>
-            {
-                (
-                    QueryMode::RegionWide,
-                    "re-measuring the region volume".into(),
-                )
-            }
-            Some(v) => {
-                let region_cost = (v / 100.0).ceil().max(1.0);
-                let per_instance_cost = n as f64;
-                let reason = format!(
-                    "region-wide ~{v:.0} tasks per poll = {region_cost} request(s) vs {per_instance_cost} per-instance request(s)"
-                );
-                if region_cost < per_instance_cost {
-                    (QueryMode::RegionWide, reason)
-                } else {
-                    (QueryMode::PerInstance, reason)
-                }
-            }
+        self.mode = Some(mode);
+        if mode == QueryMode::RegionWide {
+            self.polls_since_probe = 0;
         }
+        let units: Vec<Option<String>> = match mode {
+            QueryMode::RegionWide => vec![None],
+            QueryMode::PerInstance => self.instances.iter().cloned().map(Some).collect(),
+        };
+        let report = PollReport {
+            started_at: now,
+            mode: match mode {
+                QueryMode::RegionWide => "region-wide",
+                QueryMode::PerInstance => "per-instance",
+            },
+            ..PollReport::default()
+        };
+        (mode, units, report)
     }
 
     /// One poll: recent window, older unfinished tasks, final states; applied to the store page
@@ -343,26 +343,7 @@ impl Target {
         let overlap = window::overlap_for(self.settings.interval.as_secs() as i64).min(lookback);
         let covered_until = self.lock().covered_until;
         let recent = window::recent_window(covered_until, now, lookback, overlap);
-        let (mode, reason) = self.choose_mode();
-        if self.mode != Some(mode) {
-            tracing::debug!(target_id = %self.id, ?mode, %reason, "query plan");
-        }
-        self.mode = Some(mode);
-        if mode == QueryMode::RegionWide {
-            self.polls_since_probe = 0;
-        }
-        let units: Vec<Option<String>> = match mode {
-            QueryMode::RegionWide => vec![None],
-            QueryMode::PerInstance => self.instances.iter().cloned().map(Some).collect(),
-        };
-        let mut report = PollReport {
-            started_at: now,
-            mode: match mode {
-                QueryMode::RegionWide => "region-wide",
-                QueryMode::PerInstance => "per-instance",
-            },
-            ..PollReport::default()
-        };
+        let (mode, units, mut report) = self.start_poll(now);
 
         // 1. Tasks that started in the recent window. Region-wide, the pages after the first
         // are skipped when they can only hold tasks the store already knows (see
@@ -422,6 +403,13 @@ impl Target {
         report.requests_lookups =
             report.requests - report.requests_recent - report.requests_unfinished;
 
+        self.finish_poll(&report, now, started.elapsed().as_secs_f64());
+        report
+    }
+
+    /// After a poll: a success moves the covered time and evicts; the series are published
+    /// either way.
+    fn finish_poll(&mut self, report: &PollReport, now: i64, seconds: f64) {
         let ok = report.failure.is_none();
         if ok {
             let mut st = self.lock();
@@ -430,9 +418,8 @@ impl Target {
             drop(st);
             self.first_poll = false;
         }
-        self.publish(ok, now, started.elapsed().as_secs_f64());
-        self.log_outcome(&report);
-        report
+        self.publish(ok, now, seconds);
+        self.log_outcome(report);
     }
 
     /// Applies one page's observations to the store (observations are facts, even from a poll
@@ -808,6 +795,60 @@ where
     }
 }
 
+/// What the query plan depends on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryInputs {
+    /// Instances listed in the config (0: the whole region).
+    pub listed: usize,
+    /// Tasks a region-wide recent query returned last time, once measured.
+    pub region_volume: Option<f64>,
+    /// The mode in use.
+    pub current: Option<QueryMode>,
+    /// Polls since the region volume was last measured.
+    pub polls_since_probe: u32,
+}
+
+/// The query mode for the next poll, and why. Pure. Region-wide costs one request per 100
+/// tasks of the region; per-instance one request per listed instance (most return one page):
+/// the cheaper wins, measured by a region-wide poll first and re-measured every
+/// [`REPROBE_EVERY`] polls while per-instance.
+pub fn plan_query(q: &QueryInputs) -> (QueryMode, String) {
+    let n = q.listed;
+    if n == 0 {
+        return (QueryMode::RegionWide, "no instances listed".into());
+    }
+    if n == 1 {
+        return (QueryMode::PerInstance, "one instance listed".into());
+    }
+    match q.region_volume {
+        None => (
+            QueryMode::RegionWide,
+            format!("{n} instances listed, region volume not measured yet"),
+        ),
+        Some(_)
+            if q.current == Some(QueryMode::PerInstance)
+                && q.polls_since_probe >= REPROBE_EVERY =>
+        {
+            (
+                QueryMode::RegionWide,
+                "re-measuring the region volume".into(),
+            )
+        }
+        Some(v) => {
+            let region_cost = (v / 100.0).ceil().max(1.0);
+            let per_instance_cost = n as f64;
+            let reason = format!(
+                "region-wide ~{v:.0} tasks per poll = {region_cost} request(s) vs {per_instance_cost} per-instance request(s)"
+            );
+            if region_cost < per_instance_cost {
+                (QueryMode::RegionWide, reason)
+            } else {
+                (QueryMode::PerInstance, reason)
+            }
+        }
+    }
+}
+
 fn scope_of(instances: &[String]) -> Scope {
     if instances.is_empty() {
         Scope::Region
@@ -900,6 +941,49 @@ mod tests {
                 TaskStatus::Running,
                 TaskStatus::Paused
             ]
+        );
+    }
+
+    #[test]
+    fn the_query_plan_picks_the_cheaper_mode() {
+        let q = |listed, region_volume, current, polls_since_probe| {
+            plan_query(&QueryInputs {
+                listed,
+                region_volume,
+                current,
+                polls_since_probe,
+            })
+            .0
+        };
+        use QueryMode::{PerInstance, RegionWide};
+        assert_eq!(q(0, None, None, 0), RegionWide, "the whole region");
+        assert_eq!(
+            q(1, None, None, 0),
+            PerInstance,
+            "one instance: its own query"
+        );
+        assert_eq!(q(5, None, None, 0), RegionWide, "measure the region first");
+        // 350 tasks region-wide = 4 requests: cheaper than 5 instances, dearer than 3.
+        assert_eq!(q(5, Some(350.0), Some(RegionWide), 0), RegionWide);
+        assert_eq!(q(3, Some(350.0), Some(RegionWide), 0), PerInstance);
+        assert_eq!(
+            q(4, Some(350.0), Some(RegionWide), 0),
+            PerInstance,
+            "a tie goes per-instance"
+        );
+        assert_eq!(
+            q(2, Some(0.0), Some(PerInstance), 0),
+            RegionWide,
+            "an idle region: one request"
+        );
+        // Per-instance re-measures the region every REPROBE_EVERY polls.
+        assert_eq!(
+            q(3, Some(350.0), Some(PerInstance), REPROBE_EVERY - 1),
+            PerInstance
+        );
+        assert_eq!(
+            q(3, Some(350.0), Some(PerInstance), REPROBE_EVERY),
+            RegionWide
         );
     }
 
