@@ -131,7 +131,12 @@ async fn daemon(path: Option<PathBuf>, check_only: bool, overrides: Overrides) -
             return ExitCode::from(1);
         }
     };
-    tracing::info!(address = %config.server.listen_address, version = cdb_task_exporter::cli::LONG_VERSION, "serving metrics");
+    // The bound address: with port 0 in the config, the one the system chose.
+    let address = listener.local_addr().map_or_else(
+        |_| config.server.listen_address.to_string(),
+        |a| a.to_string(),
+    );
+    tracing::info!(%address, version = cdb_task_exporter::cli::LONG_VERSION, "serving metrics");
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(watch_signals(shutdown.clone(), Some((path, overrides, tx))));

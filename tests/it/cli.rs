@@ -264,12 +264,13 @@ status = "RUNNING"
         .spawn()
         .unwrap(),
     );
-    let port = free_port();
+    // Port 0: the exporter logs the address it got (a port picked here and bound later could
+    // be taken by a test running beside this one).
     let config_text = |instances: &str| {
         format!(
             r#"
 [server]
-listen_address = "127.0.0.1:{port}"
+listen_address = "127.0.0.1:0"
 [poll]
 interval = "1s"
 request_timeout = "900ms"
@@ -309,7 +310,25 @@ region = "ap-guangzhou"
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + PATIENCE;
+    let address = loop {
+        let found = logs.lock().unwrap().lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["fields"]["message"] == "serving metrics")
+                .then(|| v["fields"]["address"].as_str().map(str::to_string))
+                .flatten()
+        });
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no 'serving metrics' line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        !address.ends_with(":0"),
+        "the bound address is logged: {address}"
+    );
+    let base = format!("http://{address}");
     wait_ready(&format!("{base}/readyz")).await;
     let metrics = get(&format!("{base}/metrics")).await.1;
     let s = Series::parse(&metrics);
