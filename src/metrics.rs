@@ -346,6 +346,35 @@ fn counter(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntCounterV
     c
 }
 
+fn histogram(
+    r: &Registry,
+    name: &str,
+    text: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help(text)).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+/// The standard process collector, in a registry of its own (read at scrape time, unlike the
+/// rest).
+fn process_registry() -> Registry {
+    let process = Registry::new();
+    #[cfg(target_os = "linux")]
+    process
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector");
+    process
+}
+
 const TARGET_LABELS: &[&str] = &["account", "region"];
 const EX: &str = "tencentcloud_cdb_exporter_";
 
@@ -360,24 +389,13 @@ impl Metrics {
             &["version", "revision"],
         );
         build_info.with_label_values(&[version, revision]).set(1);
-        let api_duration = HistogramVec::new(
-            HistogramOpts::new(
-                format!("{EX}api_request_duration_seconds"),
-                help("Duration of cloud API requests."),
-            )
-            .buckets(API_DURATION_BUCKETS.to_vec()),
+        let api_duration = histogram(
+            &r,
+            &format!("{EX}api_request_duration_seconds"),
+            "Duration of cloud API requests.",
             &["action"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(api_duration.clone()))
-            .expect("unique metric");
-        let process = Registry::new();
-        #[cfg(target_os = "linux")]
-        process
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector");
+            API_DURATION_BUCKETS,
+        );
         Metrics {
             api_requests: counter(
                 &r,
@@ -429,7 +447,7 @@ impl Metrics {
                 &["operation"],
             ),
             registry: r,
-            process,
+            process: process_registry(),
             task_progress,
             books: Mutex::new(BTreeMap::new()),
             published: Mutex::new(BTreeMap::new()),
@@ -907,45 +925,16 @@ fn render_instances(w: &mut impl Write, inventories: &[Arc<Inventory>]) -> io::R
 }
 
 /// The task families from the targets' snapshots, in name order.
+/// The targets' snapshots grouped by region (targets of one region are merged).
+type Regions<'a> = BTreeMap<&'a str, Vec<&'a Series>>;
+
 fn render_tasks(w: &mut impl Write, snapshots: &[Arc<Series>], progress: bool) -> io::Result<()> {
-    let mut regions: BTreeMap<&str, Vec<&Series>> = BTreeMap::new();
+    let mut regions: Regions<'_> = BTreeMap::new();
     for s in snapshots {
         regions.entry(&s.region).or_default().push(s);
     }
     let sum = |a: &mut u64, b: u64| *a += b;
-
-    let mut f = Family::new(DURATION, DURATION_HELP, "histogram");
-    for (region, group) in &regions {
-        each_row(
-            group,
-            Series::duration_rows,
-            |a, b| a.merge(&b),
-            |(st, ty), h| {
-                let base = [("region", *region), ("status", st), ("task_type", ty)];
-                let bucket = format!("{DURATION}_bucket");
-                for (le, n) in TASK_DURATION_BUCKETS.iter().zip(h.buckets) {
-                    let le = le.to_string();
-                    f.start(w)?;
-                    sample(
-                        w,
-                        &bucket,
-                        &[base[0], base[1], base[2], ("le", &le)],
-                        Num::U(n),
-                    )?;
-                }
-                f.start(w)?;
-                sample(
-                    w,
-                    &bucket,
-                    &[base[0], base[1], base[2], ("le", "+Inf")],
-                    Num::U(h.count),
-                )?;
-                sample(w, &format!("{DURATION}_sum"), &base, Num::F(h.sum))?;
-                sample(w, &format!("{DURATION}_count"), &base, Num::U(h.count))
-            },
-        )?;
-    }
-
+    render_durations(w, &regions)?;
     by_key(
         w,
         &regions,
@@ -954,7 +943,6 @@ fn render_tasks(w: &mut impl Write, snapshots: &[Arc<Series>], progress: bool) -
         |a, b| *a = (*a).max(b),
         Num::I,
     )?;
-
     let mut f = Family::new(OLDEST, OLDEST_HELP, "gauge");
     for (region, group) in &regions {
         each_row(
@@ -967,29 +955,9 @@ fn render_tasks(w: &mut impl Write, snapshots: &[Arc<Series>], progress: bool) -
             },
         )?;
     }
-
     if progress {
-        let mut f = Family::new(PROGRESS, PROGRESS_HELP, "gauge");
-        for (region, group) in &regions {
-            each_row(
-                group,
-                Series::progress_rows,
-                |_, _| {},
-                |(i, job, ty, st), p| {
-                    let job = job.to_string();
-                    let labels = [
-                        ("instance_id", i),
-                        ("job_id", job.as_str()),
-                        ("region", *region),
-                        ("status", st),
-                        ("task_type", ty),
-                    ];
-                    f.sample(w, &labels, Num::F(p as f64 / 100.0))
-                },
-            )?;
-        }
+        render_progress(w, &regions)?;
     }
-
     by_key(
         w,
         &regions,
@@ -1005,6 +973,56 @@ fn render_tasks(w: &mut impl Write, snapshots: &[Arc<Series>], progress: bool) -
         Series::finished_rows,
         sum,
         Num::U,
-    )?;
+    )
+}
+
+/// The duration histogram: buckets, `+Inf`, sum and count per region, status and type.
+fn render_durations(w: &mut impl Write, regions: &Regions<'_>) -> io::Result<()> {
+    let mut f = Family::new(DURATION, DURATION_HELP, "histogram");
+    let bucket = format!("{DURATION}_bucket");
+    for (region, group) in regions {
+        each_row(
+            group,
+            Series::duration_rows,
+            |a, b| a.merge(&b),
+            |(st, ty), h| {
+                let base = [("region", *region), ("status", st), ("task_type", ty)];
+                f.start(w)?;
+                for (le, n) in TASK_DURATION_BUCKETS.iter().zip(h.buckets) {
+                    let le = le.to_string();
+                    let labels = [base[0], base[1], base[2], ("le", &le)];
+                    sample(w, &bucket, &labels, Num::U(n))?;
+                }
+                let labels = [base[0], base[1], base[2], ("le", "+Inf")];
+                sample(w, &bucket, &labels, Num::U(h.count))?;
+                sample(w, &format!("{DURATION}_sum"), &base, Num::F(h.sum))?;
+                sample(w, &format!("{DURATION}_count"), &base, Num::U(h.count))
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The opt-in progress gauge, one series per unfinished task.
+fn render_progress(w: &mut impl Write, regions: &Regions<'_>) -> io::Result<()> {
+    let mut f = Family::new(PROGRESS, PROGRESS_HELP, "gauge");
+    for (region, group) in regions {
+        each_row(
+            group,
+            Series::progress_rows,
+            |_, _| {},
+            |(i, job, ty, st), p| {
+                let job = job.to_string();
+                let labels = [
+                    ("instance_id", i),
+                    ("job_id", job.as_str()),
+                    ("region", *region),
+                    ("status", st),
+                    ("task_type", ty),
+                ];
+                f.sample(w, &labels, Num::F(p as f64 / 100.0))
+            },
+        )?;
+    }
     Ok(())
 }

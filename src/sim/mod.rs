@@ -344,6 +344,30 @@ impl Simulator {
     }
 
     /// Verifies the TC3 signature as the API does.
+    /// The key a request's SecretId signs with: a configured one, or temporary keys STS
+    /// issued, which go with their token.
+    fn signing_key(
+        &self,
+        secret_id: &str,
+        token: Option<&str>,
+    ) -> Result<Secret, (&'static str, String)> {
+        if let Some((_, key)) = self.inner.keys.iter().find(|(id, _)| id == secret_id) {
+            return Ok(key.clone());
+        }
+        let oidc = self.inner.oidc.lock().expect("lock");
+        match oidc.issued.iter().find(|(id, ..)| id == secret_id) {
+            Some((_, key, issued_token)) if token == Some(issued_token.as_str()) => Ok(key.clone()),
+            Some(_) => Err((
+                "AuthFailure.TokenFailure",
+                "the token does not match the temporary key".into(),
+            )),
+            None => Err((
+                "AuthFailure.SecretIdNotFound",
+                "the SecretId is not found".into(),
+            )),
+        }
+    }
+
     fn check_auth(
         &self,
         headers: &hyper::HeaderMap,
@@ -371,37 +395,7 @@ impl Simulator {
                 ),
             ));
         }
-        let issued = self
-            .inner
-            .oidc
-            .lock()
-            .expect("lock")
-            .issued
-            .iter()
-            .find(|(id, ..)| id == auth.secret_id)
-            .cloned();
-        let key = match (
-            self.inner.keys.iter().find(|(id, _)| id == auth.secret_id),
-            issued,
-        ) {
-            (Some((_, key)), _) => key.clone(),
-            (None, Some((_, key, token))) => {
-                // Temporary keys go with their token.
-                if get("x-tc-token") != Some(token.as_str()) {
-                    return Err((
-                        "AuthFailure.TokenFailure",
-                        "the token does not match the temporary key".into(),
-                    ));
-                }
-                key
-            }
-            (None, None) => {
-                return Err((
-                    "AuthFailure.SecretIdNotFound",
-                    "the SecretId is not found".into(),
-                ));
-            }
-        };
+        let key = self.signing_key(auth.secret_id, get("x-tc-token"))?;
         let signature_failure = || {
             (
                 "AuthFailure.SignatureFailure",
@@ -573,30 +567,15 @@ impl Simulator {
         None
     }
 
-    fn answer(
+    /// The answer a fault puts in place of the real one, with the outcome to record; `None`
+    /// for no fault, or one that changes the real answer (a slow or bad-item page).
+    fn fault_response(
         &self,
-        record: &mut RecordedRequest,
+        fault: Option<Fault>,
         body: &[u8],
         seq: u64,
-    ) -> (HttpResponse, Option<Duration>) {
-        if record.action == DESCRIBE_DB_INSTANCES {
-            return (self.answer_instances(record, body, seq), None);
-        }
-        if record.action != DESCRIBE_TASKS {
-            record.outcome = "InvalidAction".into();
-            return (
-                error_response(
-                    "InvalidAction",
-                    &format!("action {:?} is not supported", record.action),
-                    seq,
-                ),
-                None,
-            );
-        }
-        let number = self.inner.tasks_served.fetch_add(1, Ordering::SeqCst) + 1;
-        let fault = self.draw_fault(number);
-        // Faults that replace the answer: the outcome recorded, and the response.
-        let replaced = match fault {
+    ) -> Option<(&'static str, HttpResponse)> {
+        match fault {
             Some(Fault::RateLimit) => Some((
                 "RequestLimitExceeded",
                 error_response(
@@ -643,7 +622,33 @@ impl Simulator {
             )),
             Some(Fault::EndlessPages) => Some(("EndlessPages", endless_page(body, seq))),
             Some(Fault::Slow | Fault::BadItem) | None => None,
-        };
+        }
+    }
+
+    fn answer(
+        &self,
+        record: &mut RecordedRequest,
+        body: &[u8],
+        seq: u64,
+    ) -> (HttpResponse, Option<Duration>) {
+        if record.action == DESCRIBE_DB_INSTANCES {
+            return (self.answer_instances(record, body, seq), None);
+        }
+        if record.action != DESCRIBE_TASKS {
+            record.outcome = "InvalidAction".into();
+            return (
+                error_response(
+                    "InvalidAction",
+                    &format!("action {:?} is not supported", record.action),
+                    seq,
+                ),
+                None,
+            );
+        }
+        let number = self.inner.tasks_served.fetch_add(1, Ordering::SeqCst) + 1;
+        let fault = self.draw_fault(number);
+        // Faults that replace the answer: the outcome recorded, and the response.
+        let replaced = self.fault_response(fault, body, seq);
         if let Some((outcome, response)) = replaced {
             record.outcome = outcome.into();
             return (response, None);

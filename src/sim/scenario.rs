@@ -527,19 +527,7 @@ impl Scenario {
             }
             tasks.push(task);
         }
-        let names = ["orders", "orders-ro", "billing", "billing-dr"];
-        let sim_instances = instances
-            .iter()
-            .zip(names)
-            .enumerate()
-            .map(|(i, (id, name))| SimInstance {
-                instance_type: [1, 3, 1, 2][i],
-                zone: format!("{DEFAULT_REGION}-{}", 3 + i % 2),
-                ..SimInstance::new(id, name)
-                    .tag("team", if i < 2 { "shop" } else { "finance" })
-                    .tag("env", "prod")
-            })
-            .collect();
+        let sim_instances = demo_instances(&instances);
         Scenario {
             shape: Shape::Current,
             zone: None,
@@ -553,6 +541,23 @@ impl Scenario {
             },
         }
     }
+}
+
+/// The demo's instances, as `DescribeDBInstances` lists them: two pairs of a primary and its
+/// read-only or DR replica, with team and environment tags.
+fn demo_instances(ids: &[&str; 4]) -> Vec<SimInstance> {
+    let names = ["orders", "orders-ro", "billing", "billing-dr"];
+    ids.iter()
+        .zip(names)
+        .enumerate()
+        .map(|(i, (id, name))| SimInstance {
+            instance_type: [1, 3, 1, 2][i],
+            zone: format!("{DEFAULT_REGION}-{}", 3 + i % 2),
+            ..SimInstance::new(id, name)
+                .tag("team", if i < 2 { "shop" } else { "finance" })
+                .tag("env", "prod")
+        })
+        .collect()
 }
 
 #[cfg(test)]

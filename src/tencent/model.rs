@@ -191,6 +191,39 @@ pub fn task_type_wire(label: &str) -> Option<(i64, &'static str)> {
     TASK_TYPES.iter().find(|t| t.2 == label).map(|t| (t.0, t.1))
 }
 
+/// The instance ids of an item, from `InstanceIds` (current shape), `InstanceId`, or
+/// `Data[].InstanceId` (the old documented shape): trimmed, empty ones and repeats dropped.
+/// `None` when one is not a plausible id.
+fn instance_ids_of(obj: &serde_json::Map<String, Value>) -> Option<Vec<String>> {
+    let mut found: Vec<&str> = Vec::new();
+    match obj.get("InstanceIds") {
+        Some(Value::Array(ids)) => found.extend(ids.iter().filter_map(Value::as_str)),
+        Some(Value::String(id)) => found.push(id),
+        _ => {}
+    }
+    if let Some(Value::String(id)) = obj.get("InstanceId") {
+        found.push(id);
+    }
+    match obj.get("Data") {
+        Some(Value::Array(data)) => found.extend(
+            data.iter()
+                .filter_map(|d| d.get("InstanceId").and_then(Value::as_str)),
+        ),
+        Some(d @ Value::Object(_)) => found.extend(d.get("InstanceId").and_then(Value::as_str)),
+        _ => {}
+    }
+    let mut ids: Vec<String> = Vec::new();
+    for id in found.into_iter().map(str::trim).filter(|id| !id.is_empty()) {
+        if !is_plausible_instance_id(id) {
+            return None;
+        }
+        if !ids.iter().any(|x| x == id) {
+            ids.push(id.to_string());
+        }
+    }
+    Some(ids)
+}
+
 /// One task, decoded from either response shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
@@ -576,45 +609,10 @@ pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, String> {
         .and_then(Value::as_str)
         .and_then(|s| zone.parse(s));
     let progress = obj.get("Progress").and_then(int_of).unwrap_or(0);
-    let mut instance_ids: Vec<String> = Vec::new();
-    let mut bad_id = false;
-    let mut add = |id: &str| {
-        let id = id.trim();
-        if id.is_empty() || instance_ids.iter().any(|x| x == id) {
-            return;
-        }
-        if is_plausible_instance_id(id) {
-            instance_ids.push(id.to_string());
-        } else {
-            bad_id = true;
-        }
-    };
-    match obj.get("InstanceIds") {
-        Some(Value::Array(ids)) => ids.iter().filter_map(Value::as_str).for_each(&mut add),
-        Some(Value::String(id)) => add(id),
-        _ => {}
-    }
-    if let Some(Value::String(id)) = obj.get("InstanceId") {
-        add(id);
-    }
-    match obj.get("Data") {
-        Some(Value::Array(data)) => data
-            .iter()
-            .filter_map(|d| d.get("InstanceId").and_then(Value::as_str))
-            .for_each(&mut add),
-        Some(d @ Value::Object(_)) => {
-            if let Some(id) = d.get("InstanceId").and_then(Value::as_str) {
-                add(id);
-            }
-        }
-        _ => {}
-    }
-    if bad_id {
+    let instance_ids = instance_ids_of(obj).ok_or_else(|| {
         // It would become an instance_id label: the item is skipped and counted as Decode.
-        return Err(format!(
-            "JobId {job_id}: an instance id is not [a-z0-9-]{{1,64}}"
-        ));
-    }
+        format!("JobId {job_id}: an instance id is not [a-z0-9-]{{1,64}}")
+    })?;
     let text = |k: &str| {
         obj.get(k)
             .and_then(Value::as_str)
