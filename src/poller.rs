@@ -251,36 +251,27 @@ pub struct PollReport {
 impl Target {
     /// A target with its state (fresh, or restored from a state file or an earlier config).
     pub fn new(parts: TargetParts) -> Self {
-        let TargetParts {
-            id,
-            instances,
-            client,
-            limiter,
-            metrics,
-            clock,
-            settings,
-            state,
-            discovered,
-        } = parts;
         {
-            let mut st = state.lock().expect("lock");
-            let lookback = settings.lookback.as_secs() as i64;
-            st.store.set_scope(scope_of(&instances), lookback);
-            st.store.set_shard(settings.shard);
+            let mut st = parts.state.lock().expect("lock");
+            let lookback = parts.settings.lookback.as_secs() as i64;
+            st.store.set_scope(scope_of(&parts.instances), lookback);
+            st.store.set_shard(parts.settings.shard);
         }
-        let seed = id
+        // Jitter differs between targets but repeats between runs.
+        let seed = parts
+            .id
             .to_string()
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
         Target {
-            id,
-            instances,
-            client,
-            limiter,
-            metrics,
-            clock,
-            settings,
-            state,
+            id: parts.id,
+            instances: parts.instances,
+            client: parts.client,
+            limiter: parts.limiter,
+            metrics: parts.metrics,
+            clock: parts.clock,
+            settings: parts.settings,
+            state: parts.state,
             first_poll: true,
             mode: None,
             region_volume: None,
@@ -288,7 +279,7 @@ impl Target {
             last_failure: None,
             rng: fastrand::Rng::with_seed(seed),
             deadline: tokio::time::Instant::now(),
-            discovered,
+            discovered: parts.discovered,
             last_discovered: Arc::default(),
         }
     }

@@ -387,56 +387,65 @@ pub enum Envelope<P = TaskPage> {
 /// Decodes a response body. `Err` only when the body as a whole is unusable (not JSON, no
 /// `Response`, no usable `Items`); a bad item is reported in [`TaskPage::malformed`].
 pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, String> {
-    let root = parse_body(body)?;
-    let Opened {
-        items,
-        total_count,
-        request_id,
-    } = match open_response(&root)? {
-        Ok(opened) => opened,
-        Err(api_error) => return Ok(api_error),
-    };
-    let mut page = TaskPage {
-        total_count,
-        item_count: items.len(),
-        tasks: Vec::with_capacity(items.len()),
-        malformed: Vec::new(),
-        request_id,
-    };
-    for (i, item) in items.iter().enumerate() {
-        match decode_item(item, zone) {
-            Ok(task) => page.tasks.push(task),
-            Err(e) => page.malformed.push(format!("item {i}: {e}")),
-        }
-    }
-    Ok(Envelope::Page(page))
+    Ok(match decode_with(body, |item| decode_item(item, zone))? {
+        Ok(d) => Envelope::Page(TaskPage {
+            total_count: d.total_count,
+            item_count: d.item_count,
+            tasks: d.items,
+            malformed: d.malformed,
+            request_id: d.request_id,
+        }),
+        Err(api_error) => api_error,
+    })
 }
 
 /// Decodes a `DescribeDBInstances` body, like [`decode_response`].
 pub fn decode_instances(body: &[u8]) -> Result<Envelope<InstancePage>, String> {
+    Ok(match decode_with(body, decode_instance)? {
+        Ok(d) => Envelope::Page(InstancePage {
+            total_count: d.total_count,
+            item_count: d.item_count,
+            instances: d.items,
+            malformed: d.malformed,
+            request_id: d.request_id,
+        }),
+        Err(api_error) => api_error,
+    })
+}
+
+/// A page's items decoded one by one: the good ones, and a description of each bad one.
+struct Decoded<T> {
+    total_count: u64,
+    item_count: usize,
+    items: Vec<T>,
+    malformed: Vec<String>,
+    request_id: String,
+}
+
+/// Opens a body and decodes each item with `decode`; the inner `Err` is the API's error.
+fn decode_with<T, P>(
+    body: &[u8],
+    decode: impl Fn(&Value) -> Result<T, String>,
+) -> Result<Result<Decoded<T>, Envelope<P>>, String> {
     let root = parse_body(body)?;
-    let Opened {
-        items,
-        total_count,
-        request_id,
-    } = match open_response(&root)? {
+    let opened = match open_response(&root)? {
         Ok(opened) => opened,
-        Err(api_error) => return Ok(api_error),
+        Err(api_error) => return Ok(Err(api_error)),
     };
-    let mut page = InstancePage {
-        total_count,
-        item_count: items.len(),
-        instances: Vec::with_capacity(items.len()),
+    let mut d = Decoded {
+        total_count: opened.total_count,
+        item_count: opened.items.len(),
+        items: Vec::with_capacity(opened.items.len()),
         malformed: Vec::new(),
-        request_id,
+        request_id: opened.request_id,
     };
-    for (i, item) in items.iter().enumerate() {
-        match decode_instance(item) {
-            Ok(instance) => page.instances.push(instance),
-            Err(e) => page.malformed.push(format!("item {i}: {e}")),
+    for (i, item) in opened.items.iter().enumerate() {
+        match decode(item) {
+            Ok(v) => d.items.push(v),
+            Err(e) => d.malformed.push(format!("item {i}: {e}")),
         }
     }
-    Ok(Envelope::Page(page))
+    Ok(Ok(d))
 }
 
 /// Longest instance name, zone, version or tag kept.
