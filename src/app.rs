@@ -12,7 +12,7 @@ use crate::shard::Shard;
 use crate::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimServer, Simulator};
 use crate::state::{self, Loaded, Saved, SavedTarget, SharedTarget, StateWriter};
 use crate::tasks::{Scope, TaskStore};
-use crate::tencent::credentials::{Environment, Provider};
+use crate::tencent::credentials::{CredentialError, Environment, Provider};
 use crate::tencent::{Client, ClientOptions};
 use crate::web::{WebConfig, WebSecurity};
 use std::collections::BTreeMap;
@@ -87,14 +87,14 @@ fn state_key(id: &TargetId) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// An account's credentials cannot be resolved.
-    #[error("accounts[{index}] ({account}): credentials: {message}")]
+    #[error("accounts[{index}] ({account}): credentials: {source}")]
     Credentials {
         /// Position in `[[accounts]]`.
         index: usize,
         /// Its name.
         account: String,
         /// What is wrong.
-        message: String,
+        source: CredentialError,
     },
     /// A target's API client cannot be built.
     #[error("{target}: {source}")]
@@ -156,10 +156,10 @@ fn desired_targets(
     let mut desired = BTreeMap::new();
     for (index, a) in config.accounts.iter().enumerate() {
         let (source, provider) =
-            Provider::resolve(&a.credentials, env).map_err(|message| ApplyError::Credentials {
+            Provider::resolve(&a.credentials, env).map_err(|source| ApplyError::Credentials {
                 index,
                 account: a.name.clone(),
-                message,
+                source,
             })?;
         tracing::info!(account = %a.name, %source, "credentials");
         let provider = Arc::new(provider);

@@ -1,7 +1,7 @@
 //! The command line (contract §2).
 
-use crate::config::Config;
-use crate::tencent::credentials::{Environment, Provider, mask_id};
+use crate::config::{Config, ConfigError};
+use crate::tencent::credentials::{CredentialError, Environment, Provider, mask_id};
 use crate::web::WebConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Write as _;
@@ -99,22 +99,51 @@ pub enum Command {
     },
 }
 
+/// Why `--check-config` (and start-up, which runs the same checks) refuses a config that
+/// parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// `poll.state_file` cannot be written.
+    #[error("key `poll.state_file`: {0}")]
+    StateFile(String),
+    /// The web configuration file is bad.
+    #[error(transparent)]
+    WebConfig(#[from] ConfigError),
+    /// An account's credentials cannot be resolved.
+    #[error("accounts[{index}] ({account}): credentials: {source}")]
+    Credentials {
+        /// Position in `[[accounts]]`.
+        index: usize,
+        /// Its name.
+        account: String,
+        /// Why.
+        source: CredentialError,
+    },
+}
+
 /// Whether the state file can be kept at `path`: its directory exists and takes a new file (a
 /// probe file is created and removed), and the path is not a directory.
-pub fn check_state_file(path: &std::path::Path) -> Result<(), String> {
+pub fn check_state_file(path: &std::path::Path) -> Result<(), CheckError> {
     if path.is_dir() {
-        return Err(format!("{} is a directory, not a file", path.display()));
+        return Err(CheckError::StateFile(format!(
+            "{} is a directory, not a file",
+            path.display()
+        )));
     }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     if !dir.is_dir() {
-        return Err(format!("directory {} does not exist", dir.display()));
+        return Err(CheckError::StateFile(format!(
+            "directory {} does not exist",
+            dir.display()
+        )));
     }
     let probe = dir.join(format!(".cdb-task-exporter-check-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .map_err(|e| format!("directory {} is not writable: {e}", dir.display()))?;
+    std::fs::write(&probe, b"").map_err(|e| {
+        CheckError::StateFile(format!("directory {} is not writable: {e}", dir.display()))
+    })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
@@ -122,15 +151,15 @@ pub fn check_state_file(path: &std::path::Path) -> Result<(), String> {
 /// The `--check-config` summary: accounts, regions, instances and credential sources, secrets
 /// never shown. `Err` names the state file or the account whose credentials cannot be
 /// resolved.
-pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<String, String> {
+pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<String, CheckError> {
     let mut out = String::new();
     let p = &config.poll;
     if let Some(path) = &p.state_file {
-        check_state_file(path).map_err(|e| format!("key `poll.state_file`: {e}"))?;
+        check_state_file(path)?;
     }
     let _ = writeln!(out, "listen_address: {}", config.server.listen_address);
     if let Some(path) = &config.server.web_config_file {
-        let web = WebConfig::load(path).map_err(|e| e.to_string())?;
+        let web = WebConfig::load(path)?;
         let _ = writeln!(
             out,
             "web config {}: tls {}, basic auth {}, {} extra headers",
@@ -163,8 +192,12 @@ pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<St
         config.sharding.index, config.sharding.total
     );
     for (i, a) in config.accounts.iter().enumerate() {
-        let (source, provider) = Provider::resolve(&a.credentials, env)
-            .map_err(|e| format!("accounts[{i}] ({}): credentials: {e}", a.name))?;
+        let (source, provider) =
+            Provider::resolve(&a.credentials, env).map_err(|source| CheckError::Credentials {
+                index: i,
+                account: a.name.clone(),
+                source,
+            })?;
         let id = match &provider {
             Provider::Static(c) => mask_id(&c.secret_id),
             Provider::InstanceRole(_) | Provider::TkeOidc(_) => "(temporary)".to_string(),

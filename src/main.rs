@@ -1,9 +1,9 @@
 //! Wiring and exit codes only: command line -> logging -> config -> run until a signal.
 
 use cdb_task_exporter::app::{RunOptions, demo_setup, run};
-use cdb_task_exporter::cli::{Cli, Command, LogFormat, check_config_summary};
+use cdb_task_exporter::cli::{CheckError, Cli, Command, LogFormat, check_config_summary};
 use cdb_task_exporter::clock::SystemClock;
-use cdb_task_exporter::config::Config;
+use cdb_task_exporter::config::{Config, ConfigError};
 use cdb_task_exporter::secret::Secret;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, Simulator};
 use cdb_task_exporter::tencent::credentials::ProcessEnv;
@@ -15,6 +15,67 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Why the process ends with an error. The one place that maps errors to exit codes
+/// (contract §2): 2 for a bad config or command line, 1 for any other start-up failure.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(
+        "--config FILE (or CDB_TASK_EXPORTER_CONFIG) is required; try `cdb-task-exporter demo` for a quick look"
+    )]
+    NoConfig,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Check { path: PathBuf, source: CheckError },
+    #[error("scenario {path}: {message}")]
+    Scenario { path: PathBuf, message: String },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot listen on {address}: {source}{hint}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("{0:#}")]
+    Run(#[from] anyhow::Error),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::NoConfig
+            | Failure::Config(_)
+            | Failure::Check { .. }
+            | Failure::Scenario { .. } => 2,
+            Failure::Runtime(_) | Failure::Listen { .. } | Failure::Run(_) => 1,
+        }
+    }
+}
+
+fn exit(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn bind(
+    address: std::net::SocketAddr,
+    hint: &'static str,
+) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| Failure::Listen {
+            address,
+            source,
+            hint,
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -24,10 +85,7 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return exit(Err(Failure::Runtime(e))),
     };
     runtime.block_on(async_main(cli))
 }
@@ -73,10 +131,10 @@ async fn async_main(cli: Cli) -> ExitCode {
             scenario,
             secret_id,
             secret_key,
-        }) => simulate(listen, scenario.as_deref(), secret_id, secret_key).await,
+        }) => exit(simulate(listen, scenario.as_deref(), secret_id, secret_key).await),
         Some(Command::Healthcheck { url }) => healthcheck(&url).await,
-        Some(Command::Demo { listen }) => demo(listen, &overrides).await,
-        None => daemon(cli.config, cli.check_config, overrides).await,
+        Some(Command::Demo { listen }) => exit(demo(listen, &overrides).await),
+        None => exit(daemon(cli.config, cli.check_config, overrides).await),
     }
 }
 
@@ -89,48 +147,32 @@ struct Overrides {
 
 /// Loads and fully validates a config, credentials and web config included; returns it with
 /// its summary.
-fn load(path: &Path, overrides: &Overrides) -> Result<(Config, String), String> {
-    let mut config = Config::load(path).map_err(|e| e.to_string())?;
-    config
-        .override_server(
-            overrides.listen_address.as_deref(),
-            overrides.web_config_file.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
-    let summary = check_config_summary(&config, &ProcessEnv)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+fn load(path: &Path, overrides: &Overrides) -> Result<(Config, String), Failure> {
+    let mut config = Config::load(path)?;
+    config.override_server(
+        overrides.listen_address.as_deref(),
+        overrides.web_config_file.as_deref(),
+    )?;
+    let summary = check_config_summary(&config, &ProcessEnv).map_err(|source| Failure::Check {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok((config, summary))
 }
 
-async fn daemon(path: Option<PathBuf>, check_only: bool, overrides: Overrides) -> ExitCode {
-    let Some(path) = path else {
-        eprintln!(
-            "error: --config FILE (or CDB_TASK_EXPORTER_CONFIG) is required; try `cdb-task-exporter demo` for a quick look"
-        );
-        return ExitCode::from(2);
-    };
-    let (config, summary) = match load(&path, &overrides) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+async fn daemon(
+    path: Option<PathBuf>,
+    check_only: bool,
+    overrides: Overrides,
+) -> Result<(), Failure> {
+    let path = path.ok_or(Failure::NoConfig)?;
+    let (config, summary) = load(&path, &overrides)?;
     if check_only {
         print!("{summary}");
         println!("config OK");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    let listener = match tokio::net::TcpListener::bind(config.server.listen_address).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "error: cannot listen on {}: {e}",
-                config.server.listen_address
-            );
-            return ExitCode::from(1);
-        }
-    };
+    let listener = bind(config.server.listen_address, "").await?;
     // The bound address: with port 0 in the config, the one the system chose.
     let address = listener.local_addr().map_or_else(
         |_| config.server.listen_address.to_string(),
@@ -145,17 +187,7 @@ async fn daemon(path: Option<PathBuf>, check_only: bool, overrides: Overrides) -
         env: Arc::new(ProcessEnv),
         reloads: Some(rx),
     };
-    finish(run(config, listener, shutdown, options).await)
-}
-
-fn finish(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    Ok(run(config, listener, shutdown, options).await?)
 }
 
 /// SIGTERM/SIGINT end the process; SIGHUP reloads the config (validated first).
@@ -214,37 +246,18 @@ async fn healthcheck(url: &str) -> ExitCode {
     }
 }
 
-async fn demo(listen: std::net::SocketAddr, overrides: &Overrides) -> ExitCode {
+async fn demo(listen: std::net::SocketAddr, overrides: &Overrides) -> Result<(), Failure> {
     let clock = SystemClock::shared();
-    let (sim, mut config) = match demo_setup(listen, clock.clone()).await {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(1);
-        }
-    };
-    let checked = config
-        .override_server(
-            overrides.listen_address.as_deref(),
-            overrides.web_config_file.as_deref(),
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|()| match &config.server.web_config_file {
-            Some(path) => WebConfig::load(path).map(drop).map_err(|e| e.to_string()),
-            None => Ok(()),
-        });
-    if let Err(e) = checked {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
+    let (sim, mut config) = demo_setup(listen, clock.clone()).await?;
+    config.override_server(
+        overrides.listen_address.as_deref(),
+        overrides.web_config_file.as_deref(),
+    )?;
+    if let Some(path) = &config.server.web_config_file {
+        WebConfig::load(path)?;
     }
     let listen = config.server.listen_address;
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {listen}: {e} (pick another with --listen)");
-            return ExitCode::from(1);
-        }
-    };
+    let listener = bind(listen, " (pick another with --listen)").await?;
     let addr = listener.local_addr().map_or(listen, |a| a);
     println!(
         "cdb-task-exporter demo: the exporter polls a simulated CDB API at {}",
@@ -252,6 +265,7 @@ async fn demo(listen: std::net::SocketAddr, overrides: &Overrides) -> ExitCode {
     );
     println!("  landing page: http://{addr}/");
     println!("  metrics:      http://{addr}/metrics");
+    println!("  task details: http://{addr}/tasks");
     println!("Press Ctrl-C to stop.");
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone(), None));
@@ -262,7 +276,7 @@ async fn demo(listen: std::net::SocketAddr, overrides: &Overrides) -> ExitCode {
     };
     let result = run(config, listener, shutdown, options).await;
     sim.stop().await;
-    finish(result)
+    Ok(result?)
 }
 
 async fn simulate(
@@ -270,33 +284,28 @@ async fn simulate(
     scenario: Option<&Path>,
     secret_id: Option<String>,
     secret_key: Option<String>,
-) -> ExitCode {
+) -> Result<(), Failure> {
     let scenario = match scenario {
         None => Scenario::demo(),
-        Some(path) => match std::fs::read_to_string(path)
+        Some(path) => std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
             .and_then(|t| Scenario::from_toml(&t))
-        {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: scenario {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
+            .map_err(|message| Failure::Scenario {
+                path: path.to_path_buf(),
+                message,
+            })?,
     };
     let id = secret_id.unwrap_or_else(|| DEFAULT_SECRET_ID.to_string());
     let key = Secret::new(secret_key.unwrap_or_else(|| DEFAULT_SECRET_KEY.to_string()));
     let sim = Simulator::new(scenario, &id, key, SystemClock::shared());
-    let server = match sim.serve(listen).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot listen on {listen}: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let server = sim.serve(listen).await.map_err(|source| Failure::Listen {
+        address: listen,
+        source,
+        hint: "",
+    })?;
     println!("simulated CDB API listening on {}", server.url());
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone(), None).await;
     server.stop().await;
-    ExitCode::SUCCESS
+    Ok(())
 }

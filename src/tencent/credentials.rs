@@ -117,6 +117,47 @@ impl<F: Fn(&str) -> Option<String>> Environment for F {
     }
 }
 
+/// Why an account's credentials cannot be resolved at start-up (or reload).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// `secret_key` and `secret_key_file` both set.
+    #[error("set either secret_key or secret_key_file, not both")]
+    TwoKeys,
+    /// `secret_id` without a key.
+    #[error("secret_id is set but neither secret_key nor secret_key_file")]
+    NoKey,
+    /// A key or token without `secret_id`.
+    #[error("secret_key, secret_key_file and token need secret_id")]
+    NoSecretId,
+    /// A file that cannot be read, or is empty or malformed.
+    #[error("{what} {}: {reason}", path.display())]
+    File {
+        /// Which file (`secret_key_file`, `profile file`, `TKE_WEB_IDENTITY_TOKEN_FILE`).
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Some TKE pod identity variables set, not all.
+    #[error("TKE pod identity needs TKE_REGION, TKE_PROVIDER_ID, TKE_WEB_IDENTITY_TOKEN_FILE, TKE_ROLE_ARN; missing: {}", missing.join(", "))]
+    PartialTke {
+        /// The variables not set.
+        missing: Vec<&'static str>,
+    },
+    /// The HTTP client for STS cannot be built.
+    #[error("cannot build the STS client: {0}")]
+    Client(String),
+}
+
+fn file_error(what: &'static str, path: &Path, reason: impl ToString) -> CredentialError {
+    CredentialError::File {
+        what,
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
 /// The default metadata endpoint of CVM instance roles.
 pub const METADATA_URL: &str =
     "http://metadata.tencentyun.com/latest/meta-data/cam/security-credentials/";
@@ -138,18 +179,16 @@ impl Provider {
     pub fn resolve(
         spec: &CredentialSpec,
         env: &dyn Environment,
-    ) -> Result<(Source, Provider), String> {
+    ) -> Result<(Source, Provider), CredentialError> {
         if let Some(id) = &spec.secret_id {
             let (source, key) = match (&spec.secret_key, &spec.secret_key_file) {
                 (Some(key), None) => (Source::Config, key.clone()),
                 (None, Some(path)) => (Source::KeyFile(path.clone()), read_key_file(path)?),
                 (Some(_), Some(_)) => {
-                    return Err("set either secret_key or secret_key_file, not both".into());
+                    return Err(CredentialError::TwoKeys);
                 }
                 (None, None) => {
-                    return Err(
-                        "secret_id is set but neither secret_key nor secret_key_file".into(),
-                    );
+                    return Err(CredentialError::NoKey);
                 }
             };
             let cred = Credential {
@@ -160,7 +199,7 @@ impl Provider {
             return Ok((source, Provider::Static(cred)));
         }
         if spec.secret_key.is_some() || spec.secret_key_file.is_some() || spec.token.is_some() {
-            return Err("secret_key, secret_key_file and token need secret_id".into());
+            return Err(CredentialError::NoSecretId);
         }
         if let (Some(id), Some(key)) = (
             env.var("TENCENTCLOUD_SECRET_ID"),
@@ -212,12 +251,12 @@ impl Provider {
     }
 }
 
-fn read_key_file(path: &Path) -> Result<Secret, String> {
+fn read_key_file(path: &Path) -> Result<Secret, CredentialError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read secret_key_file {}: {e}", path.display()))?;
+        .map_err(|e| file_error("secret_key_file", path, format!("cannot read: {e}")))?;
     let key = text.trim();
     if key.is_empty() {
-        return Err(format!("secret_key_file {} is empty", path.display()));
+        return Err(file_error("secret_key_file", path, "is empty"));
     }
     Ok(Secret::new(key))
 }
@@ -236,13 +275,14 @@ fn profile_paths(env: &dyn Environment) -> Vec<PathBuf> {
 }
 
 /// Reads `secret_id` / `secret_key` of section `[default]` of an INI profile file.
-fn read_profile(path: &Path) -> Result<Credential, String> {
+fn read_profile(path: &Path) -> Result<Credential, CredentialError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read profile file {}: {e}", path.display()))?;
+        .map_err(|e| file_error("profile file", path, format!("cannot read: {e}")))?;
     parse_profile(&text).ok_or_else(|| {
-        format!(
-            "profile file {} has no [default] section with secret_id and secret_key",
-            path.display()
+        file_error(
+            "profile file",
+            path,
+            "has no [default] section with secret_id and secret_key",
         )
     })
 }
@@ -416,7 +456,7 @@ struct StsError {
 impl WebIdentity {
     /// The identity the environment describes; `None` when no TKE variable is set, an error
     /// naming the missing ones when only some are, or when the token file cannot be read.
-    fn from_env(env: &dyn Environment) -> Result<Option<WebIdentity>, String> {
+    fn from_env(env: &dyn Environment) -> Result<Option<WebIdentity>, CredentialError> {
         let values: Vec<Option<String>> = TKE_VARIABLES.iter().map(|v| env.var(v)).collect();
         if values.iter().all(Option::is_none) {
             return Ok(None);
@@ -428,11 +468,7 @@ impl WebIdentity {
             .map(|(n, _)| *n)
             .collect();
         if !missing.is_empty() {
-            return Err(format!(
-                "TKE pod identity needs {}; missing: {}",
-                TKE_VARIABLES.join(", "),
-                missing.join(", ")
-            ));
+            return Err(CredentialError::PartialTke { missing });
         }
         let [region, provider_id, token_file, role_arn] =
             <[Option<String>; 4]>::try_from(values).expect("four values");
@@ -443,7 +479,7 @@ impl WebIdentity {
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("cannot build the STS client: {e}"))?;
+            .map_err(|e| CredentialError::Client(e.to_string()))?;
         Ok(Some(WebIdentity {
             region: region.expect("checked"),
             provider_id: provider_id.expect("checked"),
@@ -465,7 +501,7 @@ impl WebIdentity {
             return Ok(cred.clone());
         }
         let fail = |what: String| Error::Credentials(format!("TKE pod identity: {what}"));
-        let token = read_token(&self.token_file).map_err(fail)?;
+        let token = read_token(&self.token_file).map_err(|e| fail(e.to_string()))?;
         let body = serde_json::json!({
             "ProviderId": self.provider_id,
             "WebIdentityToken": token.expose(),
@@ -519,19 +555,13 @@ impl WebIdentity {
     }
 }
 
-fn read_token(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read TKE_WEB_IDENTITY_TOKEN_FILE {}: {e}",
-            path.display()
-        )
-    })?;
+fn read_token(path: &Path) -> Result<Secret, CredentialError> {
+    let what = "TKE_WEB_IDENTITY_TOKEN_FILE";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| file_error(what, path, format!("cannot read: {e}")))?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(format!(
-            "TKE_WEB_IDENTITY_TOKEN_FILE {} is empty",
-            path.display()
-        ));
+        return Err(file_error(what, path, "is empty"));
     }
     Ok(Secret::new(token))
 }
@@ -593,6 +623,7 @@ mod tests {
         assert!(
             Provider::resolve(&missing, &none)
                 .unwrap_err()
+                .to_string()
                 .contains("nope")
         );
     }
