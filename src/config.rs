@@ -648,7 +648,7 @@ impl RawAccount {
         let secret_key = nonempty("secret_key", self.secret_key)?.map(Secret::new);
         let token = nonempty("token", self.token)?.map(Secret::new);
         if let Some(ep) = &self.endpoint {
-            Endpoint::parse(ep).map_err(|e| key_error(k("endpoint"), e))?;
+            Endpoint::parse(ep).map_err(|e| key_error(k("endpoint"), e.0))?;
         }
         if self.regions.is_empty() {
             return Err(key_error(
@@ -762,7 +762,7 @@ fn resolve_shard(raw: &RawSharding, hostname: Option<&str>) -> Result<Shard, Con
                 )
             })?;
             let n = crate::shard::ordinal_of_hostname(host)
-                .map_err(|e| err("sharding.shard_from_hostname", e))?;
+                .map_err(|e| err("sharding.shard_from_hostname", e.0))?;
             if n >= total {
                 return Err(err(
                     "sharding.shard_from_hostname",

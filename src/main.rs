@@ -289,7 +289,7 @@ async fn simulate(
         None => Scenario::demo(),
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|t| Scenario::from_toml(&t))
+            .and_then(|t| Scenario::from_toml(&t).map_err(|e| e.0))
             .map_err(|message| Failure::Scenario {
                 path: path.to_path_buf(),
                 message,

@@ -55,9 +55,26 @@ impl Shard {
     }
 }
 
+/// Why a host name gives no shard, in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ShardError(pub String);
+
+impl From<String> for ShardError {
+    fn from(s: String) -> Self {
+        ShardError(s)
+    }
+}
+
+impl From<&str> for ShardError {
+    fn from(s: &str) -> Self {
+        ShardError(s.to_string())
+    }
+}
+
 /// The shard ordinal of a host name: the number after its last `-`, as a Kubernetes
 /// StatefulSet names its pods (`cdb-task-exporter-2` is shard 2).
-pub fn ordinal_of_hostname(host: &str) -> Result<u32, String> {
+pub fn ordinal_of_hostname(host: &str) -> Result<u32, ShardError> {
     let host = host.trim();
     let digits = host
         .rsplit_once('-')
@@ -68,7 +85,7 @@ pub fn ordinal_of_hostname(host: &str) -> Result<u32, String> {
         })?;
     digits
         .parse()
-        .map_err(|_| format!("host name {host:?}: ordinal {digits} is too large"))
+        .map_err(|_| format!("host name {host:?}: ordinal {digits} is too large").into())
 }
 
 /// This machine's host name: `HOSTNAME` when set (Kubernetes sets it to the pod name), else the

@@ -94,6 +94,20 @@ impl ClientAuth {
     }
 }
 
+/// A bad value: its key, dotted as in the file, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bad {
+    key: String,
+    message: String,
+}
+
+fn bad(key: impl Into<String>, message: impl Into<String>) -> Bad {
+    Bad {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
 /// Header names the toolkit allows in `http_server_config.headers`.
 const ALLOWED_HEADERS: [&str; 5] = [
     "Strict-Transport-Security",
@@ -147,10 +161,10 @@ impl WebConfig {
             })?
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::validate(raw, base).map_err(|(key, message)| err(&key, message))
+        Self::validate(raw, base).map_err(|b| err(&b.key, b.message))
     }
 
-    fn validate(raw: RawWeb, base: &Path) -> Result<WebConfig, (String, String)> {
+    fn validate(raw: RawWeb, base: &Path) -> Result<WebConfig, Bad> {
         let tls = match raw.tls_server_config {
             Some(t) => tls_config(t, base)?,
             None => None,
@@ -172,7 +186,7 @@ impl WebConfig {
                 .iter()
                 .any(|h| h.eq_ignore_ascii_case(&name))
             {
-                return Err((
+                return Err(bad(
                     key,
                     format!(
                         "header not allowed (allowed: {})",
@@ -181,8 +195,8 @@ impl WebConfig {
                 ));
             }
             let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| (key.clone(), e.to_string()))?;
-            let value = HeaderValue::from_str(&value).map_err(|e| (key, e.to_string()))?;
+                .map_err(|e| bad(key.clone(), e.to_string()))?;
+            let value = HeaderValue::from_str(&value).map_err(|e| bad(key, e.to_string()))?;
             headers.push((name, value));
         }
         Ok(WebConfig {
@@ -277,13 +291,12 @@ const DUMMY_HASH: &str = "$2b$10$QmDzDuSCTgCW3zWzvdRxD.8a0p3VJ1p4fXJlR/bUFGaz0VM
 const CACHE_LIMIT: usize = 1024;
 
 impl Users {
-    fn new(hashes: BTreeMap<String, String>) -> Result<Users, (String, String)> {
+    fn new(hashes: BTreeMap<String, String>) -> Result<Users, Bad> {
         for (user, hash) in &hashes {
             if hash.parse::<bcrypt::HashParts>().is_err() {
-                return Err((
+                return Err(bad(
                     format!("basic_auth_users.{user}"),
-                    "not a bcrypt hash (expected $2a$, $2b$ or $2y$ followed by cost and salt)"
-                        .into(),
+                    "not a bcrypt hash (expected $2a$, $2b$ or $2y$ followed by cost and salt)",
                 ));
             }
         }
@@ -330,29 +343,26 @@ impl Users {
     }
 }
 
-fn tls_version(key: &str, v: &str) -> Result<u8, (String, String)> {
+fn tls_version(key: &str, v: &str) -> Result<u8, Bad> {
     match v {
         "TLS10" => Ok(10),
         "TLS11" => Ok(11),
         "TLS12" => Ok(12),
         "TLS13" => Ok(13),
-        other => Err((
+        other => Err(bad(
             key.to_string(),
             format!("unknown TLS version {other:?} (expected TLS10, TLS11, TLS12 or TLS13)"),
         )),
     }
 }
 
-fn tls_config(
-    t: RawTls,
-    base: &Path,
-) -> Result<Option<Arc<rustls::ServerConfig>>, (String, String)> {
+fn tls_config(t: RawTls, base: &Path) -> Result<Option<Arc<rustls::ServerConfig>>, Bad> {
     let k = |name: &str| format!("tls_server_config.{name}");
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     let (cert, key) = match (t.cert_file, t.key_file) {
         (None, None) => return Ok(None),
-        (Some(_), None) => return Err((k("key_file"), "required when cert_file is set".into())),
-        (None, Some(_)) => return Err((k("cert_file"), "required when key_file is set".into())),
+        (Some(_), None) => return Err(bad(k("key_file"), "required when cert_file is set")),
+        (None, Some(_)) => return Err(bad(k("cert_file"), "required when key_file is set")),
         (Some(c), Some(key)) => (resolve(c), resolve(key)),
     };
     if t.cipher_suites.is_some()
@@ -372,12 +382,12 @@ fn tls_config(
         None => 13,
     };
     if min > max {
-        return Err((k("min_version"), "is above max_version".into()));
+        return Err(bad(k("min_version"), "is above max_version"));
     }
     if max < 12 {
-        return Err((
+        return Err(bad(
             k("max_version"),
-            "TLS 1.0 and 1.1 are not offered; use TLS12 or TLS13".into(),
+            "TLS 1.0 and 1.1 are not offered; use TLS12 or TLS13",
         ));
     }
     let versions: Vec<&'static rustls::SupportedProtocolVersion> =
@@ -387,13 +397,13 @@ fn tls_config(
             .map(|(_, p)| p)
             .collect();
     let auth = match t.client_auth_type.as_deref() {
-        Some(s) => ClientAuth::parse(s).ok_or_else(|| (k("client_auth_type"), format!("unknown value {s:?} (expected NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert)")))?,
+        Some(s) => ClientAuth::parse(s).ok_or_else(|| bad(k("client_auth_type"), format!("unknown value {s:?} (expected NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert)")))?,
         None if t.client_ca_file.is_some() => ClientAuth::RequireAndVerify,
         None => ClientAuth::None,
     };
     let ca = t.client_ca_file.map(resolve);
     if auth.verifies() && ca.is_none() {
-        return Err((
+        return Err(bad(
             k("client_ca_file"),
             format!(
                 "required by client_auth_type {:?}",
@@ -402,29 +412,30 @@ fn tls_config(
         ));
     }
     if ca.is_some() && auth == ClientAuth::None {
-        return Err((
+        return Err(bad(
             k("client_auth_type"),
-            "client_ca_file is set but NoClientCert does not ask for certificates".into(),
+            "client_ca_file is set but NoClientCert does not ask for certificates",
         ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        client_verifier(auth, ca.as_deref(), &provider).map_err(|e| (k("client_ca_file"), e))?;
-    let resolver = ReloadingCert::new(cert, key).map_err(|(which, e)| (k(which), e))?;
+    let verifier = client_verifier(auth, ca.as_deref(), &provider)?;
+    let resolver = ReloadingCert::new(cert, key).map_err(|e| bad(k(&e.key), e.message))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
-        .map_err(|e| (k("min_version"), e.to_string()))?
+        .map_err(|e| bad(k("min_version"), e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(Arc::new(config)))
 }
 
+const CA_KEY: &str = "tls_server_config.client_ca_file";
+
 fn client_verifier(
     auth: ClientAuth,
     ca: Option<&Path>,
     provider: &Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
+) -> Result<Arc<dyn ClientCertVerifier>, Bad> {
     match auth {
         ClientAuth::None => Ok(WebPkiClientVerifier::no_client_auth()),
         ClientAuth::Request | ClientAuth::RequireAny => Ok(Arc::new(AnyClientCert {
@@ -435,15 +446,18 @@ fn client_verifier(
             let ca = ca.expect("checked by the caller");
             let mut roots = rustls::RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+                .map_err(|e| bad(CA_KEY, format!("cannot read {}: {e}", ca.display())))?;
             for cert in certs {
-                let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+                let cert = cert.map_err(|e| bad(CA_KEY, format!("{}: {e}", ca.display())))?;
                 roots
                     .add(cert)
-                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+                    .map_err(|e| bad(CA_KEY, format!("{}: {e}", ca.display())))?;
             }
             if roots.is_empty() {
-                return Err(format!("{}: no certificate in the file", ca.display()));
+                return Err(bad(
+                    CA_KEY,
+                    format!("{}: no certificate in the file", ca.display()),
+                ));
             }
             let builder =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
@@ -455,7 +469,7 @@ fn client_verifier(
             builder
                 .build()
                 .map(|v| v as Arc<dyn ClientCertVerifier>)
-                .map_err(|e| e.to_string())
+                .map_err(|e| bad(CA_KEY, e.to_string()))
         }
     }
 }
@@ -533,7 +547,7 @@ struct ReloadingCert {
 }
 
 impl ReloadingCert {
-    fn new(cert_file: PathBuf, key_file: PathBuf) -> Result<ReloadingCert, (&'static str, String)> {
+    fn new(cert_file: PathBuf, key_file: PathBuf) -> Result<ReloadingCert, Bad> {
         let stamps = (stamp(&cert_file), stamp(&key_file));
         let key = read_certified_key(&cert_file, &key_file)?;
         Ok(ReloadingCert {
@@ -544,26 +558,23 @@ impl ReloadingCert {
     }
 }
 
-fn read_certified_key(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<Arc<CertifiedKey>, (&'static str, String)> {
+fn read_certified_key(cert_file: &Path, key_file: &Path) -> Result<Arc<CertifiedKey>, Bad> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ("cert_file", format!("{}: {e}", cert_file.display())))?;
+        .map_err(|e| bad("cert_file", format!("{}: {e}", cert_file.display())))?;
     if certs.is_empty() {
-        return Err((
+        return Err(bad(
             "cert_file",
             format!("{}: no certificate in the file", cert_file.display()),
         ));
     }
     let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| ("key_file", format!("{}: {e}", key_file.display())))?;
+        .map_err(|e| bad("key_file", format!("{}: {e}", key_file.display())))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| ("key_file", format!("{}: {e}", key_file.display())))?;
+        .map_err(|e| bad("key_file", format!("{}: {e}", key_file.display())))?;
     let certified = CertifiedKey::new(certs, signing);
     certified.keys_match().map_err(|e| {
-        (
+        bad(
             "key_file",
             format!("{} does not match the certificate: {e}", key_file.display()),
         )
@@ -581,9 +592,9 @@ impl ResolvesServerCert for ReloadingCert {
                     tracing::info!(cert_file = %self.cert_file.display(), "TLS certificate reloaded");
                     *loaded = Loaded { stamps: now, key };
                 }
-                Err((_, e)) => {
+                Err(e) => {
                     // A half-written renewal: keep serving the old pair, try again next time.
-                    tracing::warn!(error = %e, "cannot reload the TLS certificate; keeping the previous one");
+                    tracing::warn!(error = %e.message, "cannot reload the TLS certificate; keeping the previous one");
                 }
             }
         }
@@ -631,7 +642,7 @@ mod tests {
     fn bad_values_name_their_key() {
         let bad = |yaml: &str| {
             let raw: RawWeb = serde_yaml_ng::from_str(yaml).unwrap();
-            WebConfig::validate(raw, Path::new(".")).unwrap_err().0
+            WebConfig::validate(raw, Path::new(".")).unwrap_err().key
         };
         assert_eq!(
             bad("basic_auth_users:\n  prom: plain\n"),

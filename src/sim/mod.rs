@@ -87,6 +87,11 @@ fn sort_newest_first(tasks: &mut [SimTask]) {
     tasks.sort_by_key(|t| std::cmp::Reverse((t.start, t.job_id)));
 }
 
+/// A request parameter the API would refuse with `InvalidParameter`, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidParameter(pub String);
+
 /// The simulated STS side of TKE pod identity.
 #[derive(Default)]
 struct Oidc {
@@ -692,7 +697,7 @@ impl Simulator {
             }
             Err(msg) => {
                 record.outcome = "InvalidParameter".into();
-                (error_response("InvalidParameter", &msg, seq), None)
+                (error_response("InvalidParameter", &msg.0, seq), None)
             }
         }
     }
@@ -703,19 +708,23 @@ impl Simulator {
         req: &DescribeTasksRequest,
         region: &str,
         bad_item: bool,
-    ) -> Result<(usize, Vec<Value>), String> {
+    ) -> Result<(usize, Vec<Value>), InvalidParameter> {
         let zone = self.inner.zone;
         let limit = match req.limit {
             None | Some(0) => 20,
             Some(l) if (1..=100).contains(&l) => l as usize,
-            Some(l) => return Err(format!("Limit {l} is out of range [1, 100]")),
+            Some(l) => {
+                return Err(InvalidParameter(format!(
+                    "Limit {l} is out of range [1, 100]"
+                )));
+            }
         };
         let offset = match req.offset {
             None => 0,
             Some(o) if o >= 0 => o as usize,
-            Some(o) => return Err(format!("Offset {o} is negative")),
+            Some(o) => return Err(InvalidParameter(format!("Offset {o} is negative"))),
         };
-        let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
+        let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, InvalidParameter> {
             match v {
                 None => Ok(None),
                 Some(s) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
@@ -723,7 +732,9 @@ impl Simulator {
                     .and_then(|_| zone.parse(s))
                     .map(Some)
                     .ok_or_else(|| {
-                        format!("{name} {s:?} is not a time of the form YYYY-MM-DD HH:MM:SS")
+                        InvalidParameter(format!(
+                            "{name} {s:?} is not a time of the form YYYY-MM-DD HH:MM:SS"
+                        ))
                     }),
             }
         };

@@ -272,6 +272,23 @@ impl SimInstance {
     }
 }
 
+/// What is wrong with a scenario file, in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScenarioError(pub String);
+
+impl From<String> for ScenarioError {
+    fn from(s: String) -> Self {
+        ScenarioError(s)
+    }
+}
+
+impl From<&str> for ScenarioError {
+    fn from(s: &str) -> Self {
+        ScenarioError(s.to_string())
+    }
+}
+
 /// A whole scenario.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Scenario {
@@ -363,7 +380,7 @@ struct RawScheduled {
 }
 
 /// A signed duration: `"-2h"`, `"+30s"`, `"0s"`.
-fn signed_seconds(s: &str) -> Result<i64, String> {
+fn signed_seconds(s: &str) -> Result<i64, ScenarioError> {
     let s = s.trim();
     let (neg, rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
@@ -374,7 +391,7 @@ fn signed_seconds(s: &str) -> Result<i64, String> {
     Ok(if neg { -secs } else { secs })
 }
 
-fn parse_status(s: &str) -> Result<TaskStatus, String> {
+fn parse_status(s: &str) -> Result<TaskStatus, ScenarioError> {
     let st = TaskStatus::from_wire(s);
     let st = if st == TaskStatus::Unknown {
         TaskStatus::from_label(&s.to_ascii_lowercase()).unwrap_or(TaskStatus::Unknown)
@@ -382,30 +399,34 @@ fn parse_status(s: &str) -> Result<TaskStatus, String> {
         st
     };
     if st == TaskStatus::Unknown {
-        return Err(format!("unknown status {s:?}"));
+        return Err(format!("unknown status {s:?}").into());
     }
     Ok(st)
 }
 
 impl Scenario {
     /// Parses a scenario file's text.
-    pub fn from_toml(text: &str) -> Result<Scenario, String> {
+    pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
         let raw: RawScenario = toml::from_str(text).map_err(|e| e.to_string())?;
         let zone = raw.zone.map(|z| z.parse::<ApiZone>()).transpose()?;
         let default_region = raw.region.unwrap_or_else(|| DEFAULT_REGION.to_string());
         let mut tasks = Vec::new();
         for (i, t) in raw.tasks.into_iter().enumerate() {
-            let ctx = |e: String| format!("tasks[{i}]: {e}");
+            let ctx = |e: ScenarioError| ScenarioError(format!("tasks[{i}]: {}", e.0));
             let task_type = match &t.task_type {
                 toml::Value::Integer(code) => task_type_from_code(*code).to_string(),
                 toml::Value::String(s) => task_type_from_wire(s),
-                other => return Err(ctx(format!("type must be a string or code, not {other}"))),
+                other => {
+                    return Err(ctx(
+                        format!("type must be a string or code, not {other}").into()
+                    ));
+                }
             };
-            let start = signed_seconds(&t.start).map_err(|e| ctx(format!("start {e}")))?;
+            let start = signed_seconds(&t.start).map_err(|e| ctx(format!("start {e}").into()))?;
             let timeline = if t.timeline.is_empty() {
                 let status = parse_status(t.status.as_deref().unwrap_or("SUCCEED")).map_err(ctx)?;
                 let duration = signed_seconds(t.duration.as_deref().unwrap_or("60s"))
-                    .map_err(|e| ctx(format!("duration {e}")))?;
+                    .map_err(|e| ctx(format!("duration {e}").into()))?;
                 SimTask::simple(0, "", &[], 0, duration, status).timeline
             } else {
                 if t.status.is_some() || t.duration.is_some() {
@@ -414,7 +435,8 @@ impl Scenario {
                 let mut steps = Vec::new();
                 for s in &t.timeline {
                     steps.push(Step {
-                        after: signed_seconds(&s.after).map_err(|e| ctx(format!("after {e}")))?,
+                        after: signed_seconds(&s.after)
+                            .map_err(|e| ctx(format!("after {e}").into()))?,
                         status: parse_status(&s.status).map_err(ctx)?,
                         progress: s.progress,
                     });

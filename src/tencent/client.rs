@@ -15,6 +15,11 @@ use std::time::Duration;
 /// The content type the exporter sends and signs (the SDKs' value, no charset).
 pub const CONTENT_TYPE: &str = "application/json";
 
+/// Why an endpoint URL is refused, in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EndpointError(pub String);
+
 /// Where requests for one region go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -27,7 +32,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// The endpoint of `region`: an explicit override (http allowed) wins; finance regions
     /// (`*-fsi`) use their regional host; everything else the default host.
-    pub fn for_region(region: &str, override_url: Option<&str>) -> Result<Endpoint, String> {
+    pub fn for_region(region: &str, override_url: Option<&str>) -> Result<Endpoint, EndpointError> {
         if let Some(raw) = override_url {
             return Self::parse(raw);
         }
@@ -43,21 +48,25 @@ impl Endpoint {
     }
 
     /// Parses an endpoint URL (`https://host[:port][/]` or `http://…`).
-    pub fn parse(raw: &str) -> Result<Endpoint, String> {
-        let (scheme, rest) = raw
-            .split_once("://")
-            .ok_or_else(|| format!("endpoint {raw:?} must start with https:// or http://"))?;
+    pub fn parse(raw: &str) -> Result<Endpoint, EndpointError> {
+        let (scheme, rest) = raw.split_once("://").ok_or_else(|| {
+            EndpointError(format!(
+                "endpoint {raw:?} must start with https:// or http://"
+            ))
+        })?;
         if scheme != "https" && scheme != "http" {
-            return Err(format!("endpoint {raw:?} must use https or http"));
+            return Err(EndpointError(format!(
+                "endpoint {raw:?} must use https or http"
+            )));
         }
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.is_empty()
             || authority.contains(['/', '?', '#', '@', ' '])
             || authority.ends_with(':')
         {
-            return Err(format!(
+            return Err(EndpointError(format!(
                 "endpoint {raw:?} must be scheme://host[:port] with no path"
-            ));
+            )));
         }
         Ok(Endpoint {
             url: format!("{scheme}://{authority}/"),
@@ -125,7 +134,7 @@ impl Client {
         let request = query.to_request(self.options.zone);
         let body = serde_json::to_vec(&request).map_err(|e| Error::Decode(e.to_string()))?;
         let bytes = self.call(DESCRIBE_TASKS, body).await?;
-        page_or_error(decode_response(&bytes, self.options.zone).map_err(Error::Decode)?)
+        page_or_error(decode_response(&bytes, self.options.zone).map_err(|e| Error::Decode(e.0))?)
     }
 
     /// One `DescribeDBInstances` call: the page of at most `limit` instances from `offset`.
@@ -138,7 +147,7 @@ impl Client {
         let bytes = self
             .call(DESCRIBE_DB_INSTANCES, body.to_string().into_bytes())
             .await?;
-        page_or_error(decode_instances(&bytes).map_err(Error::Decode)?)
+        page_or_error(decode_instances(&bytes).map_err(|e| Error::Decode(e.0))?)
     }
 
     /// Sends one signed request and returns the body of a 200 answer, at most

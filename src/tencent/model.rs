@@ -269,6 +269,23 @@ pub struct Instance {
     pub tags: Vec<(String, String)>,
 }
 
+/// What makes a body or an item unusable, in words (it goes to a debug log line and the `Decode` count).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+impl From<String> for DecodeError {
+    fn from(s: String) -> Self {
+        DecodeError(s)
+    }
+}
+
+impl From<&str> for DecodeError {
+    fn from(s: &str) -> Self {
+        DecodeError(s.to_string())
+    }
+}
+
 /// `DescribeTasks` request filters (contract: every documented filter). Times are unix seconds,
 /// rendered in the configured zone by the client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -386,7 +403,7 @@ pub enum Envelope<P = TaskPage> {
 
 /// Decodes a response body. `Err` only when the body as a whole is unusable (not JSON, no
 /// `Response`, no usable `Items`); a bad item is reported in [`TaskPage::malformed`].
-pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, String> {
+pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, DecodeError> {
     Ok(match decode_with(body, |item| decode_item(item, zone))? {
         Ok(d) => Envelope::Page(TaskPage {
             total_count: d.total_count,
@@ -400,7 +417,7 @@ pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, String> {
 }
 
 /// Decodes a `DescribeDBInstances` body, like [`decode_response`].
-pub fn decode_instances(body: &[u8]) -> Result<Envelope<InstancePage>, String> {
+pub fn decode_instances(body: &[u8]) -> Result<Envelope<InstancePage>, DecodeError> {
     Ok(match decode_with(body, decode_instance)? {
         Ok(d) => Envelope::Page(InstancePage {
             total_count: d.total_count,
@@ -425,8 +442,8 @@ struct Decoded<T> {
 /// Opens a body and decodes each item with `decode`; the inner `Err` is the API's error.
 fn decode_with<T, P>(
     body: &[u8],
-    decode: impl Fn(&Value) -> Result<T, String>,
-) -> Result<Result<Decoded<T>, Envelope<P>>, String> {
+    decode: impl Fn(&Value) -> Result<T, DecodeError>,
+) -> Result<Result<Decoded<T>, Envelope<P>>, DecodeError> {
     let root = parse_body(body)?;
     let opened = match open_response(&root)? {
         Ok(opened) => opened,
@@ -461,13 +478,13 @@ fn short_string(item: &Value, key: &str) -> String {
 }
 
 /// One `InstanceInfo` item.
-pub fn decode_instance(item: &Value) -> Result<Instance, String> {
+pub fn decode_instance(item: &Value) -> Result<Instance, DecodeError> {
     let id = item
         .get("InstanceId")
         .and_then(Value::as_str)
         .ok_or("no InstanceId")?;
     if !is_plausible_instance_id(id) {
-        return Err(format!("implausible InstanceId {:?}", sanitize(id)));
+        return Err(format!("implausible InstanceId {:?}", sanitize(id)).into());
     }
     let instance_type = match item.get("InstanceType").and_then(int_of) {
         Some(1) => "master",
@@ -502,13 +519,13 @@ struct Opened<'a> {
     request_id: String,
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))
+fn parse_body(body: &[u8]) -> Result<Value, DecodeError> {
+    serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}").into())
 }
 
 /// Reads `Response.Items` and `TotalCount`, or `Response.Error` (the inner `Err`); the outer
 /// `Err` says the body is unusable.
-fn open_response<P>(root: &Value) -> Result<Result<Opened<'_>, Envelope<P>>, String> {
+fn open_response<P>(root: &Value) -> Result<Result<Opened<'_>, Envelope<P>>, DecodeError> {
     let response = root
         .get("Response")
         .and_then(Value::as_object)
@@ -590,7 +607,7 @@ fn int_of(v: &Value) -> Option<i64> {
 }
 
 /// Decodes one item of either shape.
-pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, String> {
+pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, DecodeError> {
     let obj = item.as_object().ok_or("not an object")?;
     let job_id = obj.get("JobId").and_then(int_of).ok_or("no JobId")?;
     let status = match (obj.get("TaskStatus"), obj.get("Status")) {
@@ -598,7 +615,7 @@ pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, String> {
         (Some(v @ Value::Number(_)), _) | (None | Some(Value::Null), Some(v)) => {
             TaskStatus::from_code(int_of(v).ok_or("Status is not an integer")?)
         }
-        _ => return Err(format!("JobId {job_id}: no TaskStatus")),
+        _ => return Err(format!("JobId {job_id}: no TaskStatus").into()),
     };
     let task_type = match (obj.get("TaskType"), obj.get("Type")) {
         (Some(Value::String(s)), _) => task_type_from_wire(s),
