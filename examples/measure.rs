@@ -121,7 +121,7 @@ async fn requests_per_cycle(listed: Vec<String>, label: &str) {
     println!(
         "| {label} | {} | {:.2} | {relist} (region-wide), 50 (one per instance) |",
         first.requests,
-        total as f64 / cycles as f64
+        total as f64 / f64::from(cycles)
     );
     sim.stop().await;
 }

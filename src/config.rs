@@ -333,7 +333,7 @@ impl Config {
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .add_source(env)
             .build()
-            .and_then(|c| c.try_deserialize())
+            .and_then(config::Config::try_deserialize)
             .map_err(|e| from_config_error(&e))?;
         raw.validate()
     }

@@ -159,7 +159,7 @@ pub async fn read_body(body: Incoming, max: usize) -> Option<Bytes> {
         .collect()
         .await
         .ok()
-        .map(|c| c.to_bytes())
+        .map(http_body_util::Collected::to_bytes)
 }
 
 /// Where a server finds its TLS settings, asked at each accepted connection so that a reload

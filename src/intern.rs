@@ -69,15 +69,12 @@ impl Symbols {
             text: text.clone(),
             refs: 1,
         };
-        let sym = match self.free.pop() {
-            Some(slot) => {
-                self.entries[slot as usize] = entry;
-                Sym(slot)
-            }
-            None => {
-                self.entries.push(entry);
-                Sym(u32::try_from(self.entries.len() - 1).expect("fewer than 2^32 strings"))
-            }
+        let sym = if let Some(slot) = self.free.pop() {
+            self.entries[slot as usize] = entry;
+            Sym(slot)
+        } else {
+            self.entries.push(entry);
+            Sym(u32::try_from(self.entries.len() - 1).expect("fewer than 2^32 strings"))
         };
         self.index.insert(text, sym);
         sym

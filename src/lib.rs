@@ -33,8 +33,8 @@
 //!   corpora.
 //! - [`sim`]: the simulated CDB API (scenarios, signature check, faults) for the demo and tests.
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
+// Lints: the [lints] table of Cargo.toml (unsafe code forbidden, docs required, clippy
+// pedantic with the exceptions it lists).
 
 pub mod app;
 pub mod cli;

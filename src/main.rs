@@ -208,13 +208,10 @@ async fn watch_signals(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match &reload {
-                Some((path, overrides, tx)) => match load(path, overrides) {
-                    Ok((c, _)) => { let _ = tx.send(c).await; }
-                    Err(e) => tracing::error!(error = %e, "reload ignored: the new config is invalid"),
-                },
-                None => tracing::info!("SIGHUP ignored: nothing to reload"),
-            },
+            _ = hup.recv() => if let Some((path, overrides, tx)) = &reload { match load(path, overrides) {
+                Ok((c, _)) => { let _ = tx.send(c).await; }
+                Err(e) => tracing::error!(error = %e, "reload ignored: the new config is invalid"),
+            } } else { tracing::info!("SIGHUP ignored: nothing to reload") },
         }
     }
     shutdown.cancel();

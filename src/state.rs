@@ -139,7 +139,9 @@ fn write_atomic_with(
         let mut w = std::io::BufWriter::with_capacity(64 * 1024, std::fs::File::create(&tmp)?);
         fill(&mut w)?;
         w.write_all(b"\n")?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
+        let f = w
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Ok(d) = std::fs::File::open(dir) {
@@ -280,7 +282,7 @@ mod tests {
         assert!(dir.path().join("state.json.corrupt-3").exists());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
-            .filter_map(|e| e.ok())
+            .filter_map(std::result::Result::ok)
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty());

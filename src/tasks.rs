@@ -671,7 +671,10 @@ impl TaskStore {
                 };
                 self.fill(&mut slot, task, true);
                 self.tasks.insert(job_id, slot);
-                let instances = instances.iter().map(|s| s.to_string()).collect();
+                let instances = instances
+                    .iter()
+                    .map(std::string::ToString::to_string)
+                    .collect();
                 counted.then(|| self.finished(task, instances))
             }
             Some(mut slot) => {
@@ -716,13 +719,12 @@ impl TaskStore {
             self.last_finished.insert((i, t, st), end);
             return;
         };
-        match self.last_finished.get_mut(&(i, t, st)) {
-            Some(v) => *v = (*v).max(end),
-            None => {
-                self.symbols.retain(i);
-                self.symbols.retain(t);
-                self.last_finished.insert((i, t, st), end);
-            }
+        if let Some(v) = self.last_finished.get_mut(&(i, t, st)) {
+            *v = (*v).max(end);
+        } else {
+            self.symbols.retain(i);
+            self.symbols.retain(t);
+            self.last_finished.insert((i, t, st), end);
         }
     }
 
@@ -1037,7 +1039,7 @@ mod tests {
             start_time: start,
             end_time: end,
             progress: 0,
-            instance_ids: inst.iter().map(|s| s.to_string()).collect(),
+            instance_ids: inst.iter().map(std::string::ToString::to_string).collect(),
             async_request_id: String::new(),
             code: None,
             message: String::new(),
@@ -1092,9 +1094,9 @@ mod tests {
             assert_eq!(table.get(*id).map(|s| s.start), Some(*start));
         }
         let mut keys: Vec<i64> = table.keys().collect();
-        keys.sort();
+        keys.sort_unstable();
         let mut want: Vec<i64> = model.keys().copied().collect();
-        want.sort();
+        want.sort_unstable();
         assert_eq!(keys, want);
     }
 
@@ -1205,7 +1207,7 @@ mod tests {
             sum.tasks[&("cdb-b".into(), "import_data".into(), Failed)],
             1
         );
-        assert_eq!(sum.tasks[&("".into(), "import_data".into(), Failed)], 1);
+        assert_eq!(sum.tasks[&(String::new(), "import_data".into(), Failed)], 1);
     }
 
     #[test]

@@ -560,7 +560,7 @@ impl ReloadingCert {
 
 fn read_certified_key(cert_file: &Path, key_file: &Path) -> Result<Arc<CertifiedKey>, Bad> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .and_then(std::iter::Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| bad("cert_file", format!("{}: {e}", cert_file.display())))?;
     if certs.is_empty() {
         return Err(bad(

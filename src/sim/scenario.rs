@@ -84,7 +84,10 @@ impl SimTask {
         SimTask {
             job_id,
             task_type: task_type.to_string(),
-            instances: instances.iter().map(|s| s.to_string()).collect(),
+            instances: instances
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
             region: DEFAULT_REGION.to_string(),
             start,
             timeline,
@@ -379,6 +382,32 @@ struct RawScheduled {
     fault: Fault,
 }
 
+impl RawFaults {
+    fn into_faults(self) -> Result<Faults, ScenarioError> {
+        let f = self;
+        Ok(Faults {
+            seed: f.seed,
+            rate_limit: f.rate_limit,
+            internal_error: f.internal_error,
+            http_502: f.http_502,
+            malformed: f.malformed,
+            bad_item: f.bad_item,
+            slow: f.slow,
+            slow_delay: match f.slow_delay {
+                Some(d) => humantime::parse_duration(&d).map_err(|e| format!("slow_delay: {e}"))?,
+                None => Duration::from_secs(2),
+            },
+            schedule: f
+                .schedule
+                .into_iter()
+                .map(|s| (s.request, s.fault))
+                .collect(),
+            always: None,
+            redirect_to: String::new(),
+        })
+    }
+}
+
 /// A signed duration: `"-2h"`, `"+30s"`, `"0s"`.
 fn signed_seconds(s: &str) -> Result<i64, ScenarioError> {
     let s = s.trim();
@@ -454,31 +483,11 @@ impl Scenario {
                 message: t.message,
             });
         }
-        let faults = match raw.faults {
-            None => Faults::default(),
-            Some(f) => Faults {
-                seed: f.seed,
-                rate_limit: f.rate_limit,
-                internal_error: f.internal_error,
-                http_502: f.http_502,
-                malformed: f.malformed,
-                bad_item: f.bad_item,
-                slow: f.slow,
-                slow_delay: match f.slow_delay {
-                    Some(d) => {
-                        humantime::parse_duration(&d).map_err(|e| format!("slow_delay: {e}"))?
-                    }
-                    None => Duration::from_secs(2),
-                },
-                schedule: f
-                    .schedule
-                    .into_iter()
-                    .map(|s| (s.request, s.fault))
-                    .collect(),
-                always: None,
-                redirect_to: String::new(),
-            },
-        };
+        let faults = raw
+            .faults
+            .map(RawFaults::into_faults)
+            .transpose()?
+            .unwrap_or_default();
         Ok(Scenario {
             shape: raw.shape,
             zone,

@@ -157,7 +157,10 @@ impl Client {
         let signed = sign(&SignInput {
             secret_id: &cred.secret_id,
             secret_key: cred.secret_key.expose(),
-            token: cred.token.as_ref().map(|t| t.expose()),
+            token: cred
+                .token
+                .as_ref()
+                .map(super::super::secret::Secret::expose),
             host: &self.options.endpoint.host,
             service: SERVICE,
             action,

@@ -172,7 +172,9 @@ fn code_label(code: &str) -> &'static str {
         && code.len() <= 64
         && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
     if looks_like_code {
-        let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
+        let mut extra = EXTRA
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(seen) = extra.iter().find(|c| **c == code) {
             return seen;
         }

@@ -131,9 +131,11 @@ impl Exporter {
             if cond(&s) {
                 return s;
             }
-            if tokio::time::Instant::now() > deadline {
-                panic!("condition not met; last scrape:\n{}", s.text);
-            }
+            assert!(
+                tokio::time::Instant::now() <= deadline,
+                "condition not met; last scrape:\n{}",
+                s.text
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

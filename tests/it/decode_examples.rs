@@ -8,7 +8,7 @@ fn page(file: &str) -> TaskPage {
     let body = std::fs::read(path).unwrap();
     match decode_response(&body, ApiZone::beijing()).unwrap() {
         Envelope::Page(p) => p,
-        other => panic!("unexpected {other:?}"),
+        other @ Envelope::Error { .. } => panic!("unexpected {other:?}"),
     }
 }
 
@@ -32,7 +32,7 @@ fn row(p: &TaskPage) -> Vec<Row> {
 }
 
 fn ids(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+    list.iter().map(std::string::ToString::to_string).collect()
 }
 
 #[test]

@@ -227,7 +227,11 @@ fn kustomize_with(rel: &str, extra_components: &[&str]) -> Vec<Value> {
         .into_iter()
         .flatten()
         .map(|c| c.as_str().unwrap().to_string())
-        .chain(extra_components.iter().map(|c| c.to_string()));
+        .chain(
+            extra_components
+                .iter()
+                .map(std::string::ToString::to_string),
+        );
     for c in components {
         let dir = format!("{rel}/{c}");
         let comp = yaml(&format!("{dir}/kustomization.yaml"));

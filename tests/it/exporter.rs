@@ -627,7 +627,7 @@ async fn restart_with_a_state_file_counts_downtime_once() {
     fourth.stop().await;
     let aside = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
     assert!(aside);
     sim.stop().await;

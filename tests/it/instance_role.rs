@@ -55,7 +55,12 @@ async fn instance_role_keys_are_fetched_and_cached() {
     let c = provider.get().await.unwrap();
     assert_eq!(c.secret_id, "AKIDtemporary000000");
     assert_eq!(c.secret_key.expose(), "tmpkey");
-    assert_eq!(c.token.as_ref().map(|t| t.expose()), Some("tmptoken"));
+    assert_eq!(
+        c.token
+            .as_ref()
+            .map(cdb_task_exporter::secret::Secret::expose),
+        Some("tmptoken")
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 2);
     provider.get().await.unwrap();
     assert_eq!(

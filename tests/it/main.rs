@@ -1,6 +1,9 @@
 //! The integration tests, as one binary: each module is one area, all share `common`. One
 //! binary links the dependency tree once instead of once per file.
 
+// Whole-program tests read as one scenario each, top to bottom.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 mod browser;

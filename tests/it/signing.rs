@@ -64,10 +64,11 @@ fn scope_date_is_the_utc_date_around_midnight() {
         let name = v["name"].as_str().unwrap();
         let scope = v["credential_scope"].as_str().unwrap();
         match name {
-            "utc_midnight_before" => assert!(scope.starts_with("2024-01-01/")),
-            "utc_midnight_after" => assert!(scope.starts_with("2024-01-02/")),
             // 00:00 in Beijing is still the previous day in UTC.
-            "beijing_midnight_utc_afternoon" => assert!(scope.starts_with("2024-01-01/")),
+            "utc_midnight_before" | "beijing_midnight_utc_afternoon" => {
+                assert!(scope.starts_with("2024-01-01/"));
+            }
+            "utc_midnight_after" => assert!(scope.starts_with("2024-01-02/")),
             _ => {}
         }
     }

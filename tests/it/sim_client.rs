@@ -260,7 +260,7 @@ async fn every_filter_is_applied() {
         async move {
             let page = c.describe_tasks(&q).await.unwrap();
             let mut ids: Vec<i64> = page.tasks.iter().map(|t| t.job_id).collect();
-            ids.sort();
+            ids.sort_unstable();
             assert_eq!(page.total_count as usize, ids.len());
             ids
         }

@@ -355,7 +355,7 @@ proptest! {
                 *e = e.max(end as f64);
             }
             // Zero counters: listed instances (region-wide here, the instances seen) x 12 x 4.
-            let mut monitored: Vec<String> = case.monitored.iter().map(|s| s.to_string()).collect();
+            let mut monitored: Vec<String> = case.monitored.iter().map(std::string::ToString::to_string).collect();
             monitored.extend(seen_instances);
             for inst in &monitored {
                 for ty in known_task_type_labels() {
