@@ -87,7 +87,9 @@ fn parse_since(v: &str) -> Option<i64> {
     if let Ok(n) = v.parse::<i64>() {
         return Some(n);
     }
+    // A `+` sent unencoded arrives as a space (form encoding): read it back as the offset.
     chrono::DateTime::parse_from_rfc3339(v)
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(&v.replace(' ', "+")))
         .ok()
         .map(|d| d.timestamp())
 }
@@ -551,6 +553,10 @@ mod tests {
         assert!(f.instance_ids.is_empty());
         let since = Filter::parse(Some("since=2023-11-14T22:13:20%2B00:00")).unwrap();
         assert_eq!(since.since, Some(1_700_000_000));
+        for raw in ["2023-11-15T06:13:20+08:00", "2023-11-14T22:13:20Z"] {
+            let f = Filter::parse(Some(&format!("since={raw}"))).unwrap();
+            assert_eq!(f.since, Some(1_700_000_000), "{raw}");
+        }
         assert_eq!(Filter::parse(None).unwrap(), Filter::default());
         for (q, name) in [
             ("limit=0", "limit"),
