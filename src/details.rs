@@ -6,10 +6,9 @@
 //! an unfiltered query over a million tasks costs the scan and `limit` materialised tasks, not a
 //! copy of the store.
 
-use crate::metrics::TargetId;
+use crate::domain::{Instance, TargetId, Task, TaskStatus};
 use crate::state::SharedTarget;
 use crate::tasks::TaskView;
-use crate::tencent::model::{Instance, Task, TaskStatus};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};

@@ -9,11 +9,12 @@
 //! counted under `action="DescribeDBInstances"` and logged when it changes.
 
 use crate::details::Instances;
-use crate::metrics::{Metrics, TargetId};
+use crate::domain::Instance;
+use crate::domain::TargetId;
+use crate::metrics::Metrics;
 use crate::poller::{CallContext, Discovered, RateLimiter, call_with_retry};
 use crate::server::Readiness;
 use crate::shard::Shard;
-use crate::tencent::model::Instance;
 use crate::tencent::{Client, DESCRIBE_DB_INSTANCES, Error};
 use std::collections::BTreeSet;
 use std::sync::Arc;

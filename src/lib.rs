@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`domain`]: the shared vocabulary: targets, tasks, statuses, task types, instances.
 //! - [`cli`]: the command line.
 //! - [`config`]: raw TOML and environment config, validated into a typed [`config::Config`].
 //! - [`secret`]: the type that keeps keys out of logs.
@@ -42,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod details;
 pub mod discovery;
+pub mod domain;
 pub mod fuzz;
 pub mod http;
 pub mod intern;

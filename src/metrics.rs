@@ -20,8 +20,8 @@
 //! and counters are summed, the oldest start is the minimum, the last end the maximum.
 
 use crate::config::tag_label;
+use crate::domain::{Instance, TASK_TYPES, TaskStatus};
 use crate::tasks::{Aggregates, Finished, KeyRef};
-use crate::tencent::model::{Instance, TASK_TYPES, TaskStatus};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -46,20 +46,7 @@ pub const TASK_DURATION_BUCKETS: [f64; 16] = [
 /// Buckets of API request durations.
 pub const API_DURATION_BUCKETS: &[f64] = &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// Identity of a target: an account and one of its regions.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TargetId {
-    /// Account name.
-    pub account: String,
-    /// Region.
-    pub region: String,
-}
-
-impl std::fmt::Display for TargetId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.account, self.region)
-    }
-}
+pub use crate::domain::TargetId;
 
 const TASKS: &str = "tencentcloud_cdb_tasks";
 const FINISHED: &str = "tencentcloud_cdb_tasks_finished_total";

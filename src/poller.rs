@@ -3,11 +3,12 @@
 //! client -> store -> metrics; it never stops on an API failure.
 
 use crate::clock::SharedClock;
-use crate::metrics::{Metrics, TargetId};
+use crate::domain::{TargetId, Task, TaskStatus};
+use crate::metrics::Metrics;
 use crate::shard::Shard;
 use crate::state::{SavedTarget, SharedTarget};
 use crate::tasks::{Observation, Scope, Unfinished};
-use crate::tencent::model::{Task, TaskQuery, TaskStatus, sanitize};
+use crate::tencent::model::{TaskQuery, sanitize};
 use crate::tencent::paging::Pager;
 use crate::tencent::{Client, DESCRIBE_TASKS, Error};
 use crate::window::{self, LOOKUP_SPAN_SECS, Range};

@@ -2,8 +2,9 @@
 
 use crate::clock::SharedClock;
 use crate::details::{self, Filter, Instances, Source};
+use crate::domain::TargetId;
 use crate::http::{ChunkWriter, HttpResponse, ServeOptions, TlsSource, respond, serve};
-use crate::metrics::{Metrics, TargetId};
+use crate::metrics::Metrics;
 use crate::state::SharedTarget;
 use crate::web::{WebConfig, WebSecurity};
 use hyper::body::Incoming;

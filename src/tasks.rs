@@ -25,9 +25,9 @@
 //! that is not a UUID) as handles into a reference-counted [`Symbols`] table, so a thousand
 //! tasks of one instance share one copy of its id. A UUID request id is kept as its 16 bytes.
 
+use crate::domain::{Task, TaskStatus};
 use crate::intern::{Sym, Symbols};
 use crate::shard::Shard;
-use crate::tencent::model::{Task, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

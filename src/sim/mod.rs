@@ -8,10 +8,11 @@
 pub mod scenario;
 
 use crate::clock::{Clock, SystemClock};
+use crate::domain::{TaskStatus, task_type_wire};
 use crate::http::{HttpResponse, read_body, respond, serve};
 use crate::secret::Secret;
 use crate::tencent::apitime::ApiZone;
-use crate::tencent::model::{DescribeTasksRequest, TaskStatus, task_type_wire};
+use crate::tencent::model::DescribeTasksRequest;
 use crate::tencent::sign::{
     self, canonical_request, parse_authorization, string_to_sign, utc_date,
 };

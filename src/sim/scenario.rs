@@ -1,8 +1,8 @@
 //! Scenarios of the simulated API: tasks whose status changes over time, the item shape to answer
 //! in, and faults to inject. Read from TOML (format in the README) or built in code by tests.
 
+use crate::domain::{TASK_TYPES, TaskStatus, task_type_from_code, task_type_from_wire};
 use crate::tencent::apitime::ApiZone;
-use crate::tencent::model::{TASK_TYPES, TaskStatus, task_type_from_code, task_type_from_wire};
 use serde::Deserialize;
 use std::time::Duration;
 

@@ -1,0 +1,248 @@
+//! The exporter's own vocabulary, shared by every layer: a target, a task and its status,
+//! task types and their label values, an instance. The cloud API's wire shapes
+//! ([`crate::tencent::model`]) decode into these; the store, the metrics, the task pages and
+//! the state file speak them.
+
+use serde::{Deserialize, Serialize};
+
+/// Identity of a target: an account and one of its regions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetId {
+    /// Account name.
+    pub account: String,
+    /// Region.
+    pub region: String,
+}
+
+impl std::fmt::Display for TargetId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.account, self.region)
+    }
+}
+
+/// The 12 known task types: request code, response string, label value.
+pub const TASK_TYPES: [(i64, &str, &str); 12] = [
+    (1, "ROLLBACK", "rollback"),
+    (2, "SQL OPERATION", "sql_operation"),
+    (3, "IMPORT DATA", "import_data"),
+    (5, "MODIFY PARAM", "modify_param"),
+    (6, "INITIAL", "initial"),
+    (7, "REBOOT", "reboot"),
+    (8, "OPEN GTID", "open_gtid"),
+    (9, "UPGRADE RO", "upgrade_ro"),
+    (10, "BATCH ROLLBACK", "batch_rollback"),
+    (11, "UPGRADE MASTER", "upgrade_master"),
+    (12, "DROP TABLES", "drop_tables"),
+    (13, "SWITCH DR TO MASTER", "switch_dr_to_master"),
+];
+
+/// The label values of the 12 known task types.
+pub fn known_task_type_labels() -> impl Iterator<Item = &'static str> {
+    TASK_TYPES.iter().map(|t| t.2)
+}
+
+/// A task's status, with the label values of contract §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// `UNDEFINED` (-1)
+    Undefined,
+    /// `INITIAL` (0)
+    Initial,
+    /// `RUNNING` (1)
+    Running,
+    /// `SUCCEED` (2)
+    Succeed,
+    /// `FAILED` (3)
+    Failed,
+    /// `KILLED` (4)
+    Killed,
+    /// `REMOVED` (5)
+    Removed,
+    /// `PAUSED` (6)
+    Paused,
+    /// `WAITING` (response only; no request code)
+    Waiting,
+    /// anything else
+    Unknown,
+}
+
+impl TaskStatus {
+    /// Every status, in label order.
+    pub const ALL: [TaskStatus; 10] = [
+        TaskStatus::Undefined,
+        TaskStatus::Initial,
+        TaskStatus::Running,
+        TaskStatus::Succeed,
+        TaskStatus::Failed,
+        TaskStatus::Killed,
+        TaskStatus::Removed,
+        TaskStatus::Paused,
+        TaskStatus::Waiting,
+        TaskStatus::Unknown,
+    ];
+
+    /// The four terminal statuses.
+    pub const TERMINAL: [TaskStatus; 4] = [
+        TaskStatus::Succeed,
+        TaskStatus::Failed,
+        TaskStatus::Killed,
+        TaskStatus::Removed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Undefined => "undefined",
+            TaskStatus::Initial => "initial",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeed => "succeed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Killed => "killed",
+            TaskStatus::Removed => "removed",
+            TaskStatus::Paused => "paused",
+            TaskStatus::Waiting => "waiting",
+            TaskStatus::Unknown => "unknown",
+        }
+    }
+
+    /// The response string (`SUCCEED`, ...); `UNKNOWN` for [`TaskStatus::Unknown`].
+    pub fn wire(self) -> &'static str {
+        match self {
+            TaskStatus::Undefined => "UNDEFINED",
+            TaskStatus::Initial => "INITIAL",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Succeed => "SUCCEED",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::Killed => "KILLED",
+            TaskStatus::Removed => "REMOVED",
+            TaskStatus::Paused => "PAUSED",
+            TaskStatus::Waiting => "WAITING",
+            TaskStatus::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The request filter code; `None` for `WAITING` (it cannot be filtered on) and unknown.
+    pub fn code(self) -> Option<i64> {
+        match self {
+            TaskStatus::Undefined => Some(-1),
+            TaskStatus::Initial => Some(0),
+            TaskStatus::Running => Some(1),
+            TaskStatus::Succeed => Some(2),
+            TaskStatus::Failed => Some(3),
+            TaskStatus::Killed => Some(4),
+            TaskStatus::Removed => Some(5),
+            TaskStatus::Paused => Some(6),
+            TaskStatus::Waiting | TaskStatus::Unknown => None,
+        }
+    }
+
+    /// Maps an integer code (old response shape, request codes).
+    pub fn from_code(code: i64) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.code() == Some(code))
+            .unwrap_or(TaskStatus::Unknown)
+    }
+
+    /// Maps a response string, case-insensitively.
+    pub fn from_wire(s: &str) -> Self {
+        let s = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|st| st.wire().eq_ignore_ascii_case(s))
+            .unwrap_or(TaskStatus::Unknown)
+    }
+
+    /// Parses a label value (the inverse of [`TaskStatus::as_str`]).
+    pub fn from_label(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the task is over (`succeed`, `failed`, `killed`, `removed`).
+    pub fn is_terminal(self) -> bool {
+        Self::TERMINAL.contains(&self)
+    }
+}
+
+/// The label value of a response `TaskType` string: known names map to their slug, an unknown
+/// string to its sanitized slug (`[a-z0-9_]`, at most 40 chars).
+pub fn task_type_from_wire(s: &str) -> String {
+    let upper = s.trim();
+    if let Some(t) = TASK_TYPES.iter().find(|t| t.1.eq_ignore_ascii_case(upper)) {
+        return t.2.to_string();
+    }
+    let mut slug = String::new();
+    for c in upper.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            slug.push(c);
+        } else if !slug.ends_with('_') {
+            slug.push('_');
+        }
+    }
+    let slug: String = slug.trim_matches('_').chars().take(40).collect();
+    if slug.is_empty() {
+        "unknown".to_string()
+    } else {
+        slug
+    }
+}
+
+/// The label value of an integer task type code; `unknown` for codes outside the table.
+pub fn task_type_from_code(code: i64) -> &'static str {
+    TASK_TYPES
+        .iter()
+        .find(|t| t.0 == code)
+        .map_or("unknown", |t| t.2)
+}
+
+/// The request code and response string of a task type label, if it is a known type.
+pub fn task_type_wire(label: &str) -> Option<(i64, &'static str)> {
+    TASK_TYPES.iter().find(|t| t.2 == label).map(|t| (t.0, t.1))
+}
+
+/// One task, decoded from either response shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// `JobId`, the identity of a task.
+    pub job_id: i64,
+    /// Label value of the task type.
+    pub task_type: String,
+    /// Status.
+    pub status: TaskStatus,
+    /// `StartTime`, unix seconds.
+    pub start_time: i64,
+    /// `EndTime`, unix seconds; `None` while unfinished (or when the API gives no usable value).
+    pub end_time: Option<i64>,
+    /// `Progress`, 0-100.
+    pub progress: i64,
+    /// Instances the task concerns; may be empty.
+    pub instance_ids: Vec<String>,
+    /// `AsyncRequestId`; empty when the API sent none.
+    #[serde(default)]
+    pub async_request_id: String,
+    /// `Code`, the task's result code, when the API sent one.
+    #[serde(default)]
+    pub code: Option<i64>,
+    /// `Message`, as the API sent it; empty when none.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One instance from `DescribeDBInstances` (contract §7.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Instance {
+    /// `InstanceId`
+    pub instance_id: String,
+    /// `InstanceName`
+    pub name: String,
+    /// `master`, `ro` or `dr` (from `InstanceType` 1, 2, 3); `unknown` otherwise.
+    pub instance_type: &'static str,
+    /// `EngineVersion`, e.g. `8.0`.
+    pub engine_version: String,
+    /// `Zone`, e.g. `ap-guangzhou-3`.
+    pub zone: String,
+    /// `TagList` as (key, value).
+    pub tags: Vec<(String, String)>,
+}
