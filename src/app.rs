@@ -10,14 +10,12 @@ use crate::metrics::Metrics;
 use crate::poller::{Discovered, PollSettings, RateLimiter, Target, TargetParts};
 use crate::server::{Readiness, ServerState, run_server};
 use crate::shard::Shard;
-use crate::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimServer, Simulator};
 use crate::state::{self, Loaded, Saved, SavedTarget, SharedTarget, StateWriter};
 use crate::tasks::{Scope, TaskStore};
 use crate::tencent::credentials::{CredentialError, Environment, Provider};
 use crate::tencent::{Client, ClientOptions};
 use crate::web::{WebConfig, WebSecurity};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
@@ -524,39 +522,6 @@ fn load_web(config: &Config) -> anyhow::Result<WebConfig> {
         Some(path) => Ok(WebConfig::load(path)?),
         None => Ok(WebConfig::open()),
     }
-}
-
-/// The demo's pieces: a simulator with the built-in scenario on a free loopback port, and a
-/// config pointing the exporter at it with a short interval.
-pub async fn demo_setup(
-    listen: SocketAddr,
-    clock: Arc<crate::clock::SystemClock>,
-) -> anyhow::Result<(SimServer, Config)> {
-    let sim = Simulator::with_default_keys(Scenario::demo(), clock)
-        .serve("127.0.0.1:0".parse().expect("valid address"))
-        .await?;
-    let text = format!(
-        r#"
-[server]
-listen_address = "{listen}"
-[poll]
-interval = "5s"
-lookback = "24h"
-request_timeout = "3s"
-[metrics]
-task_progress = true
-[[accounts]]
-name = "demo"
-secret_id = "{DEFAULT_SECRET_ID}"
-secret_key = "{DEFAULT_SECRET_KEY}"
-endpoint = "{}"
-[[accounts.regions]]
-region = "ap-guangzhou"
-"#,
-        sim.url()
-    );
-    let config = Config::from_toml(&text).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    Ok((sim, config))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@
 //! - [`web`]: the web configuration file (TLS, basic auth, headers; contract §7.5).
 //! - [`http`]: the HTTP/1 serving loop shared by the server and the simulator; streamed bodies.
 //! - [`state`]: the state file, written atomically.
-//! - [`app`]: `run()`, the testable entry point: server, pollers, reloads, shutdown; the demo.
+//! - [`app`]: `run()`, the testable entry point: server, pollers, reloads, shutdown.
 //! - [`fuzz`]: the fuzz targets' entry points, shared with the stable test that replays their
 //!   corpora.
 //! - [`sim`]: the simulated CDB API (scenarios, signature check, faults) for the demo and tests.

@@ -1,10 +1,11 @@
 //! Wiring and exit codes only: command line -> logging -> config -> run until a signal.
 
-use cdb_task_exporter::app::{RunOptions, demo_setup, run};
+use cdb_task_exporter::app::{RunOptions, run};
 use cdb_task_exporter::cli::{CheckError, Cli, Command, LogFormat, check_config_summary};
 use cdb_task_exporter::clock::SystemClock;
 use cdb_task_exporter::config::{Config, ConfigError};
 use cdb_task_exporter::secret::Secret;
+use cdb_task_exporter::sim::demo::demo_setup;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, Simulator};
 use cdb_task_exporter::tencent::credentials::ProcessEnv;
 use cdb_task_exporter::web::WebConfig;

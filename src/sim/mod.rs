@@ -5,6 +5,7 @@
 //! [`Scenario`] whose statuses change over time, filtered, ordered newest first and paged, in
 //! either item shape, and injects faults on demand. The demo and every whole-program test use it.
 
+pub mod demo;
 pub mod scenario;
 
 use crate::clock::{Clock, SystemClock};
