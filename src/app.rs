@@ -5,7 +5,7 @@ use crate::cli::{REVISION, VERSION};
 use crate::clock::SharedClock;
 use crate::config::{AccountConfig, Config, DiscoveryConfig, PollConfig, RegionConfig};
 use crate::discovery::Discovery;
-use crate::domain::TargetId;
+use crate::domain::{AccountName, TargetId};
 use crate::metrics::Metrics;
 use crate::poller::{Discovered, PollSettings, RateLimiter, Target, TargetParts};
 use crate::server::{Readiness, ServerState, run_server};
@@ -91,7 +91,7 @@ pub enum ApplyError {
         /// Position in `[[accounts]]`.
         index: usize,
         /// Its name.
-        account: String,
+        account: AccountName,
         /// What is wrong.
         source: CredentialError,
     },
@@ -181,7 +181,7 @@ fn desired_targets(
             }
             let options = ClientOptions {
                 endpoint: account.endpoint_for(&region.region),
-                region: region.region.clone(),
+                region: region.region.to_string(),
                 zone: config.poll.api_timezone,
                 timeout: config.poll.request_timeout,
             };

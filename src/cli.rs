@@ -1,6 +1,7 @@
 //! The command line (contract §2).
 
 use crate::config::{Config, ConfigError};
+use crate::domain::AccountName;
 use crate::tencent::credentials::{CredentialError, Environment, Provider, mask_id};
 use crate::web::WebConfig;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -115,7 +116,7 @@ pub enum CheckError {
         /// Position in `[[accounts]]`.
         index: usize,
         /// Its name.
-        account: String,
+        account: AccountName,
         /// Why.
         source: CredentialError,
     },

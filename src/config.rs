@@ -2,6 +2,7 @@
 //! TOML file plus `CDB_TASK_EXPORTER__SECTION__KEY` environment overrides, then validated into a
 //! typed [`Config`]. Every error names the key and the file.
 
+use crate::domain::{AccountName, Region};
 use crate::secret::Secret;
 use crate::tencent::apitime::ApiZone;
 use crate::tencent::client::Endpoint;
@@ -221,7 +222,7 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountConfig {
     /// `name`, the `account` label.
-    pub name: String,
+    pub name: AccountName,
     /// The credential keys given in the config (the rest of the chain is resolved later).
     pub credentials: CredentialSpec,
     /// `endpoint` override.
@@ -234,7 +235,7 @@ pub struct AccountConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionConfig {
     /// `region`
-    pub region: String,
+    pub region: Region,
     /// `instances`; empty means every instance in the region.
     pub instances: Vec<String>,
 }
@@ -664,7 +665,7 @@ impl RawAccount {
             .map(|(j, r)| r.validate(i, j, &name, &mut seen_regions))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(AccountConfig {
-            name,
+            name: name.into(),
             credentials: CredentialSpec {
                 secret_id,
                 secret_key,
@@ -714,7 +715,10 @@ impl RawRegion {
                 return Err(key_error(key, format!("instance {id:?} is listed twice")));
             }
         }
-        Ok(RegionConfig { region, instances })
+        Ok(RegionConfig {
+            region: region.into(),
+            instances,
+        })
     }
 }
 

@@ -215,7 +215,7 @@ pub fn select(sources: &[Source], filter: &Filter) -> Selection {
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(filter.limit + 1);
     let mut matched = 0usize;
     for (index, source) in sources.iter().enumerate() {
-        if !filter.regions.is_empty() && !filter.regions.contains(&source.id.region) {
+        if !filter.regions.is_empty() && !filter.regions.iter().any(|r| source.id.region == *r) {
             continue;
         }
         let state = source.state.lock().expect("lock");
@@ -242,8 +242,8 @@ pub fn select(sources: &[Source], filter: &Filter) -> Selection {
             heap.push(Candidate {
                 key,
                 row: Row {
-                    account: source.id.account.clone(),
-                    region: source.id.region.clone(),
+                    account: source.id.account.to_string(),
+                    region: source.id.region.to_string(),
                     task,
                     instance_names,
                     progress: view.progress(),

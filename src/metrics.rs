@@ -458,7 +458,7 @@ impl Metrics {
     /// One HTTP attempt to the API and how long it took.
     pub fn api_request(&self, t: &TargetId, action: &str, seconds: f64) {
         self.api_requests
-            .with_label_values(&[&t.account, &t.region, action])
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), action])
             .inc();
         self.api_duration
             .with_label_values(&[action])
@@ -468,7 +468,7 @@ impl Metrics {
     /// `n` API errors with this code (a failed attempt, or malformed items with `Decode`).
     pub fn api_errors(&self, t: &TargetId, action: &str, code: &str, n: u64) {
         self.api_errors
-            .with_label_values(&[&t.account, &t.region, action, code])
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), action, code])
             .inc_by(n);
     }
 
@@ -586,7 +586,7 @@ impl Metrics {
     /// A target's instances as just listed, with the tag keys to copy into labels.
     pub fn instances(&self, t: &TargetId, tag_keys: &[String], instances: Vec<Instance>) {
         let inventory = Inventory {
-            region: t.region.clone(),
+            region: t.region.to_string(),
             tag_labels: tag_keys.iter().map(|k| tag_label(k)).collect(),
             tag_keys: tag_keys.to_vec(),
             instances,

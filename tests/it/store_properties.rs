@@ -298,7 +298,7 @@ proptest! {
         let region = "ap-guangzhou";
         let mut hist: BTreeMap<(String, String), (Vec<u64>, f64, u64)> = BTreeMap::new();
         for (n, tasks) in case.targets.iter().enumerate() {
-            let id = TargetId { account: format!("acct{n}"), region: region.into() };
+            let id = TargetId { account: format!("acct{n}").into(), region: region.into() };
             // Baseline cutoff 0: tasks first seen terminal with an end after it are counted.
             let mut store = TaskStore::new(Scope::Region, 1_000_000, 0);
             for (k, (inst, ty, status, start, end)) in tasks.iter().enumerate() {
