@@ -302,7 +302,12 @@ impl Fleet {
         let discovered = Discovered::default();
         let target = Target::new(TargetParts {
             id: id.clone(),
-            instances: spec.region.instances.clone(),
+            instances: spec
+                .region
+                .instances
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             client: client.clone(),
             limiter: limiter.clone(),
             metrics: self.metrics.clone(),
@@ -326,7 +331,12 @@ impl Fleet {
                 discovered,
                 interval: spec.discovery.interval,
                 tags: spec.discovery.tags.clone(),
-                listed: spec.region.instances.clone(),
+                listed: spec
+                    .region
+                    .instances
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
                 shard: spec.shard,
             };
             tokio::spawn(d.run(cancel.clone()))

@@ -211,7 +211,7 @@ pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<St
         let _ = writeln!(
             out,
             "account {:?}: credentials from {source}, secret_id {id}, secret_key [redacted]{token}",
-            a.name
+            a.name.as_str()
         );
         for r in &a.regions {
             let endpoint = a.endpoint_for(&r.region);

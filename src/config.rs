@@ -2,7 +2,7 @@
 //! TOML file plus `CDB_TASK_EXPORTER__SECTION__KEY` environment overrides, then validated into a
 //! typed [`Config`]. Every error names the key and the file.
 
-use crate::domain::{AccountName, Region};
+use crate::domain::{AccountName, InstanceId, Region};
 use crate::secret::Secret;
 use crate::tencent::apitime::ApiZone;
 use crate::tencent::client::Endpoint;
@@ -237,7 +237,7 @@ pub struct RegionConfig {
     /// `region`
     pub region: Region,
     /// `instances`; empty means every instance in the region.
-    pub instances: Vec<String>,
+    pub instances: Vec<InstanceId>,
 }
 
 impl AccountConfig {
@@ -717,7 +717,7 @@ impl RawRegion {
         }
         Ok(RegionConfig {
             region: region.into(),
-            instances,
+            instances: instances.into_iter().map(InstanceId::from).collect(),
         })
     }
 }

@@ -80,6 +80,10 @@ name!(
     /// A region, e.g. `ap-guangzhou`.
     Region
 );
+name!(
+    /// A CDB instance id, e.g. `cdb-c1nl9rpv`.
+    InstanceId
+);
 
 /// Identity of a target: an account and one of its regions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
