@@ -183,6 +183,24 @@ fn version_names_the_revision() {
     );
 }
 
+/// The address an exporter logs with `serving metrics` (JSON logs on `stderr`); the rest of
+/// its log is drained in the background so that it never blocks on a full pipe.
+fn bound_address(stderr: std::process::ChildStderr) -> String {
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["message"] == "serving metrics" {
+            std::thread::spawn(move || lines.for_each(drop));
+            return v["fields"]["address"].as_str().unwrap().to_string();
+        }
+    }
+    panic!("no 'serving metrics' line");
+}
+
 struct Running(Child);
 
 impl Drop for Running {
@@ -432,14 +450,19 @@ async fn sigint_exits_0_and_a_taken_port_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
     drop(taken);
-    let mut child = exporter(&["--config", &path])
+    // The same config on a port of its own (port 0: the port just freed could be taken by a
+    // test running beside this one before the exporter binds it).
+    let text = text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    let path = write(dir.path(), "c0.toml", &text);
+    let mut child = exporter(&["--config", &path, "--log-format", "json"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_ready(&format!("http://127.0.0.1:{port}/healthz")).await;
+    let address = bound_address(child.stderr.take().unwrap());
+    wait_ready(&format!("http://{address}/healthz")).await;
     // The API endpoint is unreachable: the exporter keeps serving and is not ready.
-    assert_eq!(get(&format!("http://127.0.0.1:{port}/readyz")).await.0, 503);
+    assert_eq!(get(&format!("http://{address}/readyz")).await.0, 503);
     signal(&child, "-INT");
     assert_eq!(wait_exit(&mut child).code(), Some(0));
 }
