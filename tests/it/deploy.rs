@@ -532,6 +532,22 @@ fn prometheusrule_carries_exactly_the_shipped_rules() {
 }
 
 #[test]
+fn the_dashboard_is_what_its_generator_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dashboard.json");
+    tool(
+        "python3",
+        &["scripts/gen-dashboard", out.to_str().unwrap()],
+        &root(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        read("deploy/grafana/cdb-task-exporter.json"),
+        "run scripts/gen-dashboard"
+    );
+}
+
+#[test]
 fn dashboard_has_the_variables_and_panels() {
     let d: serde_json::Value =
         serde_json::from_str(&read("deploy/grafana/cdb-task-exporter.json")).unwrap();
