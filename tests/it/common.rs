@@ -423,3 +423,15 @@ pub fn pki(dir: &std::path::Path) -> Pki {
 pub fn bcrypt_hash(password: &str) -> String {
     bcrypt::hash(password, 4).unwrap()
 }
+
+/// A reboot of instance A that started ten minutes ago and succeeded after a minute.
+pub fn reboot_on_a() -> cdb_task_exporter::sim::SimTask {
+    cdb_task_exporter::sim::SimTask::simple(
+        1,
+        "reboot",
+        &[A],
+        -600,
+        60,
+        cdb_task_exporter::domain::TaskStatus::Succeed,
+    )
+}

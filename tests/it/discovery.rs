@@ -122,14 +122,7 @@ async fn instances_are_exported_with_tags_and_monitored_from_discovery_on() {
 #[tokio::test]
 async fn a_forbidden_listing_is_counted_and_task_polling_goes_on() {
     let scenario = Scenario {
-        tasks: vec![SimTask::simple(
-            1,
-            "reboot",
-            &[A],
-            -600,
-            60,
-            TaskStatus::Succeed,
-        )],
+        tasks: vec![reboot_on_a()],
         instances: instances(),
         instances_error: Some("UnauthorizedOperation".into()),
         ..Scenario::default()
@@ -205,14 +198,7 @@ async fn listed_instances_are_found_across_pages() {
 #[tokio::test]
 async fn discovery_can_be_switched_off() {
     let scenario = Scenario {
-        tasks: vec![SimTask::simple(
-            1,
-            "reboot",
-            &[A],
-            -600,
-            60,
-            TaskStatus::Succeed,
-        )],
+        tasks: vec![reboot_on_a()],
         instances: instances(),
         ..Scenario::default()
     };

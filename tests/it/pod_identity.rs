@@ -5,8 +5,7 @@
 
 use crate::common::*;
 use cdb_task_exporter::config::Config;
-use cdb_task_exporter::sim::{Scenario, SimTask};
-use cdb_task_exporter::tencent::model::TaskStatus;
+use cdb_task_exporter::sim::Scenario;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
@@ -38,14 +37,7 @@ fn tke_env(token_file: &std::path::Path, sts: &str) -> BTreeMap<String, String> 
 #[tokio::test]
 async fn pod_identity_signs_polls_and_rereads_the_token() {
     let scenario = Scenario {
-        tasks: vec![SimTask::simple(
-            1,
-            "reboot",
-            &[A],
-            -600,
-            60,
-            TaskStatus::Succeed,
-        )],
+        tasks: vec![reboot_on_a()],
         ..Scenario::default()
     };
     let (sim, clock) = start_sim(scenario).await;
