@@ -435,3 +435,21 @@ pub fn reboot_on_a() -> cdb_task_exporter::sim::SimTask {
         cdb_task_exporter::domain::TaskStatus::Succeed,
     )
 }
+
+/// The address an exporter logs with `serving metrics` (JSON logs on `stderr`); the rest of
+/// its log is drained in the background so that it never blocks on a full pipe.
+pub fn bound_address(stderr: std::process::ChildStderr) -> String {
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::time::Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["message"] == "serving metrics" {
+            std::thread::spawn(move || lines.for_each(drop));
+            return v["fields"]["address"].as_str().unwrap().to_string();
+        }
+    }
+    panic!("no 'serving metrics' line");
+}

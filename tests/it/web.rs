@@ -244,24 +244,33 @@ async fn sighup_switches_basic_auth_users() {
         format!("basic_auth_users:\n  alice: {:?}\n", bcrypt_hash("a-pass")),
     )
     .unwrap();
-    let port = free_port();
-    let child = Command::new(BIN)
+    // Another loopback address than the config's, and a port the system picks (a port chosen
+    // here could be taken by a test running beside this one before the exporter binds it).
+    let mut child = Command::new(BIN)
         .args([
             "--config",
             config.to_str().unwrap(),
             "--web.config.file",
             web.to_str().unwrap(),
             "--web.listen-address",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.2:0",
+            "--log-format",
+            "json",
         ])
         .env_remove("CDB_TASK_EXPORTER_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let address = bound_address(child.stderr.take().unwrap());
     let running = Running(child);
-    let url = format!("http://127.0.0.1:{port}/healthz");
+    assert!(
+        address.starts_with("127.0.0.2:"),
+        "--web.listen-address wins: {address}"
+    );
+    let port = address.rsplit_once(':').unwrap().1.to_string();
+    let url = format!("http://{address}/healthz");
     let http = reqwest::Client::new();
     let status = |user: &'static str, password: &'static str| {
         let req = http.get(&url).basic_auth(user, Some(password));
@@ -283,7 +292,7 @@ async fn sighup_switches_basic_auth_users() {
             .status
             .success()
     };
-    assert!(healthcheck(format!("http://127.0.0.1:{port}/healthz")));
+    assert!(healthcheck(format!("http://127.0.0.2:{port}/healthz")));
     assert!(!healthcheck(format!(
         "http://127.0.0.1:{}/healthz",
         free_port()
