@@ -6,17 +6,15 @@
 //! an unfiltered query over a million tasks costs the scan and `limit` materialised tasks, not a
 //! copy of the store.
 
-use crate::domain::{Instance, TargetId, Task, TaskStatus};
+pub use crate::domain::Instances;
+use crate::domain::{TargetId, Task, TaskStatus};
 use crate::state::SharedTarget;
 use crate::tasks::TaskView;
 use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-
-/// A target's instances by id.
-pub type Instances = BTreeMap<String, Instance>;
 
 /// One target's store and instances.
 #[derive(Debug, Clone)]

@@ -8,15 +8,13 @@
 //! zeros before their first task. A failed listing keeps the last good one; its error is
 //! counted under `action="DescribeDBInstances"` and logged when it changes.
 
-use crate::details::Instances;
-use crate::domain::Instance;
-use crate::domain::TargetId;
+use crate::domain::{Instance, Instances, TargetId};
 use crate::metrics::Metrics;
 use crate::poller::{CallContext, Discovered, RateLimiter, call_with_retry};
 use crate::server::Readiness;
 use crate::shard::Shard;
 use crate::tencent::{Client, DESCRIBE_DB_INSTANCES, Error};
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -54,10 +52,11 @@ pub struct Discovery {
 impl Discovery {
     /// Which listed instances this target exports: its listed ones (or all) of this shard.
     fn keep(&self, instances: Vec<Instance>) -> Vec<Instance> {
+        let listed: HashSet<&str> = self.listed.iter().map(String::as_str).collect();
         instances
             .into_iter()
             .filter(|i| self.shard.owns(&i.instance_id))
-            .filter(|i| self.listed.is_empty() || self.listed.contains(&i.instance_id))
+            .filter(|i| listed.is_empty() || listed.contains(i.instance_id.as_str()))
             .collect()
     }
 
@@ -91,7 +90,7 @@ impl Discovery {
                 );
             }
             offset += page.item_count as u64;
-            out.extend(page.instances);
+            out.extend(page.items);
             if page.item_count == 0 || offset >= page.total_count {
                 return Ok(out);
             }
@@ -99,17 +98,18 @@ impl Discovery {
         Err(Error::PagingLimit(MAX_PAGES))
     }
 
-    /// Publishes a good listing.
+    /// Publishes a good listing: one map, shared by the task pages, the instance info metric
+    /// and the poller.
     fn publish(&self, instances: Vec<Instance>) {
-        let instances = self.keep(instances);
-        let ids: BTreeSet<String> = instances.iter().map(|i| i.instance_id.clone()).collect();
-        let by_id: Instances = instances
-            .iter()
-            .map(|i| (i.instance_id.clone(), i.clone()))
-            .collect();
-        self.readiness.set_instances(&self.id, Arc::new(by_id));
-        self.metrics.instances(&self.id, &self.tags, instances);
-        *self.discovered.write().expect("lock") = Arc::new(ids);
+        let by_id: Arc<Instances> = Arc::new(
+            self.keep(instances)
+                .into_iter()
+                .map(|i| (i.instance_id.clone(), i))
+                .collect(),
+        );
+        self.readiness.set_instances(&self.id, by_id.clone());
+        self.metrics.instances(&self.id, &self.tags, by_id.clone());
+        *self.discovered.write().expect("lock") = by_id;
     }
 
     /// Lists now and then every `interval` until `cancel` fires.

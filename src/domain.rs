@@ -310,6 +310,9 @@ pub struct Task {
     pub message: String,
 }
 
+/// A target's instances as last listed, by id.
+pub type Instances = std::collections::BTreeMap<String, Instance>;
+
 /// One instance from `DescribeDBInstances` (contract §7.3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Instance {

@@ -20,9 +20,9 @@ pub fn describe_tasks_response(data: &[u8]) {
     let Ok(Envelope::Page(page)) = decode_response(data, ApiZone::beijing()) else {
         return;
     };
-    assert_eq!(page.tasks.len() + page.malformed.len(), page.item_count);
+    assert_eq!(page.items.len() + page.malformed.len(), page.item_count);
     let mut store = TaskStore::new(Scope::Region, 86_400, NOW);
-    for task in page.tasks {
+    for task in page.items {
         assert!(
             task.instance_ids
                 .iter()

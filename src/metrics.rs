@@ -20,7 +20,7 @@
 //! and counters are summed, the oldest start is the minimum, the last end the maximum.
 
 use crate::config::tag_label;
-use crate::domain::{Instance, TASK_TYPES, TaskStatus};
+use crate::domain::{Instance, Instances, TASK_TYPES, TaskStatus};
 use crate::tasks::{Aggregates, Finished, KeyRef};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -308,7 +308,7 @@ struct Inventory {
     /// `tag_<key>` label names, in the order of `tag_keys`.
     tag_labels: Vec<String>,
     tag_keys: Vec<String>,
-    instances: Vec<Instance>,
+    instances: Arc<Instances>,
 }
 
 fn help(text: &str) -> String {
@@ -584,7 +584,7 @@ impl Metrics {
     }
 
     /// A target's instances as just listed, with the tag keys to copy into labels.
-    pub fn instances(&self, t: &TargetId, tag_keys: &[String], instances: Vec<Instance>) {
+    pub fn instances(&self, t: &TargetId, tag_keys: &[String], instances: Arc<Instances>) {
         let inventory = Inventory {
             region: t.region.to_string(),
             tag_labels: tag_keys.iter().map(|k| tag_label(k)).collect(),
@@ -883,7 +883,7 @@ where
 fn render_instances(w: &mut impl Write, inventories: &[Arc<Inventory>]) -> io::Result<()> {
     let mut rows: BTreeMap<(&str, &str), (&Inventory, &Instance)> = BTreeMap::new();
     for inv in inventories {
-        for i in &inv.instances {
+        for i in inv.instances.values() {
             rows.entry((inv.region.as_str(), i.instance_id.as_str()))
                 .or_insert((inv, i));
         }

@@ -3,7 +3,7 @@
 //! client -> store -> metrics; it never stops on an API failure.
 
 use crate::clock::SharedClock;
-use crate::domain::{TargetId, Task, TaskStatus};
+use crate::domain::{Instances, TargetId, Task, TaskStatus};
 use crate::metrics::Metrics;
 use crate::shard::Shard;
 use crate::state::{SavedTarget, SharedTarget};
@@ -12,7 +12,7 @@ use crate::tencent::model::{TaskQuery, sanitize};
 use crate::tencent::paging::Pager;
 use crate::tencent::{Client, DESCRIBE_TASKS, Error};
 use crate::window::{self, LOOKUP_SPAN_SECS, Range};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -170,12 +170,13 @@ pub struct Target {
     deadline: tokio::time::Instant,
     discovered: Discovered,
     /// What discovery listed at the last publication.
-    last_discovered: Arc<BTreeSet<String>>,
+    last_discovered: Arc<Instances>,
 }
 
-/// The instance ids `DescribeDBInstances` last listed for a target (this shard's): in
-/// region-wide mode they are monitored, with zeros, before they have a task.
-pub type Discovered = Arc<std::sync::RwLock<Arc<BTreeSet<String>>>>;
+/// The instances `DescribeDBInstances` last listed for a target (this shard's), shared with the
+/// task pages and the instance info metric: in region-wide mode they are monitored, with zeros,
+/// before they have a task.
+pub type Discovered = Arc<std::sync::RwLock<Arc<Instances>>>;
 
 /// Everything a [`Target`] is made of.
 #[derive(Debug)]
@@ -454,12 +455,15 @@ impl Target {
             let mut seen: HashSet<&str> = aggregates.tasks.keys().map(|k| k.0).collect();
             // A discovered instance that left the list, with no task in the window, is no
             // longer monitored (contract §7.3).
-            let gone = last_discovered
-                .iter()
-                .filter(|i| !discovered.contains(*i) && !seen.contains(i.as_str()))
-                .map(String::as_str);
-            self.metrics.forget_instances(&self.id, gone);
-            seen.extend(discovered.iter().map(String::as_str));
+            let gone: Vec<&str> = last_discovered
+                .keys()
+                .filter(|i| !discovered.contains_key(*i) && !seen.contains(i.as_str()))
+                .map(String::as_str)
+                .collect();
+            if !gone.is_empty() {
+                self.metrics.forget_instances(&self.id, gone);
+            }
+            seen.extend(discovered.keys().map(String::as_str));
             self.metrics
                 .publish(&self.id, seen, &aggregates, st.store.last_finished());
         } else {
@@ -637,12 +641,12 @@ impl Target {
             pager.record(page.item_count, page.total_count);
             out.total = page.total_count;
             if pass == Pass::Follow {
-                out.ids.extend(page.tasks.iter().map(|t| t.job_id));
+                out.ids.extend(page.items.iter().map(|t| t.job_id));
             }
-            let oldest_on_page = page.tasks.iter().map(|t| t.start_time).min();
+            let oldest_on_page = page.items.iter().map(|t| t.start_time).min();
             let clean = page.malformed.is_empty();
             let observations = page
-                .tasks
+                .items
                 .into_iter()
                 .map(|task| Observation {
                     task,

@@ -1,7 +1,7 @@
 //! The exporter's HTTP server: `/metrics`, `/healthz`, `/readyz`, `/`; graceful shutdown.
 
 use crate::clock::SharedClock;
-use crate::details::{self, Filter, Instances, Source};
+use crate::details::{self, Filter, Instances, Source, escape};
 use crate::domain::TargetId;
 use crate::http::{ChunkWriter, HttpResponse, ServeOptions, TlsSource, respond, serve};
 use crate::metrics::Metrics;
@@ -113,15 +113,6 @@ impl Readiness {
             }
             s.last_error = error;
         }
-    }
-
-    /// Targets not ready yet.
-    pub fn pending(&self) -> Vec<TargetId> {
-        self.all()
-            .into_iter()
-            .filter(|(_, s)| !s.ready())
-            .map(|(id, _)| id)
-            .collect()
     }
 
     /// Every target, with its status.
@@ -318,12 +309,12 @@ async fn tasks_page(state: &ServerState, page: Page, query: Option<&str>) -> Htt
     let filter = match Filter::parse(query) {
         Ok(f) => f,
         Err(e) => {
-            let (kind, body) = if html {
-                ("text/html; charset=utf-8", details::html_error(&e))
+            let body = if html {
+                details::html_error(&e)
             } else {
-                ("application/json", details::json_error(&e))
+                details::json_error(&e)
             };
-            return with_policy(respond(StatusCode::BAD_REQUEST, kind, body), html);
+            return tasks_response(StatusCode::BAD_REQUEST, html, body);
         }
     };
     let since_text: String = form_urlencoded::parse(query.unwrap_or("").as_bytes())
@@ -342,11 +333,7 @@ async fn tasks_page(state: &ServerState, page: Page, query: Option<&str>) -> Htt
     })
     .await;
     match rendered {
-        Ok(body) if html => with_policy(
-            respond(StatusCode::OK, "text/html; charset=utf-8", body),
-            true,
-        ),
-        Ok(body) => respond(StatusCode::OK, "application/json", body),
+        Ok(body) => tasks_response(StatusCode::OK, html, body),
         Err(_) => respond(
             StatusCode::INTERNAL_SERVER_ERROR,
             "text/plain; charset=utf-8",
@@ -355,19 +342,28 @@ async fn tasks_page(state: &ServerState, page: Page, query: Option<&str>) -> Htt
     }
 }
 
-/// Adds the task page's `Content-Security-Policy` to an HTML response.
-fn with_policy(mut response: HttpResponse, html: bool) -> HttpResponse {
-    if html {
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&details::content_security_policy()) {
-            response
-                .headers_mut()
-                .insert(hyper::header::CONTENT_SECURITY_POLICY, v);
-        }
-        response.headers_mut().insert(
-            hyper::header::X_CONTENT_TYPE_OPTIONS,
-            hyper::header::HeaderValue::from_static("nosniff"),
-        );
+/// The task page's `Content-Security-Policy`, computed once (it hashes the style sheet).
+static TASK_PAGE_POLICY: std::sync::LazyLock<hyper::header::HeaderValue> =
+    std::sync::LazyLock::new(|| {
+        hyper::header::HeaderValue::from_str(&details::content_security_policy())
+            .expect("the policy is ASCII")
+    });
+
+/// A task page or API answer: HTML with its policy, or JSON.
+fn tasks_response(status: StatusCode, html: bool, body: String) -> HttpResponse {
+    if !html {
+        return respond(status, "application/json", body);
     }
+    let mut response = respond(status, "text/html; charset=utf-8", body);
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        TASK_PAGE_POLICY.clone(),
+    );
+    headers.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
     response
 }
 
@@ -431,13 +427,6 @@ pub fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
                 .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok());
             (name.eq_ignore_ascii_case("gzip") || name == "*") && q.is_some_and(|q| q > 0.0)
         })
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn landing_page(state: &ServerState) -> String {

@@ -529,7 +529,7 @@ impl TaskStore {
 
     /// Every tracked task, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = Task> + '_ {
-        self.tasks.iter().map(|(id, s)| self.task_of(id, s))
+        self.views().map(|v| v.task())
     }
 
     /// Every tracked task as a borrowed view: filtering and ordering read the slot in place,

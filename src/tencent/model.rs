@@ -133,35 +133,26 @@ impl TaskQuery {
     }
 }
 
-/// One page of a `DescribeTasks` answer.
+/// One page of an answer: the items that decoded, and a description of each that did not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskPage {
+pub struct Page<T> {
     /// `TotalCount` as the API says it.
     pub total_count: u64,
     /// Items on this page, well-formed and malformed alike (paging counts both).
     pub item_count: usize,
     /// The well-formed items.
-    pub tasks: Vec<Task>,
+    pub items: Vec<T>,
     /// One description per malformed item that was skipped.
     pub malformed: Vec<String>,
     /// `RequestId`.
     pub request_id: String,
 }
 
+/// One page of a `DescribeTasks` answer.
+pub type TaskPage = Page<Task>;
+
 /// One page of a `DescribeDBInstances` answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstancePage {
-    /// `TotalCount` as the API says it.
-    pub total_count: u64,
-    /// Items on this page, well-formed and malformed alike (paging counts both).
-    pub item_count: usize,
-    /// The well-formed items.
-    pub instances: Vec<Instance>,
-    /// One description per malformed item that was skipped.
-    pub malformed: Vec<String>,
-    /// `RequestId`.
-    pub request_id: String,
-}
+pub type InstancePage = Page<Instance>;
 
 /// What the `Response` object held: a page, or an API error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,54 +171,27 @@ pub enum Envelope<P = TaskPage> {
 }
 
 /// Decodes a response body. `Err` only when the body as a whole is unusable (not JSON, no
-/// `Response`, no usable `Items`); a bad item is reported in [`TaskPage::malformed`].
+/// `Response`, no usable `Items`); a bad item is reported in [`Page::malformed`].
 pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, DecodeError> {
-    Ok(match decode_with(body, |item| decode_item(item, zone))? {
-        Ok(d) => Envelope::Page(TaskPage {
-            total_count: d.total_count,
-            item_count: d.item_count,
-            tasks: d.items,
-            malformed: d.malformed,
-            request_id: d.request_id,
-        }),
-        Err(api_error) => api_error,
-    })
+    decode_with(body, |item| decode_item(item, zone))
 }
 
 /// Decodes a `DescribeDBInstances` body, like [`decode_response`].
 pub fn decode_instances(body: &[u8]) -> Result<Envelope<InstancePage>, DecodeError> {
-    Ok(match decode_with(body, decode_instance)? {
-        Ok(d) => Envelope::Page(InstancePage {
-            total_count: d.total_count,
-            item_count: d.item_count,
-            instances: d.items,
-            malformed: d.malformed,
-            request_id: d.request_id,
-        }),
-        Err(api_error) => api_error,
-    })
+    decode_with(body, decode_instance)
 }
 
-/// A page's items decoded one by one: the good ones, and a description of each bad one.
-struct Decoded<T> {
-    total_count: u64,
-    item_count: usize,
-    items: Vec<T>,
-    malformed: Vec<String>,
-    request_id: String,
-}
-
-/// Opens a body and decodes each item with `decode`; the inner `Err` is the API's error.
-fn decode_with<T, P>(
+/// Opens a body and decodes each item with `decode`.
+fn decode_with<T>(
     body: &[u8],
     decode: impl Fn(&Value) -> Result<T, DecodeError>,
-) -> Result<Result<Decoded<T>, Envelope<P>>, DecodeError> {
+) -> Result<Envelope<Page<T>>, DecodeError> {
     let root = parse_body(body)?;
     let opened = match open_response(&root)? {
         Ok(opened) => opened,
-        Err(api_error) => return Ok(Err(api_error)),
+        Err(api_error) => return Ok(api_error),
     };
-    let mut d = Decoded {
+    let mut page = Page {
         total_count: opened.total_count,
         item_count: opened.items.len(),
         items: Vec::with_capacity(opened.items.len()),
@@ -236,11 +200,11 @@ fn decode_with<T, P>(
     };
     for (i, item) in opened.items.iter().enumerate() {
         match decode(item) {
-            Ok(v) => d.items.push(v),
-            Err(e) => d.malformed.push(format!("item {i}: {e}")),
+            Ok(v) => page.items.push(v),
+            Err(e) => page.malformed.push(format!("item {i}: {e}")),
         }
     }
-    Ok(Ok(d))
+    Ok(Envelope::Page(page))
 }
 
 /// Longest instance name, zone, version or tag kept.
@@ -496,9 +460,9 @@ mod tests {
             panic!("expected a page")
         };
         assert_eq!(page.item_count, 4);
-        assert_eq!(page.tasks.len(), 1);
-        assert_eq!(page.tasks[0].end_time, None);
-        assert!(page.tasks[0].instance_ids.is_empty());
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.items[0].end_time, None);
+        assert!(page.items[0].instance_ids.is_empty());
         assert_eq!(page.malformed.len(), 3);
     }
 

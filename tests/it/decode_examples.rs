@@ -16,7 +16,7 @@ fn page(file: &str) -> TaskPage {
 type Row = (i64, String, TaskStatus, Vec<String>, Option<i64>, i64);
 
 fn row(p: &TaskPage) -> Vec<Row> {
-    p.tasks
+    p.items
         .iter()
         .map(|t| {
             (
@@ -113,7 +113,7 @@ fn documented_integer_shape() {
     ];
     assert_eq!(row(&p), expected);
     // 2017-06-27 15:05:33 Beijing time.
-    assert_eq!(p.tasks[0].start_time, 1_498_547_133);
+    assert_eq!(p.items[0].start_time, 1_498_547_133);
 }
 
 #[test]

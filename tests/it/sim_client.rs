@@ -259,7 +259,7 @@ async fn every_filter_is_applied() {
         let c = c.clone();
         async move {
             let page = c.describe_tasks(&q).await.unwrap();
-            let mut ids: Vec<i64> = page.tasks.iter().map(|t| t.job_id).collect();
+            let mut ids: Vec<i64> = page.items.iter().map(|t| t.job_id).collect();
             ids.sort_unstable();
             assert_eq!(page.total_count as usize, ids.len());
             ids
@@ -289,7 +289,7 @@ async fn every_filter_is_applied() {
     assert_eq!(jobs(failed).await, [1]);
 
     let all = c.describe_tasks(&query()).await.unwrap();
-    let t4 = all.tasks.iter().find(|t| t.job_id == 4).unwrap().clone();
+    let t4 = all.items.iter().find(|t| t.job_id == 4).unwrap().clone();
     assert_eq!(t4.instance_ids, [A, B]);
     // Time filters are inclusive at both ends.
     let exact = TaskQuery {
@@ -356,7 +356,7 @@ async fn regions_are_separate() {
         Duration::from_secs(5),
     );
     let page = c.describe_tasks(&query()).await.unwrap();
-    assert_eq!(page.tasks.iter().map(|t| t.job_id).collect::<Vec<_>>(), [7]);
+    assert_eq!(page.items.iter().map(|t| t.job_id).collect::<Vec<_>>(), [7]);
     server.stop().await;
 }
 
@@ -365,7 +365,7 @@ async fn statuses_change_as_time_passes() {
     let (server, clock) = start(mixed()).await;
     let c = client(&server);
     let status_of = |page: &cdb_task_exporter::tencent::model::TaskPage, id| {
-        page.tasks
+        page.items
             .iter()
             .find(|t| t.job_id == id)
             .map(|t| (t.status, t.end_time.is_some()))
@@ -396,7 +396,7 @@ async fn documented_shape_decodes_to_the_same_tasks() {
         .await
         .unwrap();
     let strip = |p: &cdb_task_exporter::tencent::model::TaskPage| {
-        p.tasks
+        p.items
             .iter()
             .map(|t| {
                 // The old shape has no WAITING; it reads as INITIAL.
@@ -416,7 +416,7 @@ async fn documented_shape_decodes_to_the_same_tasks() {
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(&a), strip(&b));
-    assert_eq!(b.tasks.len(), 5);
+    assert_eq!(b.items.len(), 5);
     current_server.stop().await;
     documented_server.stop().await;
 }
@@ -455,7 +455,7 @@ async fn pages_through_250_tasks() {
         requests += 1;
         assert_eq!(page.total_count, 250);
         pager.record(page.item_count, page.total_count);
-        seen.extend(page.tasks.iter().map(|t| t.job_id));
+        seen.extend(page.items.iter().map(|t| t.job_id));
     }
     assert_eq!(requests, 3);
     assert_eq!(seen.len(), 250);
@@ -505,13 +505,13 @@ async fn each_fault_maps_to_its_error() {
     assert_eq!(e.as_label(), "Decode");
     let page = c.describe_tasks(&query()).await.unwrap();
     assert_eq!(
-        (page.item_count, page.tasks.len(), page.malformed.len()),
+        (page.item_count, page.items.len(), page.malformed.len()),
         (6, 5, 1)
     );
     let e = c.describe_tasks(&query()).await.unwrap_err();
     assert_eq!(e, Error::Timeout);
     let page = c.describe_tasks(&query()).await.unwrap();
-    assert_eq!(page.tasks.len(), 5);
+    assert_eq!(page.items.len(), 5);
     server.stop().await;
 }
 
