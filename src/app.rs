@@ -8,7 +8,7 @@ use crate::discovery::Discovery;
 use crate::domain::{AccountName, TargetId};
 use crate::metrics::Metrics;
 use crate::poller::{Discovered, PollSettings, RateLimiter, Target, TargetParts};
-use crate::server::{Readiness, ServerState, run_server};
+use crate::server::{ServerState, TargetBoard, run_server};
 use crate::shard::Shard;
 use crate::state::{self, Loaded, Saved, SavedTarget, SharedTarget, StateWriter};
 use crate::tasks::{Scope, TaskStore};
@@ -69,7 +69,7 @@ struct Fleet {
     running: BTreeMap<TargetId, Running>,
     limiters: BTreeMap<String, (u64, Arc<RateLimiter>)>,
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
+    board: Arc<TargetBoard>,
     state: Option<Arc<StateWriter>>,
     state_dirty: Arc<Notify>,
     restored: Saved,
@@ -240,7 +240,7 @@ impl Fleet {
         if let Some(state) = &self.state {
             state.retain(|k| desired.keys().any(|id| state_key(id) == k));
         }
-        self.readiness.set_targets(desired.keys().cloned());
+        self.board.set_targets(desired.keys().cloned());
         self.metrics
             .shard(config.sharding.index, config.sharding.total);
         for id in plan.restart.iter().chain(&plan.start) {
@@ -316,7 +316,7 @@ impl Fleet {
             state: state.clone(),
             discovered: discovered.clone(),
         });
-        self.readiness.attach(&id, state.clone());
+        self.board.attach(&id, state.clone());
         if let Some(writer) = &self.state {
             writer.register(&state_key(&id), state);
         }
@@ -327,7 +327,7 @@ impl Fleet {
                 client,
                 limiter,
                 metrics: self.metrics.clone(),
-                readiness: self.readiness.clone(),
+                board: self.board.clone(),
                 discovered,
                 interval: spec.discovery.interval,
                 tags: spec.discovery.tags.clone(),
@@ -341,7 +341,7 @@ impl Fleet {
             };
             tokio::spawn(d.run(cancel.clone()))
         });
-        let readiness = self.readiness.clone();
+        let board = self.board.clone();
         let persist = self.state.is_some();
         let dirty = self.state_dirty.clone();
         let handle = tokio::spawn(target.run(cancel.clone(), move |t, report| {
@@ -349,7 +349,7 @@ impl Fleet {
                 let message = crate::tencent::model::sanitize(&e.to_string());
                 (e.as_label().to_string(), message)
             });
-            readiness.record(&t.id, report.started_at, report.mode, error);
+            board.record(&t.id, report.started_at, report.mode, error);
             if persist {
                 dirty.notify_one();
             }
@@ -438,7 +438,7 @@ pub async fn run(
         VERSION,
         REVISION,
     ));
-    let readiness = Arc::new(Readiness::default());
+    let board = Arc::new(TargetBoard::default());
     let process_start = options.clock.now();
     let (state, restored) = restore_state(&config, &metrics, process_start);
     let web = Arc::new(WebSecurity::new(load_web(&config)?));
@@ -447,7 +447,7 @@ pub async fn run(
         listener,
         ServerState {
             metrics: metrics.clone(),
-            readiness: readiness.clone(),
+            board: board.clone(),
             web: web.clone(),
             clock: options.clock.clone(),
         },
@@ -463,7 +463,7 @@ pub async fn run(
         running: BTreeMap::new(),
         limiters: BTreeMap::new(),
         metrics,
-        readiness,
+        board,
         state,
         state_dirty,
         restored,

@@ -11,7 +11,7 @@
 use crate::domain::{Instance, Instances, TargetId};
 use crate::metrics::Metrics;
 use crate::poller::{CallContext, Discovered, RateLimiter, call_with_retry};
-use crate::server::Readiness;
+use crate::server::TargetBoard;
 use crate::shard::Shard;
 use crate::tencent::{Client, DESCRIBE_DB_INSTANCES, Error};
 use std::collections::HashSet;
@@ -36,7 +36,7 @@ pub struct Discovery {
     /// Where instance info and API errors go.
     pub metrics: Arc<Metrics>,
     /// Where the task pages find instance names.
-    pub readiness: Arc<Readiness>,
+    pub board: Arc<TargetBoard>,
     /// Shared with the target's poller: the monitored instances.
     pub discovered: Discovered,
     /// Time between listings.
@@ -107,7 +107,7 @@ impl Discovery {
                 .map(|i| (i.instance_id.clone(), i))
                 .collect(),
         );
-        self.readiness.set_instances(&self.id, by_id.clone());
+        self.board.set_instances(&self.id, by_id.clone());
         self.metrics.instances(&self.id, &self.tags, by_id.clone());
         *self.discovered.write().expect("lock") = by_id;
     }

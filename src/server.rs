@@ -51,11 +51,11 @@ struct Entry {
 /// Every configured target: what its polls said, its task store and its instances, for `/`,
 /// `/readyz` and the task pages.
 #[derive(Debug, Default)]
-pub struct Readiness {
+pub struct TargetBoard {
     targets: Mutex<BTreeMap<TargetId, Entry>>,
 }
 
-impl Readiness {
+impl TargetBoard {
     /// Sets the configured targets, keeping what is known of those that stay.
     pub fn set_targets(&self, ids: impl IntoIterator<Item = TargetId>) {
         let mut t = self.targets.lock().expect("lock");
@@ -140,8 +140,8 @@ fn when(t: Option<i64>) -> String {
 pub struct ServerState {
     /// The metrics to render.
     pub metrics: Arc<Metrics>,
-    /// Readiness of the targets.
-    pub readiness: Arc<Readiness>,
+    /// Every target: its status, task store and instances.
+    pub board: Arc<TargetBoard>,
     /// TLS, users and headers (contract §7.5), replaced on reload.
     pub web: Arc<WebSecurity>,
     /// Wall clock, for relative times on the task page.
@@ -269,7 +269,7 @@ async fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
         Page::Health => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         Page::Ready => {
             // One line per target: a prober reads the status, a person the reasons.
-            let all = state.readiness.all();
+            let all = state.board.all();
             let body: String = all
                 .iter()
                 .map(|(id, s)| {
@@ -321,7 +321,7 @@ async fn tasks_page(state: &ServerState, page: Page, query: Option<&str>) -> Htt
         .find(|(k, _)| k == "since")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let sources = state.readiness.sources();
+    let sources = state.board.sources();
     let now = state.clock.now();
     let rendered = tokio::task::spawn_blocking(move || {
         let selection = details::select(&sources, &filter);
@@ -431,7 +431,7 @@ pub fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
 
 fn landing_page(state: &ServerState) -> String {
     let rows: String = state
-        .readiness
+        .board
         .all()
         .iter()
         .map(|(id, s)| {
