@@ -225,8 +225,8 @@ pub struct AccountConfig {
     pub name: AccountName,
     /// The credential keys given in the config (the rest of the chain is resolved later).
     pub credentials: CredentialSpec,
-    /// `endpoint` override.
-    pub endpoint: Option<String>,
+    /// `endpoint` override, parsed.
+    pub endpoint: Option<Endpoint>,
     /// `[[accounts.regions]]`
     pub regions: Vec<RegionConfig>,
 }
@@ -243,7 +243,9 @@ pub struct RegionConfig {
 impl AccountConfig {
     /// The endpoint of one of this account's regions.
     pub fn endpoint_for(&self, region: &str) -> Endpoint {
-        Endpoint::for_region(region, self.endpoint.as_deref()).expect("endpoint validated at load")
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| Endpoint::default_for(region))
     }
 }
 
@@ -648,9 +650,12 @@ impl RawAccount {
         let secret_id = nonempty("secret_id", self.secret_id)?;
         let secret_key = nonempty("secret_key", self.secret_key)?.map(Secret::new);
         let token = nonempty("token", self.token)?.map(Secret::new);
-        if let Some(ep) = &self.endpoint {
-            Endpoint::parse(ep).map_err(|e| key_error(k("endpoint"), e.0))?;
-        }
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .map(Endpoint::parse)
+            .transpose()
+            .map_err(|e| key_error(k("endpoint"), e.0))?;
         if self.regions.is_empty() {
             return Err(key_error(
                 k("regions"),
@@ -672,7 +677,7 @@ impl RawAccount {
                 secret_key_file: self.secret_key_file,
                 token,
             },
-            endpoint: self.endpoint,
+            endpoint,
             regions,
         })
     }

@@ -30,21 +30,18 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint of `region`: an explicit override (http allowed) wins; finance regions
-    /// (`*-fsi`) use their regional host; everything else the default host.
-    pub fn for_region(region: &str, override_url: Option<&str>) -> Result<Endpoint, EndpointError> {
-        if let Some(raw) = override_url {
-            return Self::parse(raw);
-        }
+    /// The API's own host for `region`: finance regions (`*-fsi`) have their own, every other
+    /// region the default host. An `endpoint` in the config (http allowed) replaces it.
+    pub fn default_for(region: &str) -> Endpoint {
         let host = if region.ends_with("-fsi") {
             format!("{SERVICE}.{region}.tencentcloudapi.com")
         } else {
             format!("{SERVICE}.tencentcloudapi.com")
         };
-        Ok(Endpoint {
+        Endpoint {
             url: format!("https://{host}/"),
             host,
-        })
+        }
     }
 
     /// Parses an endpoint URL (`https://host[:port][/]` or `http://…`).
@@ -239,13 +236,13 @@ mod tests {
 
     #[test]
     fn default_fsi_and_override_endpoints() {
-        let e = Endpoint::for_region("ap-guangzhou", None).unwrap();
+        let e = Endpoint::default_for("ap-guangzhou");
         assert_eq!(e.url, "https://cdb.tencentcloudapi.com/");
         assert_eq!(e.host, "cdb.tencentcloudapi.com");
-        let e = Endpoint::for_region("ap-shanghai-fsi", None).unwrap();
+        let e = Endpoint::default_for("ap-shanghai-fsi");
         assert_eq!(e.host, "cdb.ap-shanghai-fsi.tencentcloudapi.com");
         assert_eq!(e.url, "https://cdb.ap-shanghai-fsi.tencentcloudapi.com/");
-        let e = Endpoint::for_region("ap-shenzhen-fsi", Some("http://127.0.0.1:8080")).unwrap();
+        let e = Endpoint::parse("http://127.0.0.1:8080").unwrap();
         assert_eq!(e.url, "http://127.0.0.1:8080/");
         assert_eq!(e.host, "127.0.0.1:8080");
         let e = Endpoint::parse("https://cdb.intl.tencentcloudapi.com/").unwrap();

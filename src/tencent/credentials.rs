@@ -145,8 +145,8 @@ pub enum CredentialError {
         /// The variables not set.
         missing: Vec<&'static str>,
     },
-    /// The HTTP client for STS cannot be built.
-    #[error("cannot build the STS client: {0}")]
+    /// The HTTP client for STS or the metadata service cannot be built.
+    #[error("cannot build the credentials' HTTP client: {0}")]
     Client(String),
 }
 
@@ -237,7 +237,7 @@ impl Provider {
             .unwrap_or_else(|| METADATA_URL.to_string());
         Ok((
             Source::InstanceRole,
-            Provider::InstanceRole(InstanceRole::new(url)),
+            Provider::InstanceRole(InstanceRole::new(url)?),
         ))
     }
 
@@ -340,18 +340,20 @@ struct RoleCredentials {
 }
 
 impl InstanceRole {
-    fn new(base_url: String) -> Self {
+    fn new(base_url: String) -> Result<Self, CredentialError> {
         crate::install_crypto_provider();
+        // No fallback to a default client: it would drop the short timeout that keeps an
+        // unreachable metadata service (off CVM) from stalling polls.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
-        InstanceRole {
+            .map_err(|e| CredentialError::Client(e.to_string()))?;
+        Ok(InstanceRole {
             base_url,
             http,
             cached: Mutex::new(None),
-        }
+        })
     }
 
     async fn get(&self) -> Result<Credential, Error> {
