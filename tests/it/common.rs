@@ -124,6 +124,17 @@ impl Exporter {
     }
 
     /// Waits until `cond` holds on a scrape; panics after [`PATIENCE`] with the last scrape.
+    /// Waits until `n` targets have had a successful poll.
+    pub async fn wait_targets_polled(&self, n: usize) -> Series {
+        self.wait_for(|s| {
+            s.count(
+                "tencentcloud_cdb_exporter_last_successful_poll_timestamp_seconds",
+                &[],
+            ) == n
+        })
+        .await
+    }
+
     pub async fn wait_for(&self, cond: impl Fn(&Series) -> bool) -> Series {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {

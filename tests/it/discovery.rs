@@ -214,3 +214,100 @@ async fn discovery_can_be_switched_off() {
     assert_eq!(s.finished(C, "reboot", "failed"), None);
     pair.stop().await;
 }
+
+/// A listing that keeps failing the same way is logged once, not at every interval; its
+/// recovery is logged once too. (The binary, for its log.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_listing_is_logged_once_per_change() {
+    let scenario = Scenario {
+        tasks: vec![reboot_on_a()],
+        instances: instances(),
+        instances_error: Some("UnauthorizedOperation".into()),
+        ..Scenario::default()
+    };
+    let (sim, _clock) = start_sim(scenario).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = config_text(&sim.url(), "", &region("ap-guangzhou", &[])).replace(
+        "[[accounts]]",
+        "[discovery]\ninterval = \"1s\"\n[[accounts]]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cdb-task-exporter"))
+        .args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+        .env_remove("CDB_TASK_EXPORTER_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let sink = lines.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                sink.lock().unwrap().push(v);
+            }
+        }
+    });
+    let count = |needle: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(needle))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let wait = |what: &str| {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+    };
+    let address = loop {
+        let found = lines.lock().unwrap().iter().find_map(|v| {
+            (v["fields"]["message"] == "serving metrics")
+                .then(|| v["fields"]["address"].as_str().map(str::to_string))
+                .flatten()
+        });
+        if let Some(a) = found {
+            break a;
+        }
+        wait("no 'serving metrics' line");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let errors = [
+        ("action", "DescribeDBInstances"),
+        ("code", "UnauthorizedOperation"),
+    ];
+    loop {
+        let page = get(&format!("http://{address}/metrics")).await.1;
+        let n = Series::parse(&page)
+            .get("tencentcloud_cdb_exporter_api_errors_total", &errors)
+            .unwrap_or(0.0);
+        if n >= 3.0 {
+            break;
+        }
+        wait("the listing never failed three times");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        count("cannot list instances"),
+        1,
+        "logged once, not per attempt"
+    );
+    sim.sim.set_instances_error(None);
+    while count("DescribeDBInstances works again") == 0 {
+        wait("the recovery was never logged");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(count("cannot list instances"), 1);
+    assert_eq!(count("DescribeDBInstances works again"), 1);
+    sim.stop().await;
+}

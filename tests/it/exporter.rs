@@ -860,14 +860,7 @@ async fn two_accounts_in_one_region_are_merged() {
     let text = config_text(&sim.url(), "", &region("ap-guangzhou", &[])) + &second;
     let config = cdb_task_exporter::config::Config::from_toml(&text).unwrap();
     let exporter = Exporter::start(config, clock).await;
-    let s = exporter
-        .wait_for(|s| {
-            s.count(
-                "tencentcloud_cdb_exporter_last_successful_poll_timestamp_seconds",
-                &[],
-            ) == 2
-        })
-        .await;
+    let s = exporter.wait_targets_polled(2).await;
     // Each account saw one succeeded reboot and one running import: merged, two of each.
     assert_eq!(
         s.count(

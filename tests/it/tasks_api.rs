@@ -31,14 +31,7 @@ impl Api {
     async fn start() -> Api {
         let regions = region("ap-guangzhou", &[]) + &region("ap-shanghai", &[]);
         let pair = Pair::start(scenario(), "", &regions).await;
-        pair.exporter
-            .wait_for(|s| {
-                s.count(
-                    "tencentcloud_cdb_exporter_last_successful_poll_timestamp_seconds",
-                    &[],
-                ) == 2
-            })
-            .await;
+        pair.exporter.wait_targets_polled(2).await;
         Api {
             pair,
             http: reqwest::Client::new(),
