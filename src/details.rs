@@ -27,7 +27,7 @@ pub struct Source {
     pub instances: Arc<Instances>,
 }
 
-/// Default and largest `limit`.
+/// Default `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
 /// Largest `limit`.
 pub const MAX_LIMIT: usize = 1000;
@@ -45,6 +45,8 @@ pub struct Filter {
     pub statuses: Vec<TaskStatus>,
     /// `since`, unix seconds: tasks that started or ended at or after it.
     pub since: Option<i64>,
+    /// `since` as given, to show it back in the form.
+    pub since_text: String,
     /// `limit`
     pub limit: usize,
 }
@@ -57,6 +59,7 @@ impl Default for Filter {
             task_types: Vec::new(),
             statuses: Vec::new(),
             since: None,
+            since_text: String::new(),
             limit: DEFAULT_LIMIT,
         }
     }
@@ -121,6 +124,7 @@ impl Filter {
                         })?,
                 ),
                 "since" => {
+                    f.since_text = v.to_string();
                     f.since = Some(parse_since(v).ok_or_else(|| {
                         bad(format!(
                             "{v:?} is neither unix seconds nor an RFC 3339 time"
@@ -408,7 +412,7 @@ fn choice(out: &mut String, label: &str, name: &str, chosen: &[String], options:
     out.push_str("</select></label>");
 }
 
-fn form(out: &mut String, filter: &Filter, since_text: &str) {
+fn form(out: &mut String, filter: &Filter) {
     out.push_str("<form method=\"get\" action=\"/tasks\">");
     field(
         out,
@@ -442,7 +446,7 @@ fn form(out: &mut String, filter: &Filter, since_text: &str) {
         out,
         "since",
         "since",
-        since_text,
+        &filter.since_text,
         "2026-01-01T00:00:00+08:00",
     );
     let _ = write!(
@@ -501,11 +505,10 @@ fn row_html(out: &mut String, r: &Row, now: i64) {
     );
 }
 
-/// `/tasks`: the filter form and the table. `since_text` is the `since` value as given, for
-/// the form. Every string from the API is escaped.
-pub fn to_html(selection: &Selection, filter: &Filter, since_text: &str, now: i64) -> String {
+/// `/tasks`: the filter form and the table. Every string from the API is escaped.
+pub fn to_html(selection: &Selection, filter: &Filter, now: i64) -> String {
     let mut body = String::new();
-    form(&mut body, filter, since_text);
+    form(&mut body, filter);
     let _ = write!(
         body,
         "<p>{} task{}{}, newest first. <a href=\"/api/v1/tasks\">JSON</a></p>",
@@ -528,7 +531,7 @@ pub fn to_html(selection: &Selection, filter: &Filter, since_text: &str, now: i6
 /// `/tasks` answering a bad query: the message and a fresh form.
 pub fn html_error(e: &BadParam) -> String {
     let mut body = format!("<p class=\"failed\">{}</p>", escape(&e.to_string()));
-    form(&mut body, &Filter::default(), "");
+    form(&mut body, &Filter::default());
     page("CDB tasks", &body)
 }
 

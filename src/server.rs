@@ -317,16 +317,12 @@ async fn tasks_page(state: &ServerState, page: Page, query: Option<&str>) -> Htt
             return tasks_response(StatusCode::BAD_REQUEST, html, body);
         }
     };
-    let since_text: String = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "since")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
     let sources = state.board.sources();
     let now = state.clock.now();
     let rendered = tokio::task::spawn_blocking(move || {
         let selection = details::select(&sources, &filter);
         if html {
-            details::to_html(&selection, &filter, &since_text, now)
+            details::to_html(&selection, &filter, now)
         } else {
             details::to_json(&selection)
         }
