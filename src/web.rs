@@ -149,15 +149,16 @@ impl WebConfig {
             RawWeb::default()
         } else {
             serde_yaml_ng::from_str(&text).map_err(|e| {
-                // serde names the unknown or mistyped field in its message.
-                let key = e
-                    .to_string()
+                // serde names the unknown or mistyped field in its message; a mistyped value
+                // is quoted there, and it may be a password put where a hash belongs.
+                let message = redact_quoted(&e.to_string());
+                let key = message
                     .split(':')
                     .next()
                     .filter(|k| !k.contains(' '))
                     .unwrap_or("")
                     .to_string();
-                err(&key, e.to_string())
+                err(&key, message)
             })?
         };
         let base = path.parent().unwrap_or(Path::new("."));
@@ -237,6 +238,23 @@ impl WebConfig {
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
     }
+}
+
+/// A YAML error message with every quoted value (`"..."`) replaced by `"[redacted]"`; field
+/// names, which serde quotes with backticks, stay.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        out.push('"');
+        out.push_str(if inside { "[redacted]" } else { part });
+        inside = !inside;
+    }
+    out
 }
 
 /// The current web configuration, replaced on reload.
@@ -631,6 +649,20 @@ mod tests {
         assert!(web.authorized(Some(&header("prom", "s3cret"))));
         assert!(web.cached(Some(&header("prom", "s3cret"))));
         assert!(!web.authorized(Some(&HeaderValue::from_static("Bearer x"))));
+    }
+
+    #[test]
+    fn values_in_yaml_errors_are_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, "basic_auth_users: \"hunter2-plain-password\"\n").unwrap();
+        let e = WebConfig::load(&path).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("[redacted]"), "{e}");
+        assert_eq!(
+            redact_quoted("a `key`: \"v\" and \"w\""),
+            "a `key`: \"[redacted]\" and \"[redacted]\""
+        );
     }
 
     #[test]
