@@ -53,6 +53,9 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct TargetBoard {
     targets: Mutex<BTreeMap<TargetId, Entry>>,
+    /// Set once the first config's targets are known: until then an empty board means
+    /// "starting", not "nothing to wait for".
+    configured: std::sync::atomic::AtomicBool,
 }
 
 impl TargetBoard {
@@ -64,6 +67,13 @@ impl TargetBoard {
             let entry = old.remove(&id).unwrap_or_default();
             t.insert(id, entry);
         }
+        self.configured
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the first config's targets are known yet.
+    pub fn configured(&self) -> bool {
+        self.configured.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The task store a started target polls into.
@@ -252,6 +262,41 @@ pub fn resolve(method: &Method, uri: &hyper::Uri) -> Result<Page, StatusCode> {
     }
 }
 
+/// `/readyz`: 200 once every target has had a successful poll, with one line per target (a
+/// prober reads the status, a person the reasons). Before the first config's targets are known
+/// the board is empty, which means "starting", not "nothing to wait for".
+fn readiness(board: &TargetBoard) -> (StatusCode, String) {
+    if !board.configured() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the targets are not configured yet\n".to_string(),
+        );
+    }
+    let all = board.all();
+    let body = all
+        .iter()
+        .map(|(id, s)| {
+            format!(
+                "{id}: {}; last poll {}, last success {}, last error {}\n",
+                if s.ready() {
+                    "ready"
+                } else {
+                    "waiting for a first successful poll"
+                },
+                when(s.last_poll),
+                when(s.last_success),
+                s.last_error.as_ref().map_or("none", |e| e.0.as_str()),
+            )
+        })
+        .collect();
+    let status = if all.iter().all(|(_, s)| s.ready()) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body)
+}
+
 async fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
     let page = match resolve(req.method(), req.uri()) {
         Ok(page) => page,
@@ -268,29 +313,7 @@ async fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
         Page::Metrics => metrics_page(state, accepts_gzip(req.headers())),
         Page::Health => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         Page::Ready => {
-            // One line per target: a prober reads the status, a person the reasons.
-            let all = state.board.all();
-            let body: String = all
-                .iter()
-                .map(|(id, s)| {
-                    format!(
-                        "{id}: {}; last poll {}, last success {}, last error {}\n",
-                        if s.ready() {
-                            "ready"
-                        } else {
-                            "waiting for a first successful poll"
-                        },
-                        when(s.last_poll),
-                        when(s.last_success),
-                        s.last_error.as_ref().map_or("none", |e| e.0.as_str()),
-                    )
-                })
-                .collect();
-            let status = if all.iter().all(|(_, s)| s.ready()) {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
+            let (status, body) = readiness(&state.board);
             respond(status, "text/plain; charset=utf-8", body)
         }
         Page::Landing => respond(
@@ -470,6 +493,34 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn not_ready_until_the_targets_are_known_and_polled() {
+        let board = TargetBoard::default();
+        let (status, body) = readiness(&board);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.starts_with("starting"), "{body}");
+        let id = TargetId {
+            account: "acct".into(),
+            region: "ap-guangzhou".into(),
+        };
+        board.set_targets([id.clone()]);
+        assert_eq!(readiness(&board).0, StatusCode::SERVICE_UNAVAILABLE);
+        board.record(
+            &id,
+            100,
+            "region-wide",
+            Some(("Timeout".into(), "m".into())),
+        );
+        assert_eq!(readiness(&board).0, StatusCode::SERVICE_UNAVAILABLE);
+        board.record(&id, 200, "region-wide", None);
+        let (status, body) = readiness(&board);
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("ready; last poll"), "{body}");
+        // A config with no targets at all is ready once applied.
+        board.set_targets([]);
+        assert_eq!(readiness(&board).0, StatusCode::OK);
     }
 
     #[test]
