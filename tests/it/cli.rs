@@ -229,7 +229,6 @@ async fn wait_ready(url: &str) {
 #[tokio::test]
 async fn binaries_serve_reload_lint_and_stop_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let sim_port = free_port();
     let scenario = write(
         dir.path(),
         "scenario.toml",
@@ -247,11 +246,11 @@ start = "-5m"
 status = "RUNNING"
 "#,
     );
-    let _sim = Running(
+    let mut sim = Running(
         exporter(&[
             "simulate",
             "--listen",
-            &format!("127.0.0.1:{sim_port}"),
+            "127.0.0.1:0",
             "--scenario",
             &scenario,
             "--secret-id",
@@ -259,13 +258,24 @@ status = "RUNNING"
             "--secret-key",
             SECRET_KEY,
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap(),
     );
-    // Port 0: the exporter logs the address it got (a port picked here and bound later could
-    // be taken by a test running beside this one).
+    // Port 0 for both: the simulator prints its address, the exporter logs its own (a port
+    // picked here and bound later could be taken by a test running beside this one).
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sim.0.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let sim_url = first
+        .trim()
+        .strip_prefix("simulated CDB API listening on ")
+        .unwrap_or_else(|| panic!("the simulator's first line: {first:?}"))
+        .to_string();
     let config_text = |instances: &str| {
         format!(
             r#"
@@ -279,7 +289,7 @@ name = "bin"
 secret_id = "AKIDbinarytest000000000"
 secret_key_file = "{}"
 token = "{TOKEN}"
-endpoint = "http://127.0.0.1:{sim_port}"
+endpoint = "{sim_url}"
 [[accounts.regions]]
 region = "ap-guangzhou"
 {instances}

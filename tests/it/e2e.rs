@@ -47,6 +47,30 @@ fn start(bin: &'static str, args: &[String], log: &Path) -> Proc {
     Proc(child)
 }
 
+/// The address a Prometheus program started with `--web.listen-address=127.0.0.1:0` bound, as its
+/// log says (`msg="Listening on" address=127.0.0.1:35697`). Port 0 rather than a port picked
+/// here: a port picked and released could be taken by a test running beside this one.
+fn listening_on(log: &Path) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found = text
+            .lines()
+            .filter(|l| l.contains("msg=\"Listening on\""))
+            .find_map(|l| l.split(" address=").nth(1))
+            .map(|a| a.split_whitespace().next().unwrap_or(a).to_string());
+        if let Some(address) = found {
+            return address;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never said where it listens:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn replace(text: &str, from: &str, to: &str) -> String {
     assert!(
         text.contains(from),
@@ -146,7 +170,6 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
     let hook_port = hook_addr.port();
 
     // Alertmanager with the shipped routing, delivering to the webhook, grouping fast.
-    let am_port = free_port();
     let am_config = repo_file("deploy/alertmanager/alertmanager.yml");
     let am_config = replace(
         &am_config,
@@ -164,14 +187,14 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
                 dir.path().join("alertmanager.yml").display()
             ),
             format!("--storage.path={}", dir.path().join("am-data").display()),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
+            "--web.listen-address=127.0.0.1:0".into(),
             "--cluster.listen-address=".into(),
         ],
         &dir.path().join("alertmanager.log"),
     );
+    let am_address = listening_on(&dir.path().join("alertmanager.log"));
 
     // Prometheus with the shipped scrape config and rules, scraping and evaluating every second.
-    let prom_port = free_port();
     let prom_config = repo_file("deploy/prometheus/prometheus.yml");
     let prom_config = replace(&prom_config, "scrape_interval: 30s", "scrape_interval: 1s");
     let prom_config = replace(
@@ -206,11 +229,7 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
         "/etc/prometheus/cdb-task-exporter.password",
         dir.path().join("scrape.password").to_str().unwrap(),
     );
-    let prom_config = replace(
-        &prom_config,
-        "localhost:9093",
-        &format!("127.0.0.1:{am_port}"),
-    );
+    let prom_config = replace(&prom_config, "localhost:9093", &am_address);
     std::fs::write(dir.path().join("prometheus.yml"), prom_config).unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
     std::fs::copy(
@@ -229,11 +248,14 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
                 "--storage.tsdb.path={}",
                 dir.path().join("prom-data").display()
             ),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            "--web.listen-address=127.0.0.1:0".into(),
         ],
         &dir.path().join("prometheus.log"),
     );
-    let prom = format!("http://127.0.0.1:{prom_port}");
+    let prom = format!(
+        "http://{}",
+        listening_on(&dir.path().join("prometheus.log"))
+    );
     cdb_task_exporter::install_crypto_provider();
 
     // Prometheus has scraped the zero counter of the import before it fails.
