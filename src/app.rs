@@ -442,18 +442,12 @@ pub async fn run(
     let process_start = options.clock.now();
     let (state, restored) = restore_state(&config, &metrics, process_start);
     let web = Arc::new(WebSecurity::new(load_web(&config)?));
-    let server_stop = CancellationToken::new();
-    let server = tokio::spawn(run_server(
-        listener,
-        ServerState {
-            metrics: metrics.clone(),
-            board: board.clone(),
-            web: web.clone(),
-            clock: options.clock.clone(),
-        },
-        server_stop.clone(),
-        config.server.max_connections,
-    ));
+    let server_state = ServerState {
+        metrics: metrics.clone(),
+        board: board.clone(),
+        web: web.clone(),
+        clock: options.clock.clone(),
+    };
     let state_dirty = Arc::new(Notify::new());
     let writer_stop = CancellationToken::new();
     let writer = state
@@ -472,6 +466,16 @@ pub async fn run(
         process_start,
     };
     fleet.apply(&config).await?;
+    // Served once the first config is applied: the first scrape already has every target's
+    // series and `shard_info`, and `/readyz` lists the targets it waits for. (The listener is
+    // bound: connections made meanwhile wait in its backlog.)
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(run_server(
+        listener,
+        server_state,
+        server_stop.clone(),
+        config.server.max_connections,
+    ));
     apply_reloads(&mut fleet, &web, options.reloads, &shutdown).await;
     tracing::info!("shutting down");
     fleet.stop_all().await;
