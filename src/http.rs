@@ -162,6 +162,105 @@ pub async fn read_body(body: Incoming, max: usize) -> Option<Bytes> {
         .map(http_body_util::Collected::to_bytes)
 }
 
+/// One accepted connection's serving: over TLS when configured, with the header and handshake
+/// timeouts, watched for the graceful shutdown.
+struct Connection {
+    watcher: hyper_util::server::graceful::Watcher,
+    idle_timeout: Duration,
+}
+
+impl Connection {
+    async fn serve<H, F>(
+        self,
+        stream: tokio::net::TcpStream,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: H,
+    ) where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = HttpResponse> + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.idle_timeout);
+        let Some(config) = tls else {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = self.watcher.watch(conn).await;
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + self.idle_timeout;
+        let mut first = [0u8; 1];
+        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            // Plain HTTP on the TLS port (an `http://` link to this server, say): one redirect
+            // to the same address over https, then close.
+            Ok(Ok(1..)) if first[0] != TLS_HANDSHAKE_RECORD => {
+                builder.keep_alive(false);
+                let redirect = hyper::service::service_fn(|req| async move {
+                    Ok::<_, Infallible>(redirect_to_https(&req))
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), redirect);
+                let _ = self.watcher.watch(conn).await;
+            }
+            Ok(Ok(1..)) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                // A failed or too slow handshake just closes the connection; rustls has
+                // already sent the client its alert.
+                if let Ok(Ok(stream)) =
+                    tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
+                {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = self.watcher.watch(conn).await;
+                }
+            }
+            _ => {} // closed, broken or silent
+        }
+    }
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The answer to a plain HTTP request on a TLS port: 308 to the same host, path and query over
+/// https (what the request asked for, on the scheme the server speaks), or 400 without a usable
+/// `Host`. Nothing of the server's pages is sent in clear.
+fn redirect_to_https<B>(req: &Request<B>) -> HttpResponse {
+    let location = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
+        .filter(|a| !a.as_str().contains('@'))
+        .and_then(|a| {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+            hyper::header::HeaderValue::from_str(&format!("https://{a}{path}")).ok()
+        });
+    match location {
+        Some(location) => {
+            let mut response = respond(
+                StatusCode::PERMANENT_REDIRECT,
+                "text/plain; charset=utf-8",
+                "this server speaks HTTPS\n",
+            );
+            response
+                .headers_mut()
+                .insert(hyper::header::LOCATION, location);
+            response
+        }
+        None => respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain; charset=utf-8",
+            "this server speaks HTTPS\n",
+        ),
+    }
+}
+
 /// Where a server finds its TLS settings, asked at each accepted connection so that a reload
 /// applies to the next one; `None` from it serves plain HTTP.
 #[derive(Clone)]
@@ -238,36 +337,14 @@ pub async fn serve<H, F>(
             },
         };
         prepare(&stream);
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req).await) }
-        });
         let tls = options.tls.as_ref().and_then(|source| (source.0)());
-        let watcher = graceful.watcher();
-        let idle_timeout = options.idle_timeout;
+        let connection = Connection {
+            watcher: graceful.watcher(),
+            idle_timeout: options.idle_timeout,
+        };
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(idle_timeout);
-            match tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn).await;
-                }
-                Some(config) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    // A failed or too slow handshake just closes the connection; rustls has
-                    // already sent the client its alert.
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(idle_timeout, acceptor.accept(stream)).await
-                    {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        let _ = watcher.watch(conn).await;
-                    }
-                }
-            }
+            connection.serve(stream, tls, handler).await;
             drop(slot);
         });
     }
@@ -283,6 +360,33 @@ pub async fn serve<H, F>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_on_a_tls_port_is_sent_to_https_with_its_path() {
+        let request = |host: Option<&str>, uri: &str| {
+            let mut b = Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header(hyper::header::HOST, h);
+            }
+            redirect_to_https(&b.body(()).unwrap())
+        };
+        let r = request(
+            Some("exporter:39236"),
+            "/tasks?instance_id=cdb-a&status=failed",
+        );
+        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            r.headers()[hyper::header::LOCATION],
+            "https://exporter:39236/tasks?instance_id=cdb-a&status=failed"
+        );
+        let r = request(Some("[::1]:9"), "/");
+        assert_eq!(r.headers()[hyper::header::LOCATION], "https://[::1]:9/");
+        for host in [None, Some("user@exporter:39236"), Some("a b"), Some("")] {
+            let r = request(host, "/metrics");
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{host:?}");
+            assert!(r.headers().get(hyper::header::LOCATION).is_none());
+        }
+    }
 
     #[tokio::test]
     async fn accepted_connections_do_not_wait_for_delayed_acks() {

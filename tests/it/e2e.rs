@@ -338,14 +338,26 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
         link,
         format!("http://{addr}/tasks?instance_id={A}&status=failed&task_type=import_data")
     );
-    // The link opens the failed job on the task page (over https here, the endpoint being
-    // secured; the rules' links say http, see the runbook).
+    // The link opens the failed job on the task page. The endpoint being secured, its http://
+    // lands on a redirect to the same URL over https (a browser follows it and asks for the
+    // password).
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(link)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 308);
+    let secure = link.replacen("http://", "https://", 1);
+    assert_eq!(plain.headers()["location"], secure.as_str());
     let https = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
         .build()
         .unwrap();
     let page = https
-        .get(link.replacen("http://", "https://", 1))
+        .get(&secure)
         .basic_auth("prometheus", Some(password))
         .send()
         .await

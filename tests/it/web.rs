@@ -112,9 +112,31 @@ async fn tls_with_basic_auth_protects_every_page_and_adds_headers() {
         body.contains("tencentcloud_cdb_exporter_build_info"),
         "{body}"
     );
-    // Plain HTTP on the TLS port gets no page.
-    let plain = reqwest::get(format!("http://127.0.0.1:{}/metrics", exporter.addr.port())).await;
-    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    // Plain HTTP on the TLS port gets no page, only a redirect to the same URL over https (an
+    // alert's http:// link to /tasks still opens), which then asks for the password.
+    let port = exporter.addr.port();
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/tasks?status=failed"))
+        .basic_auth("prom", Some("right horse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 308);
+    assert_eq!(
+        plain.headers()["location"],
+        format!("https://127.0.0.1:{port}/tasks?status=failed").as_str()
+    );
+    assert_eq!(plain.text().await.unwrap(), "this server speaks HTTPS\n");
+    let followed = https
+        .get(format!("http://127.0.0.1:{port}/tasks?status=failed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.url().scheme(), "https");
+    assert_eq!(followed.status(), 401);
     exporter.stop().await;
     sim.stop().await;
 }
