@@ -137,6 +137,23 @@ async fn tls_with_basic_auth_protects_every_page_and_adds_headers() {
         .unwrap();
     assert_eq!(followed.url().scheme(), "https");
     assert_eq!(followed.status(), 401);
+    // So the health check's default http:// URL works on a TLS port too.
+    // (On a blocking thread: the exporter answers on this test's runtime.)
+    let healthcheck = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["healthcheck", "--url"])
+            .arg(format!("http://127.0.0.1:{port}/healthz"))
+            .env_remove("CDB_TASK_EXPORTER_HEALTHCHECK_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        healthcheck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthcheck.stderr)
+    );
     exporter.stop().await;
     sim.stop().await;
 }
