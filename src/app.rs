@@ -28,8 +28,18 @@ pub struct RunOptions {
     pub clock: SharedClock,
     /// Where credentials are looked up.
     pub env: Arc<dyn Environment + Send + Sync>,
-    /// New, already validated configs (SIGHUP).
-    pub reloads: Option<mpsc::Receiver<Config>>,
+    /// What each SIGHUP brought.
+    pub reloads: Option<mpsc::Receiver<Reload>>,
+}
+
+/// What a reload request (SIGHUP) brought.
+#[derive(Debug)]
+pub enum Reload {
+    /// A config that validated: apply it.
+    Config(Box<Config>),
+    /// The file did not validate (the reason is logged where it was read): keep running as
+    /// is, and say so in `config_last_reload_successful`.
+    Invalid,
 }
 
 /// Everything that defines a target: when it changes, the target restarts. `account` has its
@@ -466,6 +476,7 @@ pub async fn run(
         process_start,
     };
     fleet.apply(&config).await?;
+    fleet.metrics.config_loaded(true, process_start);
     // Served once the first config is applied: the first scrape already has every target's
     // series and `shard_info`, and `/readyz` lists the targets it waits for. (The listener is
     // bound: connections made meanwhile wait in its backlog.)
@@ -493,7 +504,7 @@ pub async fn run(
 async fn apply_reloads(
     fleet: &mut Fleet,
     web: &WebSecurity,
-    mut reloads: Option<mpsc::Receiver<Config>>,
+    mut reloads: Option<mpsc::Receiver<Reload>>,
     shutdown: &CancellationToken,
 ) {
     loop {
@@ -507,26 +518,35 @@ async fn apply_reloads(
             () = shutdown.cancelled() => return,
             new = next => new,
         };
-        let Some(new) = new else {
-            reloads = None;
-            continue;
-        };
-        let new_web = match load_web(&new) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "reload rejected: bad web config; keeping the running configuration");
+        let new = match new {
+            None => {
+                reloads = None;
                 continue;
             }
+            Some(Reload::Invalid) => {
+                fleet.metrics.config_loaded(false, fleet.clock.now());
+                continue;
+            }
+            Some(Reload::Config(new)) => new,
         };
-        match fleet.apply(&new).await {
-            Ok(()) => {
-                web.replace(new_web);
-                tracing::info!("configuration reloaded");
-            }
+        let applied = match load_web(&new) {
             Err(e) => {
-                tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+                tracing::error!(error = %e, "reload rejected: bad web config; keeping the running configuration");
+                false
             }
-        }
+            Ok(new_web) => match fleet.apply(&new).await {
+                Ok(()) => {
+                    web.replace(new_web);
+                    tracing::info!("configuration reloaded");
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+                    false
+                }
+            },
+        };
+        fleet.metrics.config_loaded(applied, fleet.clock.now());
     }
 }
 

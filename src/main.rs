@@ -1,6 +1,6 @@
 //! Wiring and exit codes only: command line -> logging -> config -> run until a signal.
 
-use cdb_task_exporter::app::{RunOptions, run};
+use cdb_task_exporter::app::{Reload, RunOptions, run};
 use cdb_task_exporter::cli::{CheckError, Cli, Command, LogFormat, check_config_summary};
 use cdb_task_exporter::clock::SystemClock;
 use cdb_task_exporter::config::{Config, ConfigError};
@@ -194,7 +194,7 @@ async fn daemon(
 /// SIGTERM/SIGINT end the process; SIGHUP reloads the config (validated first).
 async fn watch_signals(
     shutdown: CancellationToken,
-    reload: Option<(PathBuf, Overrides, mpsc::Sender<Config>)>,
+    reload: Option<(PathBuf, Overrides, mpsc::Sender<Reload>)>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -210,8 +210,11 @@ async fn watch_signals(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => if let Some((path, overrides, tx)) = &reload { match load(path, overrides) {
-                Ok((c, _)) => { let _ = tx.send(c).await; }
-                Err(e) => tracing::error!(error = %e, "reload ignored: the new config is invalid"),
+                Ok((c, _)) => { let _ = tx.send(Reload::Config(Box::new(c))).await; }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload ignored: the new config is invalid");
+                    let _ = tx.send(Reload::Invalid).await;
+                }
             } } else { tracing::info!("SIGHUP ignored: nothing to reload") },
         }
     }

@@ -294,6 +294,8 @@ pub struct Metrics {
     tasks_tracked: IntGaugeVec,
     shard_info: IntGaugeVec,
     state_file_errors: IntCounterVec,
+    reload_successful: prometheus::IntGauge,
+    reload_success_ts: prometheus::Gauge,
     process: Registry,
     task_progress: bool,
     books: Mutex<BTreeMap<TargetId, Book>>,
@@ -325,6 +327,11 @@ fn int_gauge(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntGaugeV
     let g = IntGaugeVec::new(Opts::new(name, help(text)), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
 }
 
 fn counter(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntCounterVec {
@@ -433,6 +440,22 @@ impl Metrics {
                 "Failed reads and writes of the state file, by operation; a failed read turns persistence off for the run.",
                 &["operation"],
             ),
+            reload_successful: register(
+                &r,
+                prometheus::IntGauge::with_opts(Opts::new(
+                    format!("{EX}config_last_reload_successful"),
+                    help("1 if the last configuration load (start-up or SIGHUP) was applied, 0 if it was rejected and the previous one still runs."),
+                ))
+                .expect("valid metric"),
+            ),
+            reload_success_ts: register(
+                &r,
+                prometheus::Gauge::with_opts(Opts::new(
+                    format!("{EX}config_last_reload_success_timestamp_seconds"),
+                    help("Unix time of the last configuration load that was applied."),
+                ))
+                .expect("valid metric"),
+            ),
             registry: r,
             process: process_registry(),
             task_progress,
@@ -448,6 +471,14 @@ impl Metrics {
         self.shard_info
             .with_label_values(&[&shard.to_string(), &total_shards.to_string()])
             .set(1);
+    }
+
+    /// A configuration load (start-up or reload) at `at` was applied, or rejected.
+    pub fn config_loaded(&self, applied: bool, at: i64) {
+        self.reload_successful.set(i64::from(applied));
+        if applied {
+            self.reload_success_ts.set(at as f64);
+        }
     }
 
     /// A failed read or write (`operation`) of the state file.

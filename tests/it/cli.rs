@@ -365,11 +365,24 @@ region = "ap-guangzhou"
         "promtool: {findings}"
     );
 
-    // SIGHUP with an invalid config is ignored; with a valid one, the instance list changes.
+    // SIGHUP with an invalid config is ignored, logged and shown in the reload metric; with a
+    // valid one, the instance list changes.
+    const RELOADED: &str = "tencentcloud_cdb_exporter_config_last_reload_successful";
+    const RELOADED_AT: &str =
+        "tencentcloud_cdb_exporter_config_last_reload_success_timestamp_seconds";
+    let s = Series::parse(&get(&format!("{base}/metrics")).await.1);
+    assert_eq!(s.get(RELOADED, &[]), Some(1.0));
+    let started_at = s.get(RELOADED_AT, &[]).unwrap();
+    assert!(started_at > 1.7e9, "{started_at}");
     std::fs::write(&config, "not = [valid").unwrap();
     signal(&child, "-HUP");
     let deadline = Instant::now() + PATIENCE;
-    while !logs.lock().unwrap().contains("reload ignored") {
+    loop {
+        let s = Series::parse(&get(&format!("{base}/metrics")).await.1);
+        if logs.lock().unwrap().contains("reload ignored") && s.get(RELOADED, &[]) == Some(0.0) {
+            assert_eq!(s.get(RELOADED_AT, &[]), Some(started_at));
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "the invalid reload was not reported"
@@ -383,7 +396,9 @@ region = "ap-guangzhou"
         let s = Series::parse(&get(&format!("{base}/metrics")).await.1);
         if s.count("tencentcloud_cdb_tasks", &[("instance_id", B)]) == 0
             && s.tasks(A, "upgrade_master", "running") == 1.0
+            && s.get(RELOADED, &[]) == Some(1.0)
         {
+            assert!(s.get(RELOADED_AT, &[]).unwrap() >= started_at);
             assert_eq!(
                 s.count(
                     "tencentcloud_cdb_tasks_finished_total",

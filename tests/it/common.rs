@@ -70,7 +70,7 @@ impl Exporter {
     pub async fn start_with_reloads(
         config: Config,
         clock: Arc<SystemClock>,
-        reloads: Option<tokio::sync::mpsc::Receiver<Config>>,
+        reloads: Option<tokio::sync::mpsc::Receiver<cdb_task_exporter::app::Reload>>,
     ) -> Exporter {
         Self::start_with(config, clock, reloads, Arc::new(|_: &str| None::<String>)).await
     }
@@ -79,7 +79,7 @@ impl Exporter {
     pub async fn start_with(
         config: Config,
         clock: Arc<SystemClock>,
-        reloads: Option<tokio::sync::mpsc::Receiver<Config>>,
+        reloads: Option<tokio::sync::mpsc::Receiver<cdb_task_exporter::app::Reload>>,
         env: Arc<dyn cdb_task_exporter::tencent::credentials::Environment + Send + Sync>,
     ) -> Exporter {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -683,7 +683,11 @@ async fn a_reload_that_adds_a_region_keeps_the_other_targets_counters() {
     let s = exporter.wait_poll_after(now).await;
     assert_eq!(s.finished(A, "reboot", "failed"), Some(1.0));
 
-    tx.send(parse(&two)).await.unwrap();
+    tx.send(cdb_task_exporter::app::Reload::Config(Box::new(parse(
+        &two,
+    ))))
+    .await
+    .unwrap();
     let s = exporter
         .wait_for(|s| s.tasks(B, "reboot", "succeed") == 1.0)
         .await;
