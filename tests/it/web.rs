@@ -351,6 +351,35 @@ async fn sighup_switches_basic_auth_users() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status("alice", "a-pass").await, Some(401));
+    // A bad web config on reload is refused: bob keeps his access, and the reload metric says
+    // the running config is not the file's.
+    std::fs::write(&web, "basic_auth_users:\n  bob: not-a-bcrypt-hash\n").unwrap();
+    let kill = Command::new("kill")
+        .args(["-HUP", &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let metrics = format!("http://{address}/metrics");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let resp = http
+            .get(&metrics)
+            .basic_auth("bob", Some("b-pass"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "bob lost his access");
+        let s = Series::parse(&resp.text().await.unwrap());
+        if s.get(
+            "tencentcloud_cdb_exporter_config_last_reload_successful",
+            &[],
+        ) == Some(0.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bad reload was not refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(running);
     sim.stop().await;
 }
