@@ -317,27 +317,31 @@ fn help(text: &str) -> String {
     format!("{text} {FROM_POLL}")
 }
 
-fn gauge(r: &Registry, name: &str, text: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help(text)), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
-}
-
-fn int_gauge(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help(text)), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
-}
-
+/// Registers `m` in `r` and returns it.
 fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
     r.register(Box::new(m.clone())).expect("unique metric");
     m
 }
 
+fn gauge(r: &Registry, name: &str, text: &str, labels: &[&str]) -> GaugeVec {
+    register(
+        r,
+        GaugeVec::new(Opts::new(name, help(text)), labels).expect("valid metric"),
+    )
+}
+
+fn int_gauge(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        r,
+        IntGaugeVec::new(Opts::new(name, help(text)), labels).expect("valid metric"),
+    )
+}
+
 fn counter(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help(text)), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help(text)), labels).expect("valid metric"),
+    )
 }
 
 fn histogram(
@@ -352,8 +356,7 @@ fn histogram(
         labels,
     )
     .expect("valid metric");
-    r.register(Box::new(h.clone())).expect("unique metric");
-    h
+    register(r, h)
 }
 
 /// The standard process collector, in a registry of its own (read at scrape time, unlike the
