@@ -138,17 +138,7 @@ async fn tls_with_basic_auth_protects_every_page_and_adds_headers() {
     assert_eq!(followed.url().scheme(), "https");
     assert_eq!(followed.status(), 401);
     // So the health check's default http:// URL works on a TLS port too.
-    // (On a blocking thread: the exporter answers on this test's runtime.)
-    let healthcheck = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["healthcheck", "--url"])
-            .arg(format!("http://127.0.0.1:{port}/healthz"))
-            .env_remove("CDB_TASK_EXPORTER_HEALTHCHECK_URL")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let healthcheck = healthcheck(format!("http://127.0.0.1:{port}/healthz")).await;
     assert!(
         healthcheck.status.success(),
         "{}",
@@ -256,6 +246,20 @@ async fn metrics_are_gzipped_when_accepted_and_decode_to_the_same_page() {
     sim.stop().await;
 }
 
+/// `cdb-task-exporter healthcheck --url URL`, on a blocking thread (an exporter in this test
+/// answers on the test's runtime).
+async fn healthcheck(url: String) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["healthcheck", "--url", &url])
+            .env_remove("CDB_TASK_EXPORTER_HEALTHCHECK_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 struct Running(Child);
 
 impl Drop for Running {
@@ -322,20 +326,9 @@ async fn sighup_switches_basic_auth_users() {
     }
     assert_eq!(status("bob", "b-pass").await, Some(401));
     // The health check needs no password: a 401 shows the server answers. A closed port fails.
-    let healthcheck = |url: String| {
-        Command::new(BIN)
-            .args(["healthcheck", "--url", &url])
-            .env_remove("CDB_TASK_EXPORTER_HEALTHCHECK_URL")
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
-    assert!(healthcheck(format!("http://127.0.0.2:{port}/healthz")));
-    assert!(!healthcheck(format!(
-        "http://127.0.0.1:{}/healthz",
-        free_port()
-    )));
+    let healthy = |url: String| async { healthcheck(url).await.status.success() };
+    assert!(healthy(format!("http://127.0.0.2:{port}/healthz")).await);
+    assert!(!healthy(format!("http://127.0.0.1:{}/healthz", free_port())).await);
     std::fs::write(
         &web,
         format!("basic_auth_users:\n  bob: {:?}\n", bcrypt_hash("b-pass")),
