@@ -86,11 +86,12 @@ async fn requests_per_cycle(listed: Vec<String>, label: &str) {
         metrics,
         clock: clock.clone(),
         settings,
-        state: Arc::new(Mutex::new(SavedTarget {
-            covered_until: None,
-            store: TaskStore::new(Scope::Region, 86_400, clock.now()),
-        })),
+        state: Arc::new(Mutex::new(SavedTarget::new(
+            None,
+            TaskStore::new(Scope::Region, 86_400, clock.now()),
+        ))),
         discovered: Default::default(),
+        persister: None,
     });
     let cancel = CancellationToken::new();
     let first = target.poll(&cancel).await;

@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::poller::{Discovered, PollSettings, RateLimiter, Target, TargetParts};
 use crate::server::{ServerState, TargetBoard, run_server};
 use crate::shard::Shard;
-use crate::state::{self, Loaded, Saved, SavedTarget, SharedTarget, StateWriter};
+use crate::state::{self, Loaded, Persister, Saved, SavedTarget, SharedTarget, StateWriter};
 use crate::tasks::{Scope, TaskStore};
 use crate::tencent::credentials::{CredentialError, Environment, Provider};
 use crate::tencent::{Client, ClientOptions};
@@ -18,7 +18,7 @@ use crate::web::{WebConfig, WebSecurity};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -80,16 +80,22 @@ struct Fleet {
     limiters: BTreeMap<String, (u64, Arc<RateLimiter>)>,
     metrics: Arc<Metrics>,
     board: Arc<TargetBoard>,
-    state: Option<Arc<StateWriter>>,
-    state_dirty: Arc<Notify>,
+    /// Writes the state file, when there is one.
+    state: Option<Arc<Persister>>,
     restored: Saved,
     clock: SharedClock,
     env: Arc<dyn Environment + Send + Sync>,
     process_start: i64,
 }
 
-fn state_key(id: &TargetId) -> String {
-    id.to_string()
+/// The instances whose counters a target keeps: this shard's, and of those the listed ones
+/// when it lists any.
+fn keeps(spec: &TargetSpec) -> impl Fn(&str) -> bool + '_ {
+    |instance: &str| {
+        spec.shard.owns(instance)
+            && (spec.region.instances.is_empty()
+                || spec.region.instances.iter().any(|i| i.as_str() == instance))
+    }
 }
 
 /// Why a configuration cannot be applied. Nothing has changed when it is returned.
@@ -236,19 +242,29 @@ impl Fleet {
                 .running
                 .remove(id)
                 .expect("planned from the running targets");
+            let old_shard = run.spec.shard;
             let target = run.stop().await;
-            self.metrics.remove_target(id);
-            if plan.restart.contains(id) {
-                if let Ok(t) = target {
+            match (desired.get(id), target) {
+                // Its counters go on from their values (not a reset), for the instances it
+                // still watches; the book is replaced at once, so a state write in between
+                // never sees it empty.
+                (Some(new), Ok(t)) => {
+                    let counters = self.metrics.saved_counters(id, old_shard);
+                    self.metrics.remove_target(id);
+                    self.metrics
+                        .restore_counters(id, &counters, new.spec.shard, &keeps(&new.spec));
                     carried.insert(id.clone(), t.state().clone());
+                    tracing::info!(target_id = %id, "target changed; restarting it");
                 }
-                tracing::info!(target_id = %id, "target changed; restarting it");
-            } else {
-                tracing::info!(target_id = %id, "target removed");
+                (Some(_), Err(_)) => self.metrics.remove_target(id),
+                (None, _) => {
+                    self.metrics.remove_target(id);
+                    tracing::info!(target_id = %id, "target removed");
+                }
             }
         }
         if let Some(state) = &self.state {
-            state.retain(|k| desired.keys().any(|id| state_key(id) == k));
+            state.writer().retain(|id| desired.contains_key(id));
         }
         self.board.set_targets(desired.keys().cloned());
         self.metrics
@@ -268,24 +284,27 @@ impl Fleet {
 
     /// A new target's state: restored from the state file, or empty with its baseline now.
     fn initial_state(&mut self, id: &TargetId, spec: &TargetSpec) -> SharedTarget {
-        let saved = match self.restored.targets.remove(&state_key(id)) {
-            Some(mut saved) => {
-                // Tasks that ended after the last poll of the previous run ended while it was
-                // down: they count.
-                let cutoff = saved.covered_until.unwrap_or(self.process_start);
-                saved.store.set_baseline_cutoff(cutoff);
+        let saved = match self.restored.targets.remove(&id.to_string()) {
+            Some(saved) => {
+                let saved = saved.resume(
+                    id,
+                    spec.shard,
+                    &self.metrics,
+                    &keeps(spec),
+                    self.process_start,
+                );
                 tracing::info!(target_id = %id, tasks = saved.store.len(), "restored from the state file");
                 saved
             }
-            None => SavedTarget {
-                covered_until: None,
+            None => SavedTarget::new(
+                None,
                 // Baseline at start-up, or at the reload that added the target.
-                store: TaskStore::new(
+                TaskStore::new(
                     Scope::Region,
                     spec.poll.lookback.as_secs() as i64,
                     self.clock.now(),
                 ),
-            },
+            ),
         };
         Arc::new(Mutex::new(saved))
     }
@@ -325,10 +344,11 @@ impl Fleet {
             settings,
             state: state.clone(),
             discovered: discovered.clone(),
+            persister: self.state.clone(),
         });
         self.board.attach(&id, state.clone());
-        if let Some(writer) = &self.state {
-            writer.register(&state_key(&id), state);
+        if let Some(p) = &self.state {
+            p.writer().register(&id, spec.shard, state);
         }
         let cancel = CancellationToken::new();
         let discovery = spec.discovery.instance_info.then(|| {
@@ -352,17 +372,12 @@ impl Fleet {
             tokio::spawn(d.run(cancel.clone()))
         });
         let board = self.board.clone();
-        let persist = self.state.is_some();
-        let dirty = self.state_dirty.clone();
         let handle = tokio::spawn(target.run(cancel.clone(), move |t, report| {
             let error = report.failure.as_ref().map(|e| {
                 let message = crate::tencent::model::sanitize(&e.to_string());
                 (e.as_label().to_string(), message)
             });
             board.record(&t.id, report.started_at, report.mode, error);
-            if persist {
-                dirty.notify_one();
-            }
         }));
         self.running.insert(
             id,
@@ -383,9 +398,18 @@ impl Fleet {
         for (_, run) in std::mem::take(&mut self.running) {
             let _ = run.stop().await;
         }
-        if let Some(state) = &self.state {
-            let state = state.clone();
-            let _ = tokio::task::spawn_blocking(move || state.write()).await;
+        if let Some(p) = &self.state {
+            let writer = p.writer().clone();
+            let write = tokio::task::spawn_blocking(move || writer.write());
+            // A write stuck in the file system must not keep the process from exiting.
+            if tokio::time::timeout(state::DURABLE_WAIT, write)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the last state file write did not finish in time; exiting without it"
+                );
+            }
         }
     }
 }
@@ -396,14 +420,14 @@ fn restore_state(
     config: &Config,
     metrics: &Arc<Metrics>,
     now: i64,
-) -> (Option<Arc<StateWriter>>, Saved) {
+) -> (Option<Arc<Persister>>, Saved) {
     let Some(path) = &config.poll.state_file else {
         return (None, Saved::default());
     };
     match state::load(path, now) {
         Loaded::State(saved) => {
             let writer = StateWriter::new(path.clone(), Some(metrics.clone()));
-            (Some(Arc::new(writer)), saved)
+            (Some(Persister::new(Arc::new(writer))), saved)
         }
         Loaded::Unreadable(e) => {
             // Writing over it could lose the saved baseline: persistence is off for this run,
@@ -413,25 +437,6 @@ fn restore_state(
             (None, Saved::default())
         }
     }
-}
-
-/// Writes the state file on a blocking thread each time a poll marks it dirty, until `stop`.
-fn spawn_state_writer(
-    writer: Arc<StateWriter>,
-    dirty: Arc<Notify>,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = dirty.notified() => {
-                    let w = writer.clone();
-                    let _ = tokio::task::spawn_blocking(move || w.write()).await;
-                }
-            }
-        }
-    })
 }
 
 /// Runs the exporter until `shutdown` fires: serves `listener`, polls every target, applies
@@ -458,18 +463,16 @@ pub async fn run(
         web: web.clone(),
         clock: options.clock.clone(),
     };
-    let state_dirty = Arc::new(Notify::new());
     let writer_stop = CancellationToken::new();
     let writer = state
         .clone()
-        .map(|s| spawn_state_writer(s, state_dirty.clone(), writer_stop.clone()));
+        .map(|p| tokio::spawn(p.run(writer_stop.clone())));
     let mut fleet = Fleet {
         running: BTreeMap::new(),
         limiters: BTreeMap::new(),
         metrics,
         board,
         state,
-        state_dirty,
         restored,
         clock: options.clock,
         env: options.env,

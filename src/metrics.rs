@@ -178,6 +178,137 @@ impl Book {
     }
 }
 
+/// One finished counter's value, as the state file keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedFinished {
+    /// `instance_id` label.
+    pub instance: String,
+    /// `task_type` label.
+    pub task_type: String,
+    /// Terminal status.
+    pub status: TaskStatus,
+    /// The counter's value.
+    pub value: u64,
+}
+
+/// One duration histogram's values, as the state file keeps them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedDuration {
+    /// `task_type` label.
+    pub task_type: String,
+    /// Terminal status.
+    pub status: TaskStatus,
+    /// Cumulative counts, one per bucket of [`TASK_DURATION_BUCKETS`].
+    pub buckets: Vec<u64>,
+    /// Sum of the observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+/// The values of one target's task counters and duration histograms (contract §8.5): written
+/// with its task store, restored at start, so that a restart is not a counter reset. Only
+/// values above zero are kept; the zero series come back from the target's first poll.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedCounters {
+    /// The shard these values were counted in, as `[shard, total_shards]`. The duration
+    /// histograms carry no instance label, so they are restored only into the same sharding.
+    pub shard: [u32; 2],
+    /// Finished counters above zero.
+    pub finished: Vec<SavedFinished>,
+    /// Duration histograms with an observation.
+    pub durations: Vec<SavedDuration>,
+}
+
+impl SavedCounters {
+    /// Whether no value is kept.
+    pub fn is_empty(&self) -> bool {
+        self.finished.is_empty() && self.durations.is_empty()
+    }
+}
+
+impl Book {
+    /// The book's counter values above zero.
+    fn saved(&self, shard: crate::shard::Shard) -> SavedCounters {
+        let inst = |i: InstIx| self.instances.names[i as usize].to_string();
+        let ty = |t: TypeIx| self.types.names[t as usize].to_string();
+        let mut finished = Vec::new();
+        for (i, dense) in self.finished.iter().enumerate() {
+            for (k, &value) in dense.iter().enumerate().filter(|(_, v)| **v > 0) {
+                finished.push(SavedFinished {
+                    instance: inst(i as InstIx),
+                    task_type: ty((k / 4) as TypeIx),
+                    status: TaskStatus::TERMINAL[k % 4],
+                    value,
+                });
+            }
+        }
+        for (&(i, t, status), &value) in &self.finished_other {
+            finished.push(SavedFinished {
+                instance: inst(i),
+                task_type: ty(t),
+                status,
+                value,
+            });
+        }
+        let durations = self
+            .durations
+            .iter()
+            .map(|(&(t, status), h)| SavedDuration {
+                task_type: ty(t),
+                status,
+                buckets: h.buckets.to_vec(),
+                sum: h.sum,
+                count: h.count,
+            })
+            .collect();
+        SavedCounters {
+            shard: [shard.index, shard.total],
+            finished,
+            durations,
+        }
+    }
+
+    /// Adds saved values to the book: the finished counters of the instances `keep` accepts,
+    /// and the histograms when they were counted in this `shard`. A histogram of another
+    /// bucket layout is dropped.
+    fn restore(
+        &mut self,
+        saved: &SavedCounters,
+        shard: crate::shard::Shard,
+        keep: &dyn Fn(&str) -> bool,
+    ) {
+        for f in saved.finished.iter().filter(|f| keep(&f.instance)) {
+            let ix = self.instance(&f.instance);
+            let ty = self.task_type(&f.task_type);
+            match terminal_ix(f.status) {
+                Some(s) if (ty as usize) < TASK_TYPES.len() => {
+                    self.finished[ix as usize][ty as usize * 4 + s] += f.value;
+                }
+                _ => *self.finished_other.entry((ix, ty, f.status)).or_default() += f.value,
+            }
+        }
+        if saved.shard != [shard.index, shard.total] {
+            return;
+        }
+        for d in &saved.durations {
+            let Ok(buckets) = <[u64; TASK_DURATION_BUCKETS.len()]>::try_from(d.buckets.as_slice())
+            else {
+                continue;
+            };
+            let ty = self.task_type(&d.task_type);
+            self.durations
+                .entry((ty, d.status))
+                .or_default()
+                .merge(&Histogram {
+                    buckets,
+                    sum: d.sum,
+                    count: d.count,
+                });
+        }
+    }
+}
+
 /// Label values of a row: instance, task type, status.
 type Key3<'a> = (&'a str, &'a str, &'static str);
 
@@ -544,6 +675,34 @@ impl Metrics {
                 .or_default()
                 .observe(d as f64);
         }
+    }
+
+    /// The values of a target's task counters and histograms, for the state file. The state
+    /// writer calls it under the target's state lock, which every increment also holds, so the
+    /// values match the task store written beside them.
+    pub fn saved_counters(&self, t: &TargetId, shard: crate::shard::Shard) -> SavedCounters {
+        self.books.lock().expect("lock").get(t).map_or_else(
+            || SavedCounters {
+                shard: [shard.index, shard.total],
+                ..SavedCounters::default()
+            },
+            |b| b.saved(shard),
+        )
+    }
+
+    /// Starts a target's series from saved counter values (a restart, or a reload that
+    /// restarts the target): what it had counted, for the instances `keep` accepts, replaces
+    /// whatever the target had. Visible from its next [`Metrics::publish`].
+    pub fn restore_counters(
+        &self,
+        t: &TargetId,
+        saved: &SavedCounters,
+        shard: crate::shard::Shard,
+        keep: &dyn Fn(&str) -> bool,
+    ) {
+        let mut book = Book::new();
+        book.restore(saved, shard, keep);
+        self.books.lock().expect("lock").insert(t.clone(), book);
     }
 
     /// Publishes a target's task series after a poll: `monitored` instances get their 48 zero

@@ -6,7 +6,7 @@ use crate::clock::SharedClock;
 use crate::domain::{Instances, TargetId, Task, TaskStatus};
 use crate::metrics::Metrics;
 use crate::shard::Shard;
-use crate::state::{SavedTarget, SharedTarget};
+use crate::state::{Persister, SavedTarget, SharedTarget};
 use crate::tasks::{Observation, Scope, Unfinished};
 use crate::tencent::model::{TaskQuery, sanitize};
 use crate::tencent::paging::Pager;
@@ -171,6 +171,8 @@ pub struct Target {
     discovered: Discovered,
     /// What discovery listed at the last publication.
     last_discovered: Arc<Instances>,
+    /// The state file's writer: a poll's changes reach the disk before `/metrics` shows them.
+    persister: Option<Arc<Persister>>,
 }
 
 /// The instances `DescribeDBInstances` last listed for a target (this shard's), shared with the
@@ -199,6 +201,8 @@ pub struct TargetParts {
     pub state: SharedTarget,
     /// Instances listed by discovery (empty without it).
     pub discovered: Discovered,
+    /// The state file's writer, when there is a state file.
+    pub persister: Option<Arc<Persister>>,
 }
 
 /// What a query's pages are read for.
@@ -283,6 +287,7 @@ impl Target {
             deadline: tokio::time::Instant::now(),
             discovered: parts.discovered,
             last_discovered: Arc::default(),
+            persister: parts.persister,
         }
     }
 
@@ -396,13 +401,14 @@ impl Target {
         report.requests_lookups =
             report.requests - report.requests_recent - report.requests_unfinished;
 
-        self.finish_poll(&report, now, started.elapsed().as_secs_f64());
+        self.finish_poll(&report, now, started).await;
         report
     }
 
-    /// After a poll: a success moves the covered time and evicts; the series are published
-    /// either way.
-    fn finish_poll(&mut self, report: &PollReport, now: i64, seconds: f64) {
+    /// After a poll: a success moves the covered time and evicts; the state file is written
+    /// (with a state file, the new counts reach the disk before a scrape can see them: see
+    /// the crash windows in [`crate::state`]); the series are published either way.
+    async fn finish_poll(&mut self, report: &PollReport, now: i64, started: Instant) {
         let ok = report.failure.is_none();
         if ok {
             let mut st = self.lock();
@@ -411,7 +417,10 @@ impl Target {
             drop(st);
             self.first_poll = false;
         }
-        self.publish(ok, now, seconds);
+        if let Some(p) = &self.persister {
+            p.durable().await;
+        }
+        self.publish(ok, now, started.elapsed().as_secs_f64());
         self.log_outcome(report);
     }
 

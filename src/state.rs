@@ -1,28 +1,90 @@
-//! The state file (contract §5.5): every target's task store and covered time, written
-//! atomically (temp file, fsync, rename) after each poll and at shutdown, so a restart counts
-//! tasks that finished while the exporter was down exactly once and nothing twice.
+//! The state file (contract §5.5, §8.5): every target's task store, covered time and counter
+//! values, written atomically (temp file, fsync, rename) after each poll and at shutdown, so a
+//! restart counts tasks that finished while the exporter was down exactly once, nothing twice,
+//! and is not a counter reset.
+//!
+//! # Crash windows
+//!
+//! A poll changes a target in memory (tasks marked counted, counters incremented, both under the
+//! target's lock), then waits for a write of the file that started after the change
+//! ([`Persister::durable`]), and only then publishes the new values to `/metrics`. So whatever a
+//! scrape can see is already on disk, and:
+//!
+//! - dying before the write starts, or during it (the temp file is not renamed; the previous
+//!   file stays whole): no scrape saw the new counts; the next run restores the previous store,
+//!   in which those tasks are not yet counted, and counts them again, once, from the previous
+//!   counter values;
+//! - dying after the rename, before or after a scrape: the file holds the tasks marked counted
+//!   together with the counter values that include them; the next run starts from those values
+//!   and does not count the tasks again.
+//!
+//! A write that fails (a full disk) does not hold the values back: they are published, the
+//! error counted, and a crash before the next good write loses what only memory held, as a
+//! restart without a state file would.
 
+use crate::domain::TargetId;
+use crate::metrics::{Metrics, SavedCounters};
+use crate::shard::Shard;
 use crate::tasks::TaskStore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Format version of the file.
-pub const FORMAT_VERSION: u32 = 2;
+/// Format version of the file this release writes.
+pub const FORMAT_VERSION: u32 = 3;
 
-/// One target's saved state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The oldest format version still read: version 2 has no counter values, which then start at 0.
+pub const OLDEST_READ_VERSION: u32 = 2;
+
+/// One target's state: in memory, shared by its poller, the task pages and the state writer;
+/// on disk, with its counter values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedTarget {
     /// End of the time the last successful poll covered.
     pub covered_until: Option<i64>,
     /// The task store.
     pub store: TaskStore,
+    /// Counter values as read from the file (empty in a version 2 file). In memory the values
+    /// live in the metrics' books: they are taken from here when the target starts, and
+    /// written from there.
+    #[serde(default, skip_serializing_if = "SavedCounters::is_empty")]
+    pub counters: SavedCounters,
+}
+
+impl SavedTarget {
+    /// A target's state with no counter values read.
+    pub fn new(covered_until: Option<i64>, store: TaskStore) -> Self {
+        SavedTarget {
+            covered_until,
+            store,
+            counters: SavedCounters::default(),
+        }
+    }
+
+    /// A target's state as read from the file, made ready to run: its counter values handed to
+    /// `metrics` (those of the instances `keep` accepts), its baseline cut where the previous
+    /// run left off, so that tasks that ended while it was down count once.
+    pub fn resume(
+        mut self,
+        id: &TargetId,
+        shard: Shard,
+        metrics: &Metrics,
+        keep: &dyn Fn(&str) -> bool,
+        process_start: i64,
+    ) -> Self {
+        let counters = std::mem::take(&mut self.counters);
+        metrics.restore_counters(id, &counters, shard, keep);
+        self.store
+            .set_baseline_cutoff(self.covered_until.unwrap_or(process_start));
+        self
+    }
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
     /// [`FORMAT_VERSION`]
     pub version: u32,
@@ -78,12 +140,13 @@ pub fn decode(bytes: &[u8], now: i64) -> Result<Saved, Rejected> {
         version: u32,
     }
     if let Ok(v) = serde_json::from_slice::<Version>(bytes)
-        && v.version != FORMAT_VERSION
+        && !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&v.version)
     {
         return Err(Rejected::Version(v.version));
     }
-    let saved: Saved =
+    let mut saved: Saved =
         serde_json::from_slice(bytes).map_err(|e| Rejected::Corrupt(e.to_string()))?;
+    saved.version = FORMAT_VERSION;
     match saved
         .targets
         .values()
@@ -123,7 +186,31 @@ pub fn write_atomic(path: &Path, saved: &Saved) -> std::io::Result<()> {
     write_atomic_with(path, |w| Ok(serde_json::to_writer(w, saved)?))
 }
 
+/// Creates the temp file beside `path`: a name no other process can guess, created only if
+/// nothing is there (so a planted symlink or FIFO is never followed or opened), readable by
+/// the owner only.
+fn create_temp(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut rng = fastrand::Rng::new();
+    loop {
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(format!(".tmp-{}-{:016x}", std::process::id(), rng.u64(..)));
+        let tmp = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Writes a file atomically from what `fill` writes into it (buffered, never whole in memory).
+/// On any failure the temp file is removed and the previous file is left as it was.
 fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
@@ -132,11 +219,9 @@ fn write_atomic_with(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let (tmp, file) = create_temp(dir, path)?;
     let result = (|| {
-        let mut w = std::io::BufWriter::with_capacity(64 * 1024, std::fs::File::create(&tmp)?);
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, file);
         fill(&mut w)?;
         w.write_all(b"\n")?;
         let f = w
@@ -158,19 +243,48 @@ fn write_atomic_with(
 /// One target's state, shared by its poller and the state writer.
 pub type SharedTarget = Arc<Mutex<SavedTarget>>;
 
-/// Serializes a shared target under its lock.
-struct Locked<'a>(&'a Mutex<SavedTarget>);
+/// A registered target: its state, and the shard its counters are counted in.
+#[derive(Debug, Clone)]
+struct Registered {
+    id: TargetId,
+    shard: Shard,
+    state: SharedTarget,
+}
+
+/// Serializes one target under its lock: the store, the covered time, and the counter values
+/// read from the metrics while the lock is held (every increment holds it too, so the values
+/// and the store's "counted" marks agree).
+struct Locked<'a> {
+    target: &'a Registered,
+    metrics: Option<&'a Metrics>,
+}
+
+#[derive(Serialize)]
+struct TargetOut<'a> {
+    covered_until: Option<i64>,
+    store: &'a TaskStore,
+    counters: SavedCounters,
+}
 
 impl Serialize for Locked<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.lock().expect("lock").serialize(s)
+        let st = self.target.state.lock().expect("lock");
+        let counters = self.metrics.map_or_else(SavedCounters::default, |m| {
+            m.saved_counters(&self.target.id, self.target.shard)
+        });
+        TargetOut {
+            covered_until: st.covered_until,
+            store: &st.store,
+            counters,
+        }
+        .serialize(s)
     }
 }
 
 #[derive(Serialize)]
 struct FileOut<'a> {
     version: u32,
-    targets: BTreeMap<&'a str, Locked<'a>>,
+    targets: BTreeMap<String, Locked<'a>>,
 }
 
 /// Writes the running targets' states to the file.
@@ -182,14 +296,15 @@ struct FileOut<'a> {
 #[derive(Debug)]
 pub struct StateWriter {
     path: PathBuf,
-    targets: Mutex<BTreeMap<String, SharedTarget>>,
+    targets: Mutex<BTreeMap<String, Registered>>,
     failing: Mutex<bool>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl StateWriter {
-    /// A writer for `path`; failed writes are counted in `metrics` when given.
-    pub fn new(path: PathBuf, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+    /// A writer for `path`; failed writes are counted in `metrics`, which also holds the
+    /// counter values written (none without it).
+    pub fn new(path: PathBuf, metrics: Option<Arc<Metrics>>) -> Self {
         StateWriter {
             path,
             targets: Mutex::new(BTreeMap::new()),
@@ -198,33 +313,48 @@ impl StateWriter {
         }
     }
 
-    /// Writes this target's state from now on (replacing an earlier one of the same key).
-    pub fn register(&self, key: &str, target: SharedTarget) {
+    /// Writes this target's state from now on (replacing an earlier one of the same id), with
+    /// the counters it counts in `shard`.
+    pub fn register(&self, id: &TargetId, shard: Shard, state: SharedTarget) {
+        let target = Registered {
+            id: id.clone(),
+            shard,
+            state,
+        };
         self.targets
             .lock()
             .expect("lock")
-            .insert(key.to_string(), target);
+            .insert(id.to_string(), target);
     }
 
     /// Forgets targets that are no longer configured.
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.targets.lock().expect("lock").retain(|k, _| keep(k));
+    pub fn retain(&self, keep: impl Fn(&TargetId) -> bool) {
+        self.targets
+            .lock()
+            .expect("lock")
+            .retain(|_, t| keep(&t.id));
     }
 
-    /// Writes the file; a failure is logged once per change, never fatal.
-    pub fn write(&self) {
-        let targets: Vec<(String, SharedTarget)> = self
+    /// Writes the file; a failure is logged once per change and counted, never fatal.
+    pub fn write(&self) -> std::io::Result<()> {
+        let targets: Vec<Registered> = self
             .targets
             .lock()
             .expect("lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .values()
+            .cloned()
             .collect();
         let out = FileOut {
             version: FORMAT_VERSION,
             targets: targets
                 .iter()
-                .map(|(k, v)| (k.as_str(), Locked(v)))
+                .map(|t| {
+                    let locked = Locked {
+                        target: t,
+                        metrics: self.metrics.as_deref(),
+                    };
+                    (t.id.to_string(), locked)
+                })
                 .collect(),
         };
         let result = write_atomic_with(&self.path, |w| Ok(serde_json::to_writer(w, &out)?));
@@ -232,7 +362,7 @@ impl StateWriter {
             m.state_file_error("write");
         }
         let mut failing = self.failing.lock().expect("lock");
-        match result {
+        match &result {
             Err(e) if !*failing => {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot write the state file");
                 *failing = true;
@@ -243,6 +373,74 @@ impl StateWriter {
             }
             _ => {}
         }
+        result
+    }
+}
+
+/// How long a poll waits for its state to reach the disk before it publishes anyway (a hung
+/// file system must not stop the metrics).
+pub const DURABLE_WAIT: Duration = Duration::from_secs(30);
+
+/// Orders writes of the state file and lets a poll wait until its changes are on disk.
+///
+/// A poll asks for a write with [`Persister::durable`] and waits for a write that *started*
+/// after its request: that write serializes the poll's changes. Requests that arrive during a
+/// write are served together by the next one.
+#[derive(Debug)]
+pub struct Persister {
+    writer: Arc<StateWriter>,
+    /// Requests so far.
+    requested: std::sync::atomic::AtomicU64,
+    wake: tokio::sync::Notify,
+    /// The last request number a finished write covered.
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+impl Persister {
+    /// A persister writing through `writer`; [`Persister::run`] must be running.
+    pub fn new(writer: Arc<StateWriter>) -> Arc<Self> {
+        Arc::new(Persister {
+            writer,
+            requested: std::sync::atomic::AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+            done: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    /// The writer.
+    pub fn writer(&self) -> &Arc<StateWriter> {
+        &self.writer
+    }
+
+    /// Asks for a write and waits until one that includes every change made before the call
+    /// has ended (written or failed), at most [`DURABLE_WAIT`]. Returns whether it was written.
+    pub async fn durable(&self) -> bool {
+        let mut done = self.done.subscribe();
+        let ticket = self
+            .requested
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.wake.notify_one();
+        let waited = tokio::time::timeout(DURABLE_WAIT, done.wait_for(|d| *d >= ticket)).await;
+        if waited.is_err() {
+            tracing::warn!(path = %self.writer.path.display(), "the state file write takes too long; publishing without waiting for it");
+        }
+        matches!(waited, Ok(Ok(_))) && !*self.writer.failing.lock().expect("lock")
+    }
+
+    /// Writes the file each time a write is asked for, until `stop`.
+    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.wake.notified() => {}
+            }
+            // Every request up to here was made after its changes: this write covers them.
+            let covers = self.requested.load(std::sync::atomic::Ordering::SeqCst);
+            let w = self.writer.clone();
+            let _ = tokio::task::spawn_blocking(move || w.write()).await;
+            self.done.send_replace(covers);
+        }
     }
 }
 
@@ -250,6 +448,13 @@ impl StateWriter {
 mod tests {
     use super::*;
     use crate::tasks::Scope;
+
+    fn id(account: &str, region: &str) -> TargetId {
+        TargetId {
+            account: account.into(),
+            region: region.into(),
+        }
+    }
 
     fn state_of(l: Loaded) -> Saved {
         match l {
@@ -269,10 +474,7 @@ mod tests {
         };
         saved.targets.insert(
             "a/ap-guangzhou".into(),
-            SavedTarget {
-                covered_until: Some(42),
-                store: TaskStore::new(Scope::Region, 100, 7),
-            },
+            SavedTarget::new(Some(42), TaskStore::new(Scope::Region, 100, 7)),
         );
         write_atomic(&path, &saved).unwrap();
         assert_eq!(state_of(load(&path, 2)), saved);
@@ -297,10 +499,7 @@ mod tests {
         };
         future.targets.insert(
             "a/ap-guangzhou".into(),
-            SavedTarget {
-                covered_until: Some(10_000),
-                store: TaskStore::new(Scope::Region, 100, 7),
-            },
+            SavedTarget::new(Some(10_000), TaskStore::new(Scope::Region, 100, 7)),
         );
         write_atomic(&path, &future).unwrap();
         assert_eq!(state_of(load(&path, 10_000 - MAX_FUTURE_SKEW_SECS)), future);
@@ -318,16 +517,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let writer = StateWriter::new(path.clone(), None);
-        let shared: SharedTarget = Arc::new(Mutex::new(SavedTarget {
-            covered_until: Some(5),
-            store: TaskStore::new(Scope::Region, 100, 7),
-        }));
-        writer.register("a/ap-guangzhou", shared.clone());
-        writer.register("b/ap-beijing", shared.clone());
-        writer.retain(|k| k.starts_with("a/"));
+        let shared: SharedTarget = Arc::new(Mutex::new(SavedTarget::new(
+            Some(5),
+            TaskStore::new(Scope::Region, 100, 7),
+        )));
+        writer.register(&id("a", "ap-guangzhou"), Shard::ALL, shared.clone());
+        writer.register(&id("b", "ap-beijing"), Shard::ALL, shared.clone());
+        writer.retain(|t| t.account.as_str() == "a");
         // A change after registration is what gets written: no snapshot was taken.
         shared.lock().unwrap().covered_until = Some(9);
-        writer.write();
+        writer.write().unwrap();
         let loaded = state_of(load(&path, 1));
         assert_eq!(loaded.version, FORMAT_VERSION);
         assert_eq!(

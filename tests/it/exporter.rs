@@ -602,18 +602,22 @@ async fn restart_with_a_state_file_counts_downtime_once() {
     assert_eq!(s.finished(A, "import_data", "killed"), Some(1.0));
     assert_eq!(
         s.finished(A, "reboot", "succeed"),
-        Some(0.0),
-        "counted by the first run"
+        Some(1.0),
+        "counted by the first run: the value is restored, not counted again (contract §8.5)"
     );
     assert_eq!(s.finished(A, "rollback", "succeed"), Some(0.0), "baseline");
     second.stop().await;
 
-    // A third run with nothing new counts nothing.
+    // A third run with nothing new counts nothing: its counters are the second run's.
     let third = Exporter::start(config.clone(), clock.clone()).await;
     let s = third
         .wait_poll_after(cdb_task_exporter::clock::Clock::now(clock.as_ref()))
         .await;
-    assert_eq!(s.sum("tencentcloud_cdb_tasks_finished_total", &[]), 0.0);
+    assert_eq!(s.sum("tencentcloud_cdb_tasks_finished_total", &[]), 3.0);
+    assert_eq!(
+        s.sum("tencentcloud_cdb_task_duration_seconds_count", &[]),
+        3.0
+    );
     assert_eq!(s.tasks(A, "upgrade_master", "failed"), 1.0);
     third.stop().await;
 

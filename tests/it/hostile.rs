@@ -44,10 +44,10 @@ fn target(sim: &SimServer, settings: PollSettings) -> (Target, Arc<Metrics>) {
     });
     let metrics = Arc::new(Metrics::new(false, "t", "t"));
     let clock = cdb_task_exporter::clock::SystemClock::shared();
-    let state = Arc::new(Mutex::new(SavedTarget {
-        covered_until: None,
-        store: TaskStore::new(Scope::Region, 86_400, 0),
-    }));
+    let state = Arc::new(Mutex::new(SavedTarget::new(
+        None,
+        TaskStore::new(Scope::Region, 86_400, 0),
+    )));
     let t = Target::new(TargetParts {
         id: TargetId {
             account: "hostile".into(),
@@ -61,6 +61,7 @@ fn target(sim: &SimServer, settings: PollSettings) -> (Target, Arc<Metrics>) {
         settings,
         state,
         discovered: Default::default(),
+        persister: None,
     });
     (t, metrics)
 }
