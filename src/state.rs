@@ -447,7 +447,8 @@ impl Persister {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::Scope;
+    use crate::domain::{Task, TaskStatus};
+    use crate::tasks::{Observation, Scope};
 
     fn id(account: &str, region: &str) -> TargetId {
         TargetId {
@@ -534,5 +535,193 @@ mod tests {
             ["a/ap-guangzhou"]
         );
         assert_eq!(loaded.targets["a/ap-guangzhou"].covered_until, Some(9));
+    }
+
+    /// One target's poll as the poller runs it: observe the task, count it if it just finished.
+    fn poll_once(target: &SharedTarget, metrics: &Metrics, status: TaskStatus, now: i64) {
+        let t = id("a", "ap-guangzhou");
+        let mut st = target.lock().unwrap();
+        let task = Task {
+            job_id: 7,
+            task_type: "import_data".into(),
+            status,
+            start_time: 1_000,
+            end_time: status.is_terminal().then_some(1_030),
+            progress: 0,
+            instance_ids: vec!["cdb-aaaa1111".into()],
+            async_request_id: String::new(),
+            code: None,
+            message: String::new(),
+        };
+        let obs = Observation {
+            task,
+            via_instance: None,
+        };
+        if let Some(f) = st.store.observe(obs) {
+            metrics.task_finished(&t, &f);
+        }
+        st.covered_until = Some(now);
+        drop(st);
+        metrics.publish(
+            &t,
+            ["cdb-aaaa1111"],
+            &target.lock().unwrap().store.aggregates(),
+            [],
+        );
+    }
+
+    /// A process: its metrics and its target, fresh or restored from `path` as `run` does it.
+    fn start(path: &Path, now: i64) -> (Arc<Metrics>, SharedTarget, StateWriter) {
+        let metrics = Arc::new(Metrics::new(false, "t", "t"));
+        let t = id("a", "ap-guangzhou");
+        let saved = state_of(load(path, now)).targets.remove("a/ap-guangzhou");
+        let target = match saved {
+            Some(s) => s.resume(&t, Shard::ALL, &metrics, &|_| true, now),
+            None => SavedTarget::new(None, TaskStore::new(Scope::Region, 86_400, 900)),
+        };
+        let target = Arc::new(Mutex::new(target));
+        let writer = StateWriter::new(path.to_path_buf(), Some(metrics.clone()));
+        writer.register(&t, Shard::ALL, target.clone());
+        (metrics, target, writer)
+    }
+
+    fn failed_imports(metrics: &Metrics) -> Option<f64> {
+        let text = String::from_utf8(metrics.render()).unwrap();
+        text.lines()
+            .find(|l| {
+                l.starts_with("tencentcloud_cdb_tasks_finished_total{")
+                    && l.contains("task_type=\"import_data\"")
+                    && l.contains("status=\"failed\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// The crash windows of the module doc, each reached deterministically: the process dies
+    /// (its memory is dropped) before the write, during it (the writer fails half-way), or
+    /// after it; in every case the next process shows the failure counted exactly once.
+    #[test]
+    fn every_crash_window_counts_a_failure_exactly_once() {
+        for window in ["before the write", "during the write", "after the write"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.json");
+            // A first process sees the import running, and writes that.
+            let (metrics, target, writer) = start(&path, 1_010);
+            poll_once(&target, &metrics, TaskStatus::Running, 1_010);
+            writer.write().unwrap();
+            // Its next poll sees the import failed, and counts it in memory.
+            poll_once(&target, &metrics, TaskStatus::Failed, 1_040);
+            assert_eq!(failed_imports(&metrics), Some(1.0), "{window}");
+            let before = std::fs::read(&path).unwrap();
+            match window {
+                "before the write" => {}
+                "during the write" => {
+                    let out = FileOut {
+                        version: FORMAT_VERSION,
+                        targets: BTreeMap::new(),
+                    };
+                    let torn = write_atomic_with(&path, |w| {
+                        w.write_all(&serde_json::to_vec(&out).unwrap()[..10])?;
+                        Err(std::io::Error::other("killed mid-write"))
+                    });
+                    assert!(torn.is_err());
+                    assert_eq!(std::fs::read(&path).unwrap(), before, "the file is whole");
+                }
+                _ => writer.write().unwrap(),
+            }
+            drop((metrics, target, writer));
+            // The next process polls again and sees the import failed.
+            let (metrics, target, _writer) = start(&path, 1_100);
+            poll_once(&target, &metrics, TaskStatus::Failed, 1_100);
+            assert_eq!(failed_imports(&metrics), Some(1.0), "{window}");
+            let leftovers = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().contains(".tmp-")
+                })
+                .count();
+            assert_eq!(leftovers, 0, "{window}");
+        }
+    }
+
+    #[test]
+    fn a_version_2_file_loads_with_counters_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let v2 = r#"{"version":2,"targets":{"a/ap-guangzhou":{"covered_until":1000,
+            "store":{"lookback":86400,"baseline_cutoff":900,"tasks":[],"last_finished":[]}}}}"#;
+        std::fs::write(&path, v2).unwrap();
+        let saved = state_of(load(&path, 1_000));
+        assert_eq!(saved.version, FORMAT_VERSION);
+        let target = &saved.targets["a/ap-guangzhou"];
+        assert_eq!(target.covered_until, Some(1_000));
+        assert!(target.counters.is_empty());
+        assert!(path.exists(), "a version 2 file is read, not moved aside");
+    }
+
+    #[test]
+    fn counters_are_written_and_restored_for_the_instances_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let t = id("a", "ap-guangzhou");
+        let (metrics, target, writer) = start(&path, 1_010);
+        poll_once(&target, &metrics, TaskStatus::Failed, 1_040);
+        writer.write().unwrap();
+        let saved = state_of(load(&path, 1_100))
+            .targets
+            .remove("a/ap-guangzhou");
+        let counters = saved.unwrap().counters;
+        assert_eq!(counters.finished.len(), 1);
+        assert_eq!(counters.finished[0].value, 1);
+        assert_eq!(counters.durations[0].count, 1);
+        assert!((counters.durations[0].sum - 30.0).abs() < f64::EPSILON);
+        // Restored into a process that no longer watches the instance: its counter is gone,
+        // the histogram (no instance label) stays.
+        let fresh = Metrics::new(false, "t", "t");
+        fresh.restore_counters(&t, &counters, Shard::ALL, &|i| i != "cdb-aaaa1111");
+        fresh.publish(
+            &t,
+            ["cdb-bbbb2222"],
+            &TaskStore::new(Scope::Region, 1, 1).aggregates(),
+            [],
+        );
+        assert_eq!(failed_imports(&fresh), Some(0.0));
+        let text = String::from_utf8(fresh.render()).unwrap();
+        assert!(text.contains("tencentcloud_cdb_task_duration_seconds_count{region=\"ap-guangzhou\",status=\"failed\",task_type=\"import_data\"} 1"), "{text}");
+        // Counted in another sharding, the histogram is not restored.
+        let other = Metrics::new(false, "t", "t");
+        other.restore_counters(&t, &counters, Shard { index: 0, total: 2 }, &|_| true);
+        other.publish(
+            &t,
+            ["cdb-aaaa1111"],
+            &TaskStore::new(Scope::Region, 1, 1).aggregates(),
+            [],
+        );
+        let text = String::from_utf8(other.render()).unwrap();
+        assert!(
+            !text.contains("tencentcloud_cdb_task_duration_seconds_count{"),
+            "{text}"
+        );
+        assert_eq!(failed_imports(&other), Some(1.0));
+    }
+
+    #[test]
+    fn a_planted_symlink_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        // Every name the old writer used, planted as a symlink to the victim.
+        let planted = dir
+            .path()
+            .join(format!("state.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomic(&path, &Saved::default()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(path.exists());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "readable by the owner only");
     }
 }
