@@ -479,6 +479,11 @@ pub async fn run(
         process_start,
     };
     fleet.apply(&config).await?;
+    if let Some(p) = &fleet.state {
+        // The file names this run's start at once: if the process dies before its first poll
+        // is written, the next run still counts the tasks that ended after this start.
+        p.durable().await;
+    }
     fleet.metrics.config_loaded(true, process_start);
     // Served once the first config is applied: the first scrape already has every target's
     // series and `shard_info`, and `/readyz` lists the targets it waits for. (The listener is

@@ -66,7 +66,8 @@ impl SavedTarget {
 
     /// A target's state as read from the file, made ready to run: its counter values handed to
     /// `metrics` (those of the instances `keep` accepts), its baseline cut where the previous
-    /// run left off, so that tasks that ended while it was down count once.
+    /// run left off (the end of the time it covered, or its start if it never polled), so that
+    /// tasks that ended while it was down count once.
     pub fn resume(
         mut self,
         id: &TargetId,
@@ -77,8 +78,12 @@ impl SavedTarget {
     ) -> Self {
         let counters = std::mem::take(&mut self.counters);
         metrics.restore_counters(id, &counters, shard, keep);
-        self.store
-            .set_baseline_cutoff(self.covered_until.unwrap_or(process_start));
+        // Before its first poll a run has covered nothing, and its own baseline cut-off (its
+        // start) still holds: tasks that ended after it count.
+        let cutoff = self
+            .covered_until
+            .unwrap_or_else(|| self.store.baseline_cutoff().min(process_start));
+        self.store.set_baseline_cutoff(cutoff);
         self
     }
 }
@@ -111,6 +116,7 @@ pub enum Loaded {
 /// format version, or covering time in the future) is moved aside (`<file>.corrupt-<unix
 /// time>`) with a warning, and the exporter starts fresh; an unreadable one is left alone.
 pub fn load(path: &Path, now: i64) -> Loaded {
+    remove_orphans(path);
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -119,6 +125,31 @@ pub fn load(path: &Path, now: i64) -> Loaded {
         Err(e) => return Loaded::Unreadable(e),
     };
     Loaded::State(parse(path, &bytes, now))
+}
+
+/// Removes the temp files a killed writer left beside `path` (a process killed mid-write
+/// leaves one, under a name never used again).
+fn remove_orphans(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = name.to_owned();
+    prefix.push(".tmp-");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_file && e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Why the bytes of a state file were not taken.

@@ -490,6 +490,11 @@ impl TaskStore {
         });
     }
 
+    /// The baseline cutoff.
+    pub fn baseline_cutoff(&self) -> i64 {
+        self.baseline_cutoff
+    }
+
     /// Moves the baseline cutoff (a restored state's cutoff is where the last run left off).
     pub fn set_baseline_cutoff(&mut self, cutoff: i64) {
         self.baseline_cutoff = cutoff;

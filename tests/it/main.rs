@@ -8,6 +8,7 @@ mod common;
 
 mod browser;
 mod cli;
+mod crash;
 mod decode_examples;
 mod deploy;
 mod discovery;
