@@ -254,3 +254,117 @@ async fn sigkill_at_any_moment_loses_and_doubles_nothing() {
     eprintln!("{kills} kills, {during_write} during a state write, {scrapes} scrapes");
     sim.stop().await;
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        // Mounting needs root; CI runs as root, as the package test needs too.
+        assert!(
+            Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"0")),
+            "this test mounts a tmpfs: run it as root (CI does)"
+        );
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs");
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` until it refuses more.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).and_then(|()| f.sync_all()).is_ok() {}
+}
+
+#[tokio::test]
+async fn a_full_disk_keeps_the_last_file_and_writing_resumes() {
+    let tasks = (0..1_000)
+        .map(|i| {
+            SimTask::simple(
+                i,
+                "rollback",
+                &["cdb-base0001"],
+                -80_000 + i * 10,
+                5,
+                TaskStatus::Failed,
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "1m");
+    let state = disk.0.join("state.json");
+    let pair = Pair::start(
+        Scenario {
+            tasks,
+            ..Scenario::default()
+        },
+        &format!("state_file = \"{}\"", state.display()),
+        &region("ap-guangzhou", &[]),
+    )
+    .await;
+    pair.advance(1).await;
+    assert!(state.exists());
+    let errors = |s: &Series| {
+        s.get(
+            "tencentcloud_cdb_exporter_state_file_errors_total",
+            &[("operation", "write")],
+        )
+        .unwrap_or(0.0)
+    };
+
+    fill(&disk.0.join("filler"));
+    let s = pair.exporter.wait_for(|s| errors(s) >= 1.0).await;
+    let kept = std::fs::read(&state).unwrap();
+    let n = errors(&s);
+    pair.exporter.wait_for(|s| errors(s) >= n + 2.0).await;
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        kept,
+        "the last good file is intact"
+    );
+    cdb_task_exporter::state::decode(&kept, pair.clock.now()).expect("and readable");
+    assert_eq!(temp_files(&disk.0), 0, "no temp file is left behind");
+    // Polls go on meanwhile.
+    let s = pair.advance(1).await;
+    assert_eq!(
+        s.get("tencentcloud_cdb_exporter_last_poll_success", &[]),
+        Some(1.0)
+    );
+
+    std::fs::remove_file(disk.0.join("filler")).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while std::fs::read(&state).unwrap() == kept {
+        assert!(Instant::now() < deadline, "no write after space returned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = errors(&pair.exporter.series().await);
+    pair.advance(2).await;
+    assert_eq!(
+        errors(&pair.exporter.series().await),
+        after,
+        "writes succeed again"
+    );
+    let saved = cdb_task_exporter::state::decode(&std::fs::read(&state).unwrap(), pair.clock.now())
+        .expect("readable");
+    assert_eq!(saved.targets.values().next().unwrap().store.len(), 1_000);
+    pair.stop().await;
+    drop(disk);
+}
