@@ -423,6 +423,7 @@ pub struct Metrics {
     last_success_ts: GaugeVec,
     poll_duration: GaugeVec,
     tasks_tracked: IntGaugeVec,
+    api_clock_skew: IntGaugeVec,
     shard_info: IntGaugeVec,
     state_file_errors: IntCounterVec,
     reload_successful: prometheus::IntGauge,
@@ -562,6 +563,12 @@ impl Metrics {
                 "Tasks held in memory for the target.",
                 TARGET_LABELS,
             ),
+            api_clock_skew: int_gauge(
+                &r,
+                &format!("{EX}api_clock_skew_seconds"),
+                "The API's clock minus this host's, from the Date header of its answers; signing and windows are corrected by it.",
+                &["account", "region", "product"],
+            ),
             shard_info: int_gauge(
                 &r,
                 &format!("{EX}shard_info"),
@@ -652,6 +659,13 @@ impl Metrics {
         self.tasks_tracked
             .with_label_values(&labels)
             .set(tracked as i64);
+    }
+
+    /// The API's clock minus this host's, as a target's answers tell it (contract §8.6).
+    pub fn api_clock_skew(&self, t: &TargetId, seconds: i64) {
+        self.api_clock_skew
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), "cdb"])
+            .set(seconds);
     }
 
     /// A task finished: count it once under each of its instances, observe its duration once.
@@ -800,6 +814,11 @@ impl Metrics {
         let _ = self.last_success_ts.remove_label_values(&labels);
         let _ = self.poll_duration.remove_label_values(&labels);
         let _ = self.tasks_tracked.remove_label_values(&labels);
+        let _ = self.api_clock_skew.remove_label_values(&[
+            t.account.as_str(),
+            t.region.as_str(),
+            "cdb",
+        ]);
     }
 
     /// The text exposition of every metric, whole.

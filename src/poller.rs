@@ -173,6 +173,9 @@ pub struct Target {
     last_discovered: Arc<Instances>,
     /// The state file's writer: a poll's changes reach the disk before `/metrics` shows them.
     persister: Option<Arc<Persister>>,
+    /// The store's baseline cut-off is a start time on this host's clock (no poll has covered
+    /// anything yet): moved by the API's clock offset once an answer tells it.
+    baseline_on_local_clock: bool,
 }
 
 /// The instances `DescribeDBInstances` last listed for a target (this shard's), shared with the
@@ -257,12 +260,13 @@ pub struct PollReport {
 impl Target {
     /// A target with its state (fresh, or restored from a state file or an earlier config).
     pub fn new(parts: TargetParts) -> Self {
-        {
+        let baseline_on_local_clock = {
             let mut st = parts.state.lock().expect("lock");
             let lookback = parts.settings.lookback.as_secs() as i64;
             st.store.set_scope(scope_of(&parts.instances), lookback);
             st.store.set_shard(parts.settings.shard);
-        }
+            st.covered_until.is_none()
+        };
         // Jitter differs between targets but repeats between runs.
         let seed = parts
             .id
@@ -288,6 +292,7 @@ impl Target {
             discovered: parts.discovered,
             last_discovered: Arc::default(),
             persister: parts.persister,
+            baseline_on_local_clock,
         }
     }
 
@@ -336,7 +341,9 @@ impl Target {
     pub async fn poll(&mut self, cancel: &CancellationToken) -> PollReport {
         let started = Instant::now();
         self.deadline = tokio::time::Instant::now() + self.settings.deadline;
-        let now = self.clock.now();
+        // The API's clock (contract §8.6): windows and the covered time are on it.
+        let local = self.clock.now();
+        let now = local + self.client.clock_offset().unwrap_or(0);
         let lookback = self.settings.lookback.as_secs() as i64;
         let overlap = window::overlap_for(self.settings.interval.as_secs() as i64).min(lookback);
         let covered_until = self.lock().covered_until;
@@ -401,18 +408,33 @@ impl Target {
         report.requests_lookups =
             report.requests - report.requests_recent - report.requests_unfinished;
 
-        self.finish_poll(&report, now, started).await;
+        self.finish_poll(&report, (local, now), started).await;
         report
     }
 
     /// After a poll: a success moves the covered time and evicts; the state file is written
     /// (with a state file, the new counts reach the disk before a scrape can see them: see
     /// the crash windows in [`crate::state`]); the series are published either way.
-    async fn finish_poll(&mut self, report: &PollReport, now: i64, started: Instant) {
+    ///
+    /// `(local, now)`: the poll's start on the local clock and on the API's clock as known
+    /// then. The covered time is the earlier of that start and the same moment on the clock
+    /// the poll has learnt since: a first poll that started ahead of the API never claims to
+    /// have covered the API's future.
+    async fn finish_poll(
+        &mut self,
+        report: &PollReport,
+        (local, now): (i64, i64),
+        started: Instant,
+    ) {
         let ok = report.failure.is_none();
+        let offset = self.client.clock_offset();
+        if let Some(o) = offset {
+            self.metrics.api_clock_skew(&self.id, o);
+        }
         if ok {
+            let covered = now.min(local + offset.unwrap_or(0));
             let mut st = self.lock();
-            st.covered_until = Some(now);
+            st.covered_until = Some(covered);
             st.store.evict(now);
             drop(st);
             self.first_poll = false;
@@ -428,6 +450,16 @@ impl Target {
     /// that fails later) and counts the tasks that just finished.
     fn apply(&mut self, observations: Vec<Observation>, report: &mut PollReport) {
         report.items += observations.len() as u64;
+        if self.baseline_on_local_clock
+            && let Some(offset) = self.client.clock_offset()
+        {
+            // A baseline cut-off taken from this host's clock, moved onto the API's (whose
+            // times the tasks carry) before the first task is judged against it.
+            self.baseline_on_local_clock = false;
+            let mut st = self.lock();
+            let cutoff = st.store.baseline_cutoff() + offset;
+            st.store.set_baseline_cutoff(cutoff);
+        }
         let mut st = self.lock();
         for obs in observations {
             // Only with task events on: the status before, and the task for the log line.

@@ -22,7 +22,7 @@ use hyper::{Method, Request, StatusCode, body::Incoming};
 pub use scenario::{Fault, Faults, Scenario, Shape, SimInstance, SimTask, Step, TaskState};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
@@ -67,6 +67,9 @@ struct Inner {
     oidc: Mutex<Oidc>,
     clock: Arc<SystemClock>,
     started: i64,
+    /// How far the simulated API's clock is ahead of the machine's (negative: behind): its
+    /// `Date` header, its signature check and its task times follow it.
+    clock_offset: AtomicI64,
     served: AtomicU64,
     /// `DescribeTasks` requests answered (the fault schedule counts these).
     tasks_served: AtomicU64,
@@ -174,6 +177,7 @@ impl Simulator {
                 oidc: Mutex::new(Oidc::default()),
                 clock,
                 started,
+                clock_offset: AtomicI64::new(0),
                 served: AtomicU64::new(0),
                 tasks_served: AtomicU64::new(0),
                 instance_requests: AtomicU64::new(0),
@@ -194,9 +198,27 @@ impl Simulator {
         )
     }
 
-    /// Unix time the scenario's relative times count from.
+    /// Unix time, on the simulated API's clock, the scenario's relative times count from.
     pub fn started(&self) -> i64 {
-        self.inner.started
+        self.inner.started + self.clock_offset()
+    }
+
+    /// Sets how far the simulated API's clock is ahead of this machine's (negative: behind),
+    /// as a real API's clock can be from a host's: its `Date` header, its signature check and
+    /// the absolute times of its tasks follow it.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.inner.clock_offset.store(seconds, Ordering::SeqCst);
+    }
+
+    /// The offset set by [`Simulator::set_clock_offset`].
+    pub fn clock_offset(&self) -> i64 {
+        self.inner.clock_offset.load(Ordering::SeqCst)
+    }
+
+    /// Now on the API's own clock (the machine's real time and the offset), as its `Date`
+    /// header and its signature check see it.
+    fn api_now(&self) -> i64 {
+        real_now() + self.clock_offset()
     }
 
     /// Adds a task while running.
@@ -347,7 +369,7 @@ impl Simulator {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        resp
+        with_date(resp, self.api_now())
     }
 
     /// Verifies the TC3 signature as the API does.
@@ -391,14 +413,12 @@ impl Simulator {
                 "AuthFailure.InvalidAuthorization",
                 "X-TC-Timestamp is missing or not a number".to_string(),
             ))?;
-        let real_now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        if (real_now - ts).abs() > MAX_SKEW_SECONDS {
+        let api_now = self.api_now();
+        if (api_now - ts).abs() > MAX_SKEW_SECONDS {
             return Err((
                 "AuthFailure.SignatureExpire",
                 format!(
-                    "timestamp {ts} is more than {MAX_SKEW_SECONDS}s from server time {real_now}"
+                    "timestamp {ts} is more than {MAX_SKEW_SECONDS}s from server time {api_now}"
                 ),
             ));
         }
@@ -788,7 +808,8 @@ impl Simulator {
         if let Some(m) = cache.as_ref().filter(|m| m.key == key) {
             return m.hits.clone();
         }
-        let started = self.inner.started;
+        // The query's bounds are on the API's clock.
+        let started = self.started();
         // Tasks that have not started yet are invisible.
         let newest = end.map_or(now, |e| (e - started).min(now));
         let lo = tasks.partition_point(|t| t.start > newest);
@@ -829,7 +850,7 @@ impl Simulator {
 
     fn render(&self, t: &SimTask, (status, progress, end): TaskState) -> Value {
         let zone = self.inner.zone;
-        let start = zone.format(self.inner.started + t.start);
+        let start = zone.format(self.started() + t.start);
         let (type_code, type_wire) = task_type_wire(&t.task_type)
             .map(|(c, w)| (c, w.to_string()))
             .unwrap_or((0, t.task_type.to_ascii_uppercase().replace('_', " ")));
@@ -843,7 +864,7 @@ impl Simulator {
                 "TaskStatus": status.wire(),
                 "TaskType": type_wire,
                 "StartTime": start,
-                "EndTime": end.map_or_else(|| "0000-00-00 00:00:00".to_string(), |e| zone.format(self.inner.started + e)),
+                "EndTime": end.map_or_else(|| "0000-00-00 00:00:00".to_string(), |e| zone.format(self.started() + e)),
                 "InstanceIds": t.instances,
                 "AsyncRequestId": t.async_request_id(),
                 "TaskAttachInfo": [],
@@ -866,7 +887,7 @@ impl Simulator {
                     "StartTime": start,
                     "Progress": progress,
                     "Message": "",
-                    "EndTime": end.map_or_else(|| "0000-00-00 00:00:00".to_string(), |e| zone.format(self.inner.started + e)),
+                    "EndTime": end.map_or_else(|| "0000-00-00 00:00:00".to_string(), |e| zone.format(self.started() + e)),
                     "Type": type_code,
                 })
             }
@@ -894,6 +915,26 @@ fn endless_page(body: &[u8], seq: u64) -> HttpResponse {
     let body = json!({"Response": {"TotalCount": offset + 2 * limit, "Items": items,
                       "RequestId": request_id(seq)}});
     respond(StatusCode::OK, "application/json", body.to_string())
+}
+
+/// The machine's time, unix seconds.
+fn real_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `resp` with the `Date` header of an answer sent at `now` (the API sends one; the exporter
+/// learns the API's clock from it).
+fn with_date(mut resp: HttpResponse, now: i64) -> HttpResponse {
+    let date = chrono::DateTime::from_timestamp(now, 0)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&date) {
+        resp.headers_mut().insert(hyper::header::DATE, v);
+    }
+    resp
 }
 
 fn request_id(seq: u64) -> String {

@@ -1,6 +1,7 @@
 //! One signed HTTP call per action, with typed errors. No retries and no metrics: the poller
 //! decides what to do with a failure.
 
+use super::apiclock::ApiClock;
 use super::apitime::ApiZone;
 use super::credentials::Provider;
 use super::model::{
@@ -8,7 +9,7 @@ use super::model::{
 };
 use super::sign::{SignInput, sign};
 use super::{DESCRIBE_DB_INSTANCES, DESCRIBE_TASKS, Error, MAX_BODY_BYTES, SERVICE, VERSION};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::SystemClock;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +92,8 @@ pub struct Client {
     http: reqwest::Client,
     options: ClientOptions,
     credentials: Arc<Provider>,
+    /// The endpoint's clock, learnt from its answers; shared by the clones of this client.
+    clock: Arc<ApiClock>,
 }
 
 /// `User-Agent` and `X-TC-RequestClient`.
@@ -99,8 +102,9 @@ pub fn user_agent() -> String {
 }
 
 impl Client {
-    /// A client. The signing timestamp is always the real system time: the API checks it against
-    /// its own clock, whatever clock the rest of the exporter is given.
+    /// A client. The signing timestamp is the real system time corrected by the API's clock
+    /// offset: the API checks it against its own clock, whatever clock the rest of the exporter
+    /// is given.
     pub fn new(options: ClientOptions, credentials: Arc<Provider>) -> Result<Client, Error> {
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
@@ -114,11 +118,18 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Transport(e.to_string()))?;
+        let clock = Arc::new(ApiClock::new(SystemClock::shared(), &options.endpoint.url));
         Ok(Client {
             http,
             options,
             credentials,
+            clock,
         })
+    }
+
+    /// The API's clock minus this host's, seconds, once an answer said (contract §8.6).
+    pub fn clock_offset(&self) -> Option<i64> {
+        self.clock.offset()
     }
 
     /// The options this client was built with.
@@ -149,8 +160,14 @@ impl Client {
 
     /// Sends one signed request and returns the body of a 200 answer, at most
     /// [`MAX_BODY_BYTES`] long.
+    ///
+    /// Every answer's `Date` teaches the API's clock. An `AuthFailure.SignatureExpire` answer
+    /// whose `Date` moved the clock offset comes back as [`Error::ClockCorrected`]: the same
+    /// request, signed again, can pass.
     async fn call(&self, action: &str, body: Vec<u8>) -> Result<Vec<u8>, Error> {
         let cred = self.credentials.get().await?;
+        let signed_at = self.clock.now();
+        let signed_with = self.clock.offset().unwrap_or(0);
         let signed = sign(&SignInput {
             secret_id: &cred.secret_id,
             secret_key: cred.secret_key.expose(),
@@ -163,7 +180,7 @@ impl Client {
             action,
             version: VERSION,
             region: &self.options.region,
-            timestamp: SystemClock::new().now(),
+            timestamp: signed_at,
             content_type: CONTENT_TYPE,
             body: &body,
         });
@@ -176,6 +193,14 @@ impl Client {
             req = req.header(name, value);
         }
         let mut resp = req.body(body).send().await.map_err(transport_error)?;
+        if let Some(date) = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+        {
+            self.clock.observe(date);
+        }
+        let corrected = self.clock.offset().filter(|o| (o - signed_with).abs() > 1);
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(Error::HttpStatus(status));
@@ -193,8 +218,38 @@ impl Client {
             }
             buf.extend_from_slice(&chunk);
         }
+        if let Some(offset) = corrected
+            && is_signature_expire(&buf)
+        {
+            return Err(Error::ClockCorrected { offset });
+        }
         Ok(buf)
     }
+}
+
+/// Whether an answer is the API's `AuthFailure.SignatureExpire` error.
+fn is_signature_expire(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "Response")]
+        response: Response,
+    }
+    #[derive(serde::Deserialize)]
+    struct Response {
+        #[serde(rename = "Error")]
+        error: Option<Code>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code {
+        #[serde(rename = "Code")]
+        code: String,
+    }
+    body.len() < 64 * 1024
+        && serde_json::from_slice::<Answer>(body).is_ok_and(|a| {
+            a.response
+                .error
+                .is_some_and(|e| e.code == "AuthFailure.SignatureExpire")
+        })
 }
 
 /// A decoded answer as a page, or its API error.

@@ -1,6 +1,7 @@
 //! The Tencent Cloud API and nothing else: signing, wire types, one signed call per action,
 //! credentials and endpoints. Nothing here knows about metrics, retries or schedules.
 
+pub mod apiclock;
 pub mod apitime;
 pub mod client;
 pub mod credentials;
@@ -80,6 +81,15 @@ pub enum Error {
         /// `RequestId`
         request_id: String,
     },
+    /// `AuthFailure.SignatureExpire`, and the answer's `Date` corrected the clock offset the
+    /// request was signed with (contract §8.6): signed again, the same request can pass.
+    #[error(
+        "API error AuthFailure.SignatureExpire; the API's clock is {offset}s from this host's, signing with it from now on"
+    )]
+    ClockCorrected {
+        /// API clock minus local clock, seconds.
+        offset: i64,
+    },
     /// A non-200 HTTP status (gateway or transport trouble; API errors come with 200).
     #[error("HTTP status {0}")]
     HttpStatus(u16),
@@ -126,7 +136,10 @@ impl Error {
                 )
             }
             Error::HttpStatus(status) => *status >= 500 || *status == 429,
-            Error::Timeout | Error::Transport(_) | Error::Decode(_) => true,
+            Error::Timeout
+            | Error::Transport(_)
+            | Error::Decode(_)
+            | Error::ClockCorrected { .. } => true,
             Error::TooLarge
             | Error::Credentials(_)
             | Error::PagingLimit(_)
@@ -144,6 +157,7 @@ impl Error {
     pub fn as_label(&self) -> &'static str {
         match self {
             Error::Api { code, .. } => code_label(code),
+            Error::ClockCorrected { .. } => "AuthFailure.SignatureExpire",
             Error::HttpStatus(s) => http_status_label(*s),
             Error::Timeout => "Timeout",
             Error::Transport(_) => "Transport",
@@ -237,6 +251,14 @@ mod tests {
         ] {
             assert!(!api(code).is_retryable(), "{code}");
         }
+        assert!(
+            Error::ClockCorrected { offset: 900 }.is_retryable(),
+            "once: signed again with the corrected clock"
+        );
+        assert_eq!(
+            Error::ClockCorrected { offset: 900 }.as_label(),
+            "AuthFailure.SignatureExpire"
+        );
         assert!(Error::HttpStatus(502).is_retryable());
         assert!(!Error::HttpStatus(404).is_retryable());
         assert!(Error::Timeout.is_retryable());
