@@ -442,7 +442,9 @@ impl Target {
         if let Some(p) = &self.persister {
             p.durable().await;
         }
-        self.publish(ok, now, started.elapsed().as_secs_f64());
+        // The poll's start as now known on the API's clock.
+        let at = local + offset.unwrap_or(0);
+        self.publish(ok, at, started.elapsed().as_secs_f64());
         self.log_outcome(report);
     }
 

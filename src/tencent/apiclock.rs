@@ -21,6 +21,10 @@ pub struct ApiClock {
     offset: Mutex<Option<i64>>,
     /// Names the endpoint in the log.
     endpoint: String,
+    /// Held by the one request in flight while no offset is known, so that the first answer
+    /// teaches the clock before other requests are signed (a host 15 minutes off then costs
+    /// one refused request, not one per concurrent caller).
+    first: tokio::sync::Mutex<()>,
 }
 
 impl ApiClock {
@@ -30,7 +34,18 @@ impl ApiClock {
             local,
             offset: Mutex::new(None),
             endpoint: endpoint.to_string(),
+            first: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Waits, while no offset is known, for the request in flight to bring one; the guard
+    /// returned (if any) is to be held through this caller's request.
+    pub async fn await_first_answer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.offset().is_some() {
+            return None;
+        }
+        let guard = self.first.lock().await;
+        self.offset().is_none().then_some(guard)
     }
 
     /// API clock minus local clock, seconds, once learnt.

@@ -166,6 +166,7 @@ impl Client {
     /// request, signed again, can pass.
     async fn call(&self, action: &str, body: Vec<u8>) -> Result<Vec<u8>, Error> {
         let cred = self.credentials.get().await?;
+        let _first = self.clock.await_first_answer().await;
         let signed_at = self.clock.now();
         let signed_with = self.clock.offset().unwrap_or(0);
         let signed = sign(&SignInput {

@@ -20,6 +20,7 @@ mod instance_role;
 mod pod_identity;
 mod signing;
 mod sim_client;
+mod skew;
 mod store_properties;
 mod task_events;
 mod tasks_api;
