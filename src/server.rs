@@ -431,21 +431,39 @@ const GZIP_LEVEL: flate2::Compression = flate2::Compression::fast();
 /// How much rendered text the encoder gets at once.
 const GZIP_BLOCK: usize = 64 * 1024;
 
-/// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it). Pure.
+/// Whether `Accept-Encoding` allows gzip. Pure. As RFC 9110 says: an explicit `gzip` entry
+/// wins over `*`, and a weight of 0 refuses; codings and the `q` parameter compare
+/// case-insensitively.
 pub fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
-    headers
+    let values: Vec<&str> = headers
         .get_all(hyper::header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or("");
-            let q = parts
-                .find_map(|p| p.strip_prefix("q="))
-                .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok());
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && q.is_some_and(|q| q > 0.0)
-        })
+        .collect();
+    let weight = |name: &str| {
+        values
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|entry| {
+                let mut parts = entry.split(';').map(str::trim);
+                let coding = parts.next()?;
+                coding.eq_ignore_ascii_case(name).then(|| {
+                    parts
+                        .find_map(|p| {
+                            let (k, v) = p.split_once('=')?;
+                            k.trim().eq_ignore_ascii_case("q").then(|| v.trim())
+                        })
+                        .map_or(Some(1.0), |q| {
+                            q.parse::<f32>().ok().filter(|q| q.is_finite())
+                        })
+                        .unwrap_or(0.0)
+                })
+            })
+            .reduce(f32::max)
+    };
+    weight("gzip")
+        .or_else(|| weight("*"))
+        .is_some_and(|q| q > 0.0)
 }
 
 fn landing_page(state: &ServerState) -> String {
@@ -534,5 +552,13 @@ mod tests {
         assert!(!accepts_gzip(&headers(&["gzip;q=0"])));
         assert!(!accepts_gzip(&headers(&["gzip; q=0.0, br"])));
         assert!(!accepts_gzip(&headers(&["gzipx"])));
+        // The explicit entry wins over the wildcard, whatever their order; `Q` is `q`.
+        assert!(!accepts_gzip(&headers(&["gzip;q=0, *"])));
+        assert!(!accepts_gzip(&headers(&["*, gzip;q=0"])));
+        assert!(!accepts_gzip(&headers(&["gzip;Q=0"])));
+        assert!(!accepts_gzip(&headers(&["GZIP ; Q = 0"])));
+        assert!(accepts_gzip(&headers(&["*;q=0, gzip"])));
+        assert!(!accepts_gzip(&headers(&["*;q=0"])));
+        assert!(!accepts_gzip(&headers(&["gzip;q=nonsense"])));
     }
 }
