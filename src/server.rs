@@ -316,11 +316,8 @@ async fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
             let (status, body) = readiness(&state.board);
             respond(status, "text/plain; charset=utf-8", body)
         }
-        Page::Landing => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            landing_page(state),
-        ),
+        // The landing page escapes what it shows too; it gets the same policy as `/tasks`.
+        Page::Landing => html_response(StatusCode::OK, landing_page(state)),
         Page::Tasks | Page::ApiTasks => tasks_page(state, page, req.uri().query()).await,
     }
 }
@@ -370,9 +367,15 @@ static TASK_PAGE_POLICY: std::sync::LazyLock<hyper::header::HeaderValue> =
 
 /// A task page or API answer: HTML with its policy, or JSON.
 fn tasks_response(status: StatusCode, html: bool, body: String) -> HttpResponse {
-    if !html {
-        return respond(status, "application/json", body);
+    if html {
+        html_response(status, body)
+    } else {
+        respond(status, "application/json", body)
     }
+}
+
+/// An HTML page with the pages' `Content-Security-Policy` and no content sniffing.
+fn html_response(status: StatusCode, body: String) -> HttpResponse {
     let mut response = respond(status, "text/html; charset=utf-8", body);
     let headers = response.headers_mut();
     headers.insert(

@@ -188,7 +188,14 @@ async fn task_page_escapes_messages_filters_and_is_linked() {
         failed.contains("<option selected>failed</option>"),
         "the form keeps the filter"
     );
-    let landing = api.get("/").await.text().await.unwrap();
+    let landing = api.get("/").await;
+    assert_eq!(
+        landing.headers()["content-security-policy"].to_str().unwrap(),
+        csp,
+        "the landing page has the task page's policy"
+    );
+    assert_eq!(landing.headers()["x-content-type-options"], "nosniff");
+    let landing = landing.text().await.unwrap();
     assert!(landing.contains("href=\"/tasks\""), "{landing}");
     assert!(landing.contains("region-wide"), "{landing}");
     api.pair.stop().await;
