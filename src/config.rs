@@ -337,9 +337,64 @@ impl Config {
             .add_source(env)
             .build()
             .and_then(config::Config::try_deserialize)
-            .map_err(|e| from_config_error(&e))?;
+            .map_err(|e| {
+                let mut e = from_config_error(&e);
+                e.message = redact_secret_lines(&e.message, text);
+                e
+            })?;
         raw.validate()
     }
+}
+
+/// Keys whose values are secret: a parse error never shows their lines.
+const SECRET_KEYS: &[&str] = &["secret_id", "secret_key", "token"];
+
+/// The key a line of TOML source assigns, or that the assignment it continues (a multi-line
+/// string, an unclosed one) belongs to: the nearest `key =` at or above it.
+fn governing_key(source: &str, line: usize) -> Option<String> {
+    source
+        .lines()
+        .take(line)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find_map(|l| {
+            let (key, _) = l.split_once('=')?;
+            let key = key.trim().trim_matches('"');
+            let bare = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            bare.then(|| key.rsplit('.').next().unwrap_or(key).to_string())
+        })
+}
+
+/// A TOML parse error shows the offending source line (`  4 | secret_key = "...`): where that
+/// line belongs to a secret key's value, its text and its marker line are replaced.
+fn redact_secret_lines(message: &str, source: &str) -> String {
+    let mut out = Vec::new();
+    let mut redacting = false;
+    for l in message.lines() {
+        let snippet = l.split_once(" | ").or_else(|| l.split_once(" |"));
+        match snippet.and_then(|(n, _)| n.trim().parse::<usize>().ok()) {
+            Some(n) => {
+                let key = governing_key(source, n);
+                redacting = key.is_some_and(|k| SECRET_KEYS.contains(&k.as_str()));
+                if redacting {
+                    out.push(format!("{} | [redacted: the value of a secret]", n));
+                } else {
+                    out.push(l.to_string());
+                }
+            }
+            // The marker line under a redacted line would show the value's length.
+            None if redacting && l.trim_start().starts_with('|') => {}
+            None => {
+                redacting = false;
+                out.push(l.to_string());
+            }
+        }
+    }
+    out.join("\n")
 }
 
 /// Turns the `config` crate's error into one that names the key.
@@ -791,6 +846,30 @@ const MAX_SHARDS: u32 = 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syntax_errors_never_show_a_secret_value() {
+        let cases = [
+            // An unclosed string: the error shows the line of the key.
+            "[[accounts]]\nname = \"p\"\nsecret_key = \"s3cr3t-value-1\ntoken = \"x\"\n",
+            // An unquoted value.
+            "[[accounts]]\nname = \"p\"\nsecret_key = s3cr3t-value-2\n",
+            // A multi-line string never closed: the error shows a later line of the value.
+            "[[accounts]]\nname = \"p\"\nsecret_key = \"\"\"one\ntwo s3cr3t-value-3\n",
+            "[[accounts]]\nname = \"p\"\ntoken = 's3cr3t-value-4\n",
+            "[[accounts]]\nname = \"p\"\nsecret_id = \"AKIDs3cr3t-value-5\n",
+        ];
+        for text in cases {
+            let e = Config::from_toml(text).unwrap_err();
+            let shown = e.to_string();
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("[redacted"), "{shown}");
+            assert!(shown.contains("TOML parse error"), "{shown}");
+        }
+        // Other lines are shown as they are: the message still points at the mistake.
+        let e = Config::from_toml("[poll]\ninterval = 60s\n").unwrap_err();
+        assert!(e.to_string().contains("interval = 60s"), "{e}");
+    }
 
     const MINIMAL: &str = r#"
 [[accounts]]

@@ -190,7 +190,9 @@ async fn task_page_escapes_messages_filters_and_is_linked() {
     );
     let landing = api.get("/").await;
     assert_eq!(
-        landing.headers()["content-security-policy"].to_str().unwrap(),
+        landing.headers()["content-security-policy"]
+            .to_str()
+            .unwrap(),
         csp,
         "the landing page has the task page's policy"
     );
