@@ -381,7 +381,7 @@ fn redact_secret_lines(message: &str, source: &str) -> String {
                 let key = governing_key(source, n);
                 redacting = key.is_some_and(|k| SECRET_KEYS.contains(&k.as_str()));
                 if redacting {
-                    out.push(format!("{} | [redacted: the value of a secret]", n));
+                    out.push(format!("{n} | [redacted: the value of a secret]"));
                 } else {
                     out.push(l.to_string());
                 }

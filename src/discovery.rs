@@ -137,7 +137,7 @@ impl Discovery {
                     // otherwise repeat the same warning every interval.
                     let label = e.as_label().to_string();
                     if last_error.as_deref() != Some(label.as_str()) {
-                        tracing::warn!(target_id = %self.id, error = %e, "cannot list instances (DescribeDBInstances); keeping the last list. Task polling is not affected; grant cdb:DescribeDBInstances or set discovery.instance_info = false");
+                        tracing::warn!(target_id = %self.id, error = %e, "cannot list instances (DescribeDBInstances); keeping the last list. Task polling is not affected; grant cdb:DescribeDBInstances or turn discovery.instance_info off");
                     }
                     last_error = Some(label);
                 }

@@ -7,6 +7,7 @@
 //! - [`cli`]: the command line.
 //! - [`config`]: raw TOML and environment config, validated into a typed [`config::Config`].
 //! - [`secret`]: the type that keeps keys out of logs.
+//! - [`logging`]: logs on stderr, text (fields quoted logfmt-style) or JSON.
 //! - [`clock`]: wall-clock time as an injected dependency.
 //! - [`tencent`]: the cloud API and nothing else: signing ([`tencent::sign`]), wire types and enum
 //!   mappings ([`tencent::model`]), naive API times ([`tencent::apitime`]), paging
@@ -47,6 +48,7 @@ pub mod domain;
 pub mod fuzz;
 pub mod http;
 pub mod intern;
+pub mod logging;
 pub mod metrics;
 pub mod poller;
 pub mod secret;

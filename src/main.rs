@@ -1,7 +1,7 @@
 //! Wiring and exit codes only: command line -> logging -> config -> run until a signal.
 
 use cdb_task_exporter::app::{Reload, RunOptions, run};
-use cdb_task_exporter::cli::{CheckError, Cli, Command, LogFormat, check_config_summary};
+use cdb_task_exporter::cli::{CheckError, Cli, Command, check_config_summary};
 use cdb_task_exporter::clock::SystemClock;
 use cdb_task_exporter::config::{Config, ConfigError};
 use cdb_task_exporter::secret::Secret;
@@ -79,7 +79,7 @@ async fn bind(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    cdb_task_exporter::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -89,36 +89,6 @@ fn main() -> ExitCode {
         Err(e) => return exit(Err(Failure::Runtime(e))),
     };
     runtime.block_on(async_main(cli))
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::prelude::*;
-    // RUST_LOG as `level` or `target=level,...`; a bad value falls back to info (and says so).
-    let (filter, bad) = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => match v.parse::<Targets>() {
-            Ok(t) => (t, None),
-            Err(e) => (
-                Targets::new().with_default(tracing::Level::INFO),
-                Some(format!("{v:?}: {e}")),
-            ),
-        },
-        _ => (Targets::new().with_default(tracing::Level::INFO), None),
-    };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Json => tracing_subscriber::registry()
-            .with(fmt.json().with_filter(filter))
-            .init(),
-        LogFormat::Text => tracing_subscriber::registry()
-            .with(fmt.with_filter(filter))
-            .init(),
-    }
-    if let Some(bad) = bad {
-        tracing::warn!(rust_log = %bad, "RUST_LOG not understood; logging at info");
-    }
 }
 
 async fn async_main(cli: Cli) -> ExitCode {

@@ -95,3 +95,63 @@ async fn status_changes_are_logged_as_json_lines() {
     assert_eq!(second["code"], -1);
     assert_eq!(second["message"], "line one\\nforged line");
 }
+
+/// In the text format a message cannot pass for fields: it is quoted and escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_cannot_forge_fields_in_text_logs() {
+    let scenario = Scenario {
+        tasks: vec![
+            SimTask::simple(301, "import_data", &[A], -10, 13, TaskStatus::Failed)
+                .with_message(r#"disk full job_id=999 to="succeed""#),
+        ],
+        ..Scenario::default()
+    };
+    let (sim, _clock) = start_sim(scenario).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = config_text(&sim.url(), "", &region("ap-guangzhou", &[]))
+        .replace("[[accounts]]", "[log]\ntask_events = true\n[[accounts]]");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "--log-format", "text"])
+        .env_remove("CDB_TASK_EXPORTER_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let event = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + PATIENCE;
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if line.contains("task_events") && line.contains("to=failed") {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    sim.stop().await;
+    let line = event.expect("a task event line");
+    assert!(
+        line.contains(r#""disk full job_id=999 to=\"succeed\"""#),
+        "{line}"
+    );
+    assert!(line.contains(" to=failed"), "{line}");
+    assert!(!line.contains(r#" to="succeed""#), "{line}");
+}
