@@ -170,12 +170,8 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve<H, F>(
-        self,
-        stream: tokio::net::TcpStream,
-        tls: Option<Arc<rustls::ServerConfig>>,
-        handler: H,
-    ) where
+    async fn serve<H, F>(self, stream: tokio::net::TcpStream, tls: Option<TlsServing>, handler: H)
+    where
         H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = HttpResponse> + Send + 'static,
     {
@@ -187,7 +183,7 @@ impl Connection {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.idle_timeout);
-        let Some(config) = tls else {
+        let Some(TlsServing { config, names }) = tls else {
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let _ = self.watcher.watch(conn).await;
             return;
@@ -199,8 +195,14 @@ impl Connection {
             // to the same address over https, then close.
             Ok(Ok(1..)) if first[0] != TLS_HANDSHAKE_RECORD => {
                 builder.keep_alive(false);
-                let redirect = hyper::service::service_fn(|req| async move {
-                    Ok::<_, Infallible>(redirect_to_https(&req))
+                let local = stream.local_addr().ok().map(|a| a.ip());
+                let redirect = hyper::service::service_fn(move |req| {
+                    let ours = |host: &str| {
+                        let ip = host.trim_start_matches('[').trim_end_matches(']');
+                        local.is_some_and(|l| ip.parse() == Ok(l)) || names(host)
+                    };
+                    let response = redirect_to_https(&req, &ours);
+                    async move { Ok::<_, Infallible>(response) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), redirect);
                 let _ = self.watcher.watch(conn).await;
@@ -225,15 +227,17 @@ impl Connection {
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// The answer to a plain HTTP request on a TLS port: 308 to the same host, path and query over
-/// https (what the request asked for, on the scheme the server speaks), or 400 without a usable
-/// `Host`. Nothing of the server's pages is sent in clear.
-fn redirect_to_https<B>(req: &Request<B>) -> HttpResponse {
+/// https (what the request asked for, on the scheme the server speaks), when the host is one
+/// of the server's own (`ours`: the address connected to, or a name its certificate holds);
+/// else 400, so that a forged `Host` never makes the server send a client elsewhere. Nothing of
+/// the server's pages is sent in clear.
+fn redirect_to_https<B>(req: &Request<B>, ours: &dyn Fn(&str) -> bool) -> HttpResponse {
     let location = req
         .headers()
         .get(hyper::header::HOST)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
-        .filter(|a| !a.as_str().contains('@'))
+        .filter(|a| !a.as_str().contains('@') && ours(a.host()))
         .and_then(|a| {
             let path = req
                 .uri()
@@ -261,10 +265,26 @@ fn redirect_to_https<B>(req: &Request<B>) -> HttpResponse {
     }
 }
 
+/// A server's TLS settings.
+#[derive(Clone)]
+pub struct TlsServing {
+    /// The rustls configuration.
+    pub config: Arc<rustls::ServerConfig>,
+    /// Whether the server certificate in use names a host: plain HTTP on the TLS port is
+    /// redirected only to such hosts (or to the address the client connected to).
+    pub names: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for TlsServing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsServing")
+    }
+}
+
 /// Where a server finds its TLS settings, asked at each accepted connection so that a reload
 /// applies to the next one; `None` from it serves plain HTTP.
 #[derive(Clone)]
-pub struct TlsSource(pub Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>);
+pub struct TlsSource(pub Arc<dyn Fn() -> Option<TlsServing> + Send + Sync>);
 
 impl std::fmt::Debug for TlsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -368,7 +388,8 @@ mod tests {
             if let Some(h) = host {
                 b = b.header(hyper::header::HOST, h);
             }
-            redirect_to_https(&b.body(()).unwrap())
+            let ours = |h: &str| ["exporter", "[::1]", "::1"].contains(&h);
+            redirect_to_https(&b.body(()).unwrap(), &ours)
         };
         let r = request(
             Some("exporter:39236"),
@@ -381,7 +402,14 @@ mod tests {
         );
         let r = request(Some("[::1]:9"), "/");
         assert_eq!(r.headers()[hyper::header::LOCATION], "https://[::1]:9/");
-        for host in [None, Some("user@exporter:39236"), Some("a b"), Some("")] {
+        for host in [
+            None,
+            Some("user@exporter:39236"),
+            Some("a b"),
+            Some(""),
+            Some("evil.example.com"),
+            Some("evil.example.com:39236"),
+        ] {
             let r = request(host, "/metrics");
             assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{host:?}");
             assert!(r.headers().get(hyper::header::LOCATION).is_none());

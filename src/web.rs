@@ -121,7 +121,7 @@ const ALLOWED_HEADERS: [&str; 5] = [
 #[derive(Debug)]
 pub struct WebConfig {
     /// The TLS settings, built; `None` serves plain HTTP.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<crate::http::TlsServing>,
     users: Option<Users>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -374,7 +374,7 @@ fn tls_version(key: &str, v: &str) -> Result<u8, Bad> {
     }
 }
 
-fn tls_config(t: RawTls, base: &Path) -> Result<Option<Arc<rustls::ServerConfig>>, Bad> {
+fn tls_config(t: RawTls, base: &Path) -> Result<Option<crate::http::TlsServing>, Bad> {
     let k = |name: &str| format!("tls_server_config.{name}");
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     let (cert, key) = match (t.cert_file, t.key_file) {
@@ -437,14 +437,17 @@ fn tls_config(t: RawTls, base: &Path) -> Result<Option<Arc<rustls::ServerConfig>
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = client_verifier(auth, ca.as_deref(), &provider)?;
-    let resolver = ReloadingCert::new(cert, key).map_err(|e| bad(k(&e.key), e.message))?;
+    let resolver = Arc::new(ReloadingCert::new(cert, key).map_err(|e| bad(k(&e.key), e.message))?);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| bad(k("min_version"), e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(config)))
+    Ok(Some(crate::http::TlsServing {
+        config: Arc::new(config),
+        names: Arc::new(move |host: &str| resolver.names(host)),
+    }))
 }
 
 const CA_KEY: &str = "tls_server_config.client_ca_file";
@@ -554,6 +557,8 @@ fn stamp(path: &Path) -> Stamp {
 struct Loaded {
     stamps: (Stamp, Stamp),
     key: Arc<CertifiedKey>,
+    /// The stamps of the files a reload last failed on: warned about once, until they change.
+    failed: Option<(Stamp, Stamp)>,
 }
 
 /// The server certificate and key, re-read when either file changes.
@@ -571,8 +576,25 @@ impl ReloadingCert {
         Ok(ReloadingCert {
             cert_file,
             key_file,
-            loaded: Mutex::new(Loaded { stamps, key }),
+            loaded: Mutex::new(Loaded {
+                stamps,
+                key,
+                failed: None,
+            }),
         })
+    }
+
+    /// Whether the certificate in use is valid for `host` (a DNS name or an IP address).
+    fn names(&self, host: &str) -> bool {
+        let key = self.loaded.lock().expect("lock").key.clone();
+        let (Some(cert), Ok(name)) = (
+            key.end_entity_cert().ok(),
+            rustls::pki_types::ServerName::try_from(host),
+        ) else {
+            return false;
+        };
+        webpki::EndEntityCert::try_from(cert)
+            .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
     }
 }
 
@@ -602,27 +624,93 @@ fn read_certified_key(cert_file: &Path, key_file: &Path) -> Result<Arc<Certified
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ReloadingCert {
+    /// The key pair to serve: re-read when a file changed since the last read.
+    fn current(&self) -> Arc<CertifiedKey> {
         let mut loaded = self.loaded.lock().expect("lock");
         let now = (stamp(&self.cert_file), stamp(&self.key_file));
         if now != loaded.stamps {
             match read_certified_key(&self.cert_file, &self.key_file) {
                 Ok(key) => {
                     tracing::info!(cert_file = %self.cert_file.display(), "TLS certificate reloaded");
-                    *loaded = Loaded { stamps: now, key };
+                    *loaded = Loaded {
+                        stamps: now,
+                        key,
+                        failed: None,
+                    };
                 }
-                Err(e) => {
-                    // A half-written renewal: keep serving the old pair, try again next time.
+                // A half-written renewal: keep serving the old pair, try again next time. Said
+                // once per change of the files, not once per handshake (anyone can connect).
+                Err(e) if loaded.failed != Some(now) => {
                     tracing::warn!(error = %e.message, "cannot reload the TLS certificate; keeping the previous one");
+                    loaded.failed = Some(now);
                 }
+                Err(_) => {}
             }
         }
-        Some(loaded.key.clone())
+        loaded.key.clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the warn lines `f` logs.
+    fn warnings_during(f: impl FnOnce()) -> usize {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text.lines().filter(|l| l.contains("WARN")).count()
+    }
+
+    #[test]
+    fn a_broken_renewal_is_logged_once_per_change_not_per_handshake() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_file, key_file) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let served = ReloadingCert::new(cert_file.clone(), key_file).unwrap();
+        assert!(served.names("localhost"));
+        assert!(!served.names("evil.example.com"));
+        let first = served.current();
+        std::fs::write(&cert_file, "half a renewal").unwrap();
+        let warned = warnings_during(|| {
+            for _ in 0..100 {
+                assert!(Arc::ptr_eq(&served.current(), &first), "the old pair stays");
+            }
+        });
+        assert_eq!(warned, 1);
+        // Another broken state of the files is worth a line of its own.
+        std::fs::write(&cert_file, "still not a certificate, and longer").unwrap();
+        assert_eq!(warnings_during(|| drop(served.current())), 1);
+    }
 
     fn header(user: &str, password: &str) -> HeaderValue {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));

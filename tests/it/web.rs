@@ -130,6 +130,23 @@ async fn tls_with_basic_auth_protects_every_page_and_adds_headers() {
         format!("https://127.0.0.1:{port}/tasks?status=failed").as_str()
     );
     assert_eq!(plain.text().await.unwrap(), "this server speaks HTTPS\n");
+    // A name the certificate holds is redirected too; any other Host is refused, so a forged
+    // one never sends a client elsewhere.
+    let with_host = |host: &'static str| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{port}/tasks"))
+            .header("host", host)
+            .send()
+    };
+    let named = with_host("localhost").await.unwrap();
+    assert_eq!(named.status(), 308);
+    assert_eq!(named.headers()["location"], "https://localhost/tasks");
+    let forged = with_host("evil.example.com").await.unwrap();
+    assert_eq!(forged.status(), 400);
+    assert!(forged.headers().get("location").is_none());
     let followed = https
         .get(format!("http://127.0.0.1:{port}/tasks?status=failed"))
         .send()
