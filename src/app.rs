@@ -82,10 +82,47 @@ struct Fleet {
     board: Arc<TargetBoard>,
     /// Writes the state file, when there is one.
     state: Option<Arc<Persister>>,
+    /// The start-up values of the keys a reload cannot change.
+    started_with: StartOnly,
     restored: Saved,
     clock: SharedClock,
     env: Arc<dyn Environment + Send + Sync>,
     process_start: i64,
+}
+
+/// The keys read only at start-up, and their values: a reload that changes one cannot apply it.
+#[derive(Debug, Clone, PartialEq)]
+struct StartOnly {
+    listen_address: std::net::SocketAddr,
+    max_connections: usize,
+    state_file: Option<std::path::PathBuf>,
+}
+
+impl StartOnly {
+    fn of(config: &Config) -> Self {
+        StartOnly {
+            listen_address: config.server.listen_address,
+            max_connections: config.server.max_connections,
+            state_file: config.poll.state_file.clone(),
+        }
+    }
+
+    /// The keys whose value in `new` differs from this start-up's: they wait for a restart.
+    /// Pure.
+    fn changed_in(&self, new: &Config) -> Vec<&'static str> {
+        let new = StartOnly::of(new);
+        let mut keys = Vec::new();
+        if new.listen_address != self.listen_address {
+            keys.push("server.listen_address");
+        }
+        if new.max_connections != self.max_connections {
+            keys.push("server.max_connections");
+        }
+        if new.state_file != self.state_file {
+            keys.push("poll.state_file");
+        }
+        keys
+    }
 }
 
 /// The instances whose counters a target keeps: this shard's, and of those the listed ones
@@ -473,6 +510,7 @@ pub async fn run(
         metrics,
         board,
         state,
+        started_with: StartOnly::of(&config),
         restored,
         clock: options.clock,
         env: options.env,
@@ -545,7 +583,16 @@ async fn apply_reloads(
             Ok(new_web) => match fleet.apply(&new).await {
                 Ok(()) => {
                     web.replace(new_web);
-                    tracing::info!("configuration reloaded");
+                    let waiting = fleet.started_with.changed_in(&new);
+                    if waiting.is_empty() {
+                        tracing::info!("configuration reloaded");
+                    } else {
+                        // The rest applies; these keep their start-up values until a restart.
+                        tracing::warn!(
+                            needs_restart = %waiting.join(","),
+                            "configuration reloaded, except keys read only at start-up: restart to apply them"
+                        );
+                    }
                     true
                 }
                 Err(e) => {
@@ -632,6 +679,25 @@ region = "ap-guangzhou"
         assert_eq!(plan.restart, [id("a", "ap-guangzhou")]);
         assert_eq!(plan.stop, [id("a", "ap-shanghai")]);
         assert!(plan.keep.is_empty() && plan.start.is_empty());
+    }
+
+    #[test]
+    fn a_reload_names_the_start_only_keys_it_cannot_apply() {
+        let base = config("", "60s", "");
+        let started = StartOnly::of(&base);
+        assert!(started.changed_in(&config("", "120s", "")).is_empty());
+        let mut moved = base.clone();
+        moved.server.listen_address = "127.0.0.1:9999".parse().unwrap();
+        moved.server.max_connections = 3;
+        moved.poll.state_file = Some("/var/lib/x/state.json".into());
+        assert_eq!(
+            started.changed_in(&moved),
+            [
+                "server.listen_address",
+                "server.max_connections",
+                "poll.state_file"
+            ]
+        );
     }
 
     #[test]

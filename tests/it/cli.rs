@@ -389,7 +389,11 @@ region = "ap-guangzhou"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    std::fs::write(&config, config_text("instances = [\"cdb-aaaa1111\"]")).unwrap();
+    // The new config also moves a key read only at start-up: the rest applies, the log says
+    // that one waits for a restart.
+    let reloaded = config_text("instances = [\"cdb-aaaa1111\"]")
+        .replace("[server]\n", "[server]\nmax_connections = 7\n");
+    std::fs::write(&config, reloaded).unwrap();
     signal(&child, "-HUP");
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -430,6 +434,10 @@ region = "ap-guangzhou"
     reader.join().unwrap();
     let stderr = logs.lock().unwrap().clone();
     assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    assert!(
+        stderr.contains(r#""needs_restart":"server.max_connections""#),
+        "{stderr}"
+    );
     for secret in [SECRET_KEY, TOKEN] {
         assert!(!stderr.contains(secret), "secret in logs");
         assert!(!stdout.contains(secret), "secret on stdout");
