@@ -162,6 +162,10 @@ pub async fn read_body(body: Incoming, max: usize) -> Option<Bytes> {
         .map(http_body_util::Collected::to_bytes)
 }
 
+/// The address a request's connection came from, in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// One accepted connection's serving: over TLS when configured, with the header and handshake
 /// timeouts, watched for the graceful shutdown.
 struct Connection {
@@ -175,7 +179,11 @@ impl Connection {
         H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = HttpResponse> + Send + 'static,
     {
-        let service = hyper::service::service_fn(move |req| {
+        let peer = stream.peer_addr().ok().map(Peer);
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(peer);
+            }
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });

@@ -3,7 +3,7 @@
 use crate::clock::SharedClock;
 use crate::details::{self, Filter, Instances, Source, escape};
 use crate::domain::TargetId;
-use crate::http::{ChunkWriter, HttpResponse, ServeOptions, TlsSource, respond, serve};
+use crate::http::{ChunkWriter, HttpResponse, Peer, ServeOptions, TlsSource, respond, serve};
 use crate::metrics::Metrics;
 use crate::state::SharedTarget;
 use crate::web::{WebConfig, WebSecurity};
@@ -170,17 +170,21 @@ pub async fn run_server(
     shutdown: CancellationToken,
     max_connections: usize,
 ) {
-    let checks = Arc::new(tokio::sync::Semaphore::new(BCRYPT_CHECKS));
+    let checks = Arc::new(Checks::default());
     let web = state.web.clone();
     let handler = move |req: Request<Incoming>| {
         let state = state.clone();
         let checks = checks.clone();
         async move {
             let web = state.web.current();
-            let mut response = if authorized(&web, &req, &checks).await {
-                route(&state, &req).await
-            } else {
-                unauthorized()
+            let mut response = match authorized(&web, &req, &checks).await {
+                Auth::Allowed => route(&state, &req).await,
+                Auth::Denied => unauthorized(),
+                Auth::Busy => respond(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "text/plain; charset=utf-8",
+                    "a password check from this address is already running\n",
+                ),
             };
             for (name, value) in web.headers() {
                 response.headers_mut().insert(name.clone(), value.clone());
@@ -196,24 +200,73 @@ pub async fn run_server(
     serve(listener, handler, shutdown, options).await;
 }
 
+/// The bcrypt checks under way: [`BCRYPT_CHECKS`] at once in all, and one at a time per
+/// client address, so that a flood of wrong passwords from one address takes at most one of
+/// them and a first login from elsewhere does not queue behind it.
+#[derive(Debug)]
+struct Checks {
+    slots: tokio::sync::Semaphore,
+    /// Addresses with a check running or waiting for a slot.
+    busy: std::sync::Mutex<std::collections::HashSet<std::net::IpAddr>>,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            slots: tokio::sync::Semaphore::new(BCRYPT_CHECKS),
+            busy: std::sync::Mutex::default(),
+        }
+    }
+}
+
+/// Frees an address's share when its check ends (or its request goes away).
+struct Share<'a>(&'a Checks, Option<std::net::IpAddr>);
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        if let Some(ip) = self.1 {
+            self.0.busy.lock().expect("lock").remove(&ip);
+        }
+    }
+}
+
+/// What basic auth says of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// No users configured, or the right password.
+    Allowed,
+    /// No or wrong credentials.
+    Denied,
+    /// A check from the same address is under way: answered 429 without bcrypt.
+    Busy,
+}
+
 /// Whether the request may see any page: basic auth when users are configured. A cached
-/// success answers at once; otherwise bcrypt runs on a blocking thread.
-async fn authorized(
-    web: &Arc<WebConfig>,
-    req: &Request<Incoming>,
-    checks: &Arc<tokio::sync::Semaphore>,
-) -> bool {
+/// success answers at once; otherwise bcrypt runs on a blocking thread, one check at a time
+/// per client address.
+async fn authorized(web: &Arc<WebConfig>, req: &Request<Incoming>, checks: &Checks) -> Auth {
     let authorization = req.headers().get(hyper::header::AUTHORIZATION).cloned();
     if web.cached(authorization.as_ref()) {
-        return true;
+        return Auth::Allowed;
     }
-    let Ok(_permit) = checks.clone().acquire_owned().await else {
-        return false;
+    if authorization.is_none() {
+        return Auth::Denied; // nothing to check (a browser's first request)
+    }
+    let ip = req.extensions().get::<Peer>().map(|p| p.0.ip());
+    if let Some(ip) = ip
+        && !checks.busy.lock().expect("lock").insert(ip)
+    {
+        return Auth::Busy;
+    }
+    let _share = Share(checks, ip);
+    let Ok(_permit) = checks.slots.acquire().await else {
+        return Auth::Denied;
     };
     let web = web.clone();
-    tokio::task::spawn_blocking(move || web.authorized(authorization.as_ref()))
+    let ok = tokio::task::spawn_blocking(move || web.authorized(authorization.as_ref()))
         .await
-        .unwrap_or(false)
+        .unwrap_or(false);
+    if ok { Auth::Allowed } else { Auth::Denied }
 }
 
 fn unauthorized() -> HttpResponse {

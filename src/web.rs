@@ -276,9 +276,16 @@ impl WebSecurity {
         self.current.read().expect("lock").clone()
     }
 
-    /// Replaces the configuration (new connections and requests use it).
+    /// Replaces the configuration (new connections and requests use it). The successful
+    /// checks of users whose hash did not change stay cached: a reload does not make every
+    /// client pay bcrypt again (a digest names its hash, so a changed hash never matches).
     pub fn replace(&self, config: WebConfig) {
-        *self.current.write().expect("lock") = Arc::new(config);
+        let mut current = self.current.write().expect("lock");
+        if let (Some(old), Some(new)) = (&current.users, &config.users) {
+            let carried = old.verified.lock().expect("lock").clone();
+            new.verified.lock().expect("lock").extend(carried);
+        }
+        *current = Arc::new(config);
     }
 }
 
@@ -300,11 +307,14 @@ fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
 #[derive(Debug)]
 struct Users {
     hashes: BTreeMap<String, String>,
+    /// Checked for unknown users: a hash at the highest cost configured, so that an unknown
+    /// user costs what a known one does and timing tells no names.
+    dummy: String,
     /// Digests of (user, password, hash) that verified. Bounded: cleared when full.
     verified: Mutex<HashSet<[u8; 32]>>,
 }
 
-/// Checked for unknown users, so that they cost as much as known ones.
+/// A valid bcrypt hash of nothing anyone sends; its cost is replaced by the configured ones'.
 const DUMMY_HASH: &str = "$2b$10$QmDzDuSCTgCW3zWzvdRxD.8a0p3VJ1p4fXJlR/bUFGaz0VMi6cM5m";
 const CACHE_LIMIT: usize = 1024;
 
@@ -318,8 +328,17 @@ impl Users {
                 ));
             }
         }
+        let cost = hashes
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max()
+            .unwrap_or(10);
+        // `$2b$10$` + salt and hash: the same salt and hash at the configured cost.
+        let dummy = format!("$2b${cost:02}${}", &DUMMY_HASH[7..]);
         Ok(Users {
             hashes,
+            dummy,
             verified: Mutex::new(HashSet::new()),
         })
     }
@@ -342,7 +361,7 @@ impl Users {
 
     fn check(&self, user: &str, password: &str) -> bool {
         let Some(hash) = self.hashes.get(user) else {
-            let _ = bcrypt::verify(password, DUMMY_HASH);
+            let _ = bcrypt::verify(password, &self.dummy);
             return false;
         };
         let key = Self::digest(user, password, hash);
@@ -751,6 +770,58 @@ mod tests {
             redact_quoted("a `key`: \"v\" and \"w\""),
             "a `key`: \"[redacted]\" and \"[redacted]\""
         );
+    }
+
+    #[test]
+    fn unknown_users_cost_what_the_dearest_known_one_does() {
+        let raw = RawWeb {
+            basic_auth_users: Some(
+                [
+                    ("cheap".to_string(), bcrypt::hash("a", 4).unwrap()),
+                    ("dear".to_string(), bcrypt::hash("b", 6).unwrap()),
+                ]
+                .into(),
+            ),
+            ..RawWeb::default()
+        };
+        let web = WebConfig::validate(raw, Path::new(".")).unwrap();
+        let users = web.users.as_ref().unwrap();
+        let parts: bcrypt::HashParts = users.dummy.parse().unwrap();
+        assert_eq!(parts.get_cost(), 6);
+        assert!(!users.check("nobody", "b"));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_checks_of_unchanged_users() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let config = |users: &[(&str, &str)]| {
+            let raw = RawWeb {
+                basic_auth_users: Some(
+                    users
+                        .iter()
+                        .map(|(u, h)| ((*u).to_string(), (*h).to_string()))
+                        .collect(),
+                ),
+                ..RawWeb::default()
+            };
+            WebConfig::validate(raw, Path::new(".")).unwrap()
+        };
+        let security = WebSecurity::new(config(&[("prom", &hash)]));
+        assert!(
+            security
+                .current()
+                .authorized(Some(&header("prom", "s3cret")))
+        );
+        let other = bcrypt::hash("other", 4).unwrap();
+        security.replace(config(&[("prom", &hash), ("new", &other)]));
+        assert!(
+            security.current().cached(Some(&header("prom", "s3cret"))),
+            "still cached after the reload"
+        );
+        // A changed hash is checked again.
+        let changed = bcrypt::hash("s3cret", 5).unwrap();
+        security.replace(config(&[("prom", &changed)]));
+        assert!(!security.current().cached(Some(&header("prom", "s3cret"))));
     }
 
     #[test]

@@ -505,3 +505,53 @@ fn mkdir(path: std::path::PathBuf) -> std::path::PathBuf {
     std::fs::create_dir_all(&path).unwrap();
     path
 }
+
+/// A flood of wrong passwords from one address takes one bcrypt check at a time: the rest of
+/// it is answered 429 at once, and a first login from another address does not queue behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_flood_from_one_address_does_not_starve_a_first_login() {
+    let dir = tempfile::tempdir().unwrap();
+    // Cost 10: each check takes tens of milliseconds, as real hashes do.
+    let hash = bcrypt::hash("right horse", 10).unwrap();
+    let (exporter, sim) = start(
+        dir.path(),
+        &format!("basic_auth_users:\n  prom: {hash:?}\n"),
+    )
+    .await;
+    let url = format!("http://{}/healthz", exporter.addr);
+    let flood = reqwest::Client::new();
+    let requests: Vec<_> = (0..40)
+        .map(|i| {
+            let request = flood
+                .get(&url)
+                .basic_auth("prom", Some(format!("wrong {i}")))
+                .send();
+            tokio::spawn(async move { request.await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let login = elsewhere
+        .get(&url)
+        .basic_auth("prom", Some("right horse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap());
+    }
+    let busy = statuses.iter().filter(|s| **s == 429).count();
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(busy + refused, 40, "{statuses:?}");
+    assert!(
+        busy > 0,
+        "the flood was never held to its share: {statuses:?}"
+    );
+    assert!(refused > 0, "{statuses:?}");
+    exporter.stop().await;
+    sim.stop().await;
+}
