@@ -114,6 +114,107 @@ impl std::io::Write for ChunkWriter {
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a write to a client may make no progress (see [`ServeOptions::write_stall`]).
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// A connection whose writes fail with `TimedOut` once one has made no progress for `limit`;
+/// reads pass through. hyper then closes the connection and drops the response body, which
+/// stops its producer.
+struct StallGuard<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed while a write waits; reset by any progress.
+    stalled_since: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallGuard<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        StallGuard {
+            inner,
+            limit,
+            stalled_since: None,
+        }
+    }
+
+    /// Turns a pending write into an error once it has been pending for `limit`.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        match poll {
+            Poll::Ready(r) => {
+                self.stalled_since = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .stalled_since
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallGuard<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallGuard<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, poll)
+    }
+}
+
 /// Sets up an accepted connection. Headers and a streamed body go out in separate writes:
 /// without NODELAY, Nagle's algorithm holds the second one for the client's delayed ACK (40 ms
 /// on Linux), which the scale benchmark shows as a scrape p99 40 ms above its p50.
@@ -171,6 +272,7 @@ pub struct Peer(pub std::net::SocketAddr);
 struct Connection {
     watcher: hyper_util::server::graceful::Watcher,
     idle_timeout: Duration,
+    write_stall: Duration,
 }
 
 impl Connection {
@@ -192,6 +294,7 @@ impl Connection {
             .timer(TokioTimer::new())
             .header_read_timeout(self.idle_timeout);
         let Some(TlsServing { config, names }) = tls else {
+            let stream = StallGuard::new(stream, self.write_stall);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let _ = self.watcher.watch(conn).await;
             return;
@@ -222,6 +325,7 @@ impl Connection {
                 if let Ok(Ok(stream)) =
                     tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
                 {
+                    let stream = StallGuard::new(stream, self.write_stall);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     let _ = self.watcher.watch(conn).await;
                 }
@@ -314,6 +418,10 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// TLS, when configured.
     pub tls: Option<TlsSource>,
+    /// How long a write to the client may make no progress before the connection is closed:
+    /// a client that stops reading cannot hold a connection slot, or the page it asked for,
+    /// for ever.
+    pub write_stall: Duration,
 }
 
 impl ServeOptions {
@@ -325,6 +433,7 @@ impl ServeOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: HEADER_READ_TIMEOUT,
             tls: None,
+            write_stall: WRITE_STALL,
         }
     }
 }
@@ -369,6 +478,7 @@ pub async fn serve<H, F>(
         let connection = Connection {
             watcher: graceful.watcher(),
             idle_timeout: options.idle_timeout,
+            write_stall: options.write_stall,
         };
         let handler = handler.clone();
         tokio::spawn(async move {
@@ -422,6 +532,55 @@ mod tests {
             assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{host:?}");
             assert!(r.headers().get(hyper::header::LOCATION).is_none());
         }
+    }
+
+    /// A client that asks for a large page and never reads it: after the stall limit the
+    /// connection is closed, and the page's producer stops (the page is not pinned).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_never_reads_is_dropped_and_releases_the_page() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stopped_tx, stopped_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+        let stopped_tx = Arc::new(std::sync::Mutex::new(stopped_tx));
+        let handler = move |_req: Request<Incoming>| {
+            let stopped = stopped_tx.clone();
+            async move {
+                let (mut w, body) = ChunkWriter::new();
+                tokio::task::spawn_blocking(move || {
+                    // 64 MiB, far more than any socket buffers.
+                    let block = vec![b'x'; 64 * 1024];
+                    let result =
+                        (0..1024).try_for_each(|_| std::io::Write::write_all(&mut w, &block));
+                    let _ = stopped.lock().unwrap().send(result);
+                });
+                hyper::Response::new(body)
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let options = ServeOptions {
+            write_stall: Duration::from_millis(300),
+            ..ServeOptions::new(Duration::from_secs(1))
+        };
+        let server = tokio::spawn(serve(listener, handler, shutdown.clone(), options));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Never read. The producer must be stopped by a write error, well before the end.
+        let result =
+            tokio::task::spawn_blocking(move || stopped_rx.recv_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap()
+                .expect("the producer was never stopped: a slow reader pins the page");
+        assert!(
+            result.is_err(),
+            "the whole page was written to a client that never read"
+        );
+        drop(client);
+        shutdown.cancel();
+        server.await.unwrap();
     }
 
     #[tokio::test]
