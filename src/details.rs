@@ -31,6 +31,8 @@ pub struct Source {
 pub const DEFAULT_LIMIT: usize = 100;
 /// Largest `limit`.
 pub const MAX_LIMIT: usize = 1000;
+/// The most distinct values of one filter name (`instance_id`, ...) a query may give.
+pub const MAX_VALUES: usize = 100;
 
 /// The filters of a task query; lists are OR-ed within a name, names AND-ed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +110,28 @@ impl Filter {
                 message,
             };
             let v = value.as_ref();
+            // A value given twice is one value; more than MAX_VALUES of a name is refused, so
+            // a query's cost stays bounded whatever its length.
+            let list = match name.as_ref() {
+                "region" => Some(f.regions.len()),
+                "instance_id" => Some(f.instance_ids.len()),
+                "task_type" => Some(f.task_types.len()),
+                "status" => Some(f.statuses.len()),
+                _ => None,
+            };
+            let repeated = match name.as_ref() {
+                "region" => f.regions.iter().any(|x| x == v),
+                "instance_id" => f.instance_ids.iter().any(|x| x == v),
+                "task_type" => f.task_types.iter().any(|x| x == v),
+                "status" => f.statuses.iter().any(|x| x.as_str() == v),
+                _ => false,
+            };
+            if repeated {
+                continue;
+            }
+            if list.is_some_and(|n| n >= MAX_VALUES) {
+                return Err(bad(format!("more than {MAX_VALUES} values")));
+            }
             match name.as_ref() {
                 "region" if is_slug(v, b"-", 64) => f.regions.push(v.to_string()),
                 "instance_id" if is_slug(v, b"-", 64) => f.instance_ids.push(v.to_string()),
@@ -538,6 +562,22 @@ pub fn html_error(e: &BadParam) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_values_count_once_and_values_are_bounded() {
+        let repeated = vec!["instance_id=cdb-aaaa1111"; 2_400].join("&");
+        let f = Filter::parse(Some(&repeated)).unwrap();
+        assert_eq!(f.instance_ids, ["cdb-aaaa1111"]);
+        let f = Filter::parse(Some("status=failed&status=failed&status=running")).unwrap();
+        assert_eq!(f.statuses.len(), 2);
+        let many: Vec<String> = (0..=MAX_VALUES)
+            .map(|i| format!("instance_id=cdb-{i:08}"))
+            .collect();
+        let e = Filter::parse(Some(&many.join("&"))).unwrap_err();
+        assert_eq!(e.name, "instance_id");
+        assert!(e.message.contains("more than 100 values"), "{e}");
+        assert!(Filter::parse(Some(&many[..MAX_VALUES].join("&"))).is_ok());
+    }
 
     #[test]
     fn a_query_parses_into_filters_and_bad_ones_name_their_parameter() {

@@ -519,9 +519,10 @@ impl Target {
     }
 
     /// The target's state. Held only between awaits, for in-memory work: the state writer
-    /// takes the same lock to serialize this target, and a poll waits for that at most.
+    /// and the task pages take the same lock on blocking threads; a poll waits for them
+    /// without holding up the async workers (see [`crate::state::lock_in_async`]).
     fn lock(&self) -> std::sync::MutexGuard<'_, SavedTarget> {
-        self.state.lock().expect("lock")
+        crate::state::lock_in_async(&self.state)
     }
 
     /// The task store and covered time, shared with the state writer.

@@ -274,6 +274,23 @@ fn write_atomic_with(
 /// One target's state, shared by its poller and the state writer.
 pub type SharedTarget = Arc<Mutex<SavedTarget>>;
 
+/// Locks a target's state from async code. Others hold the lock on blocking threads for a
+/// while (a task query scanning the store, the state writer serializing it): waiting for it
+/// must not take an async worker away from the server, so on a multi-threaded runtime the wait
+/// hands this worker's other tasks to another thread first.
+pub fn lock_in_async(state: &Mutex<SavedTarget>) -> std::sync::MutexGuard<'_, SavedTarget> {
+    if let Ok(guard) = state.try_lock() {
+        return guard;
+    }
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(|| state.lock().expect("lock"))
+    } else {
+        state.lock().expect("lock")
+    }
+}
+
 /// A registered target: its state, and the shard its counters are counted in.
 #[derive(Debug, Clone)]
 struct Registered {

@@ -391,3 +391,34 @@ async fn connections_are_capped_and_idle_ones_closed() {
     assert!(got.starts_with(b"HTTP/1.1 200"));
     stop.cancel();
 }
+
+/// A poll that needs its store while a task query (or the state writer) holds it on a blocking
+/// thread does not take the async worker with it: the rest of the runtime (the server) goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_poll_waiting_for_its_store_does_not_block_the_runtime() {
+    let (sim, _) = start_sim(Scenario::default()).await;
+    let (mut t, _metrics) = target(&sim, settings());
+    let state = t.state().clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    // A long scan: holds the store until the runtime proves it is still running.
+    let holder = std::thread::spawn(move || {
+        let _guard = state.lock().unwrap();
+        held_tx.send(()).unwrap();
+        release_rx.recv_timeout(PATIENCE).is_ok()
+    });
+    held_rx.recv().unwrap();
+    let poll = tokio::spawn(async move { t.poll(&CancellationToken::new()).await });
+    // The only worker must still run other tasks while the poll waits for the lock.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let other = tokio::spawn(async { 42 }).await.unwrap();
+    assert_eq!(other, 42);
+    release_tx.send(()).unwrap();
+    assert!(
+        holder.join().unwrap(),
+        "the runtime stalled behind the lock"
+    );
+    let report = poll.await.unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    sim.stop().await;
+}
