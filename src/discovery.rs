@@ -90,7 +90,12 @@ impl Discovery {
                 );
             }
             offset += page.item_count as u64;
-            out.extend(page.items);
+            // Only what is exported is kept: this shard's (listed) instances, with the
+            // configured tag keys (a listing may carry many more tags than anyone asked for).
+            out.extend(self.keep(page.items).into_iter().map(|mut i| {
+                i.tags.retain(|(k, _)| self.tags.contains(k));
+                i
+            }));
             if page.item_count == 0 || offset >= page.total_count {
                 return Ok(out);
             }
@@ -102,7 +107,7 @@ impl Discovery {
     /// and the poller.
     fn publish(&self, instances: Vec<Instance>) {
         let by_id: Arc<Instances> = Arc::new(
-            self.keep(instances)
+            instances
                 .into_iter()
                 .map(|i| (i.instance_id.clone(), i))
                 .collect(),

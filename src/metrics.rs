@@ -37,6 +37,10 @@ const FROM_POLL: &str =
 /// Appended to the HELP of the process metrics, which, unlike the rest, are read at scrape time.
 const PROCESS_NOTE: &str = "Read from the operating system at scrape time; the CDB task values come from a background poll.";
 
+/// The most instances one target monitors with zero series (48 each): a region of more, or a
+/// server naming more, gets no zeros for the rest (counted in `instances_over_limit`).
+pub const MAX_MONITORED_INSTANCES: usize = 20_000;
+
 /// Buckets of task durations: seconds to a day.
 pub const TASK_DURATION_BUCKETS: [f64; 16] = [
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
@@ -144,6 +148,8 @@ struct Book {
     finished: Vec<[u64; DENSE]>,
     /// Per instance: whether its 48 zero counters exist (a monitored instance).
     monitored: Vec<bool>,
+    /// How many are.
+    monitored_count: usize,
     /// Finished counters of unknown types.
     finished_other: BTreeMap<(InstIx, TypeIx, TaskStatus), u64>,
     durations: BTreeMap<(TypeIx, TaskStatus), Histogram>,
@@ -158,6 +164,7 @@ impl Book {
             types: Labels::with(TASK_TYPES.iter().map(|t| t.2)),
             finished: Vec::new(),
             monitored: Vec::new(),
+            monitored_count: 0,
             finished_other: BTreeMap::new(),
             durations: BTreeMap::new(),
             seen_tasks: HashSet::new(),
@@ -423,6 +430,7 @@ pub struct Metrics {
     last_success_ts: GaugeVec,
     poll_duration: GaugeVec,
     tasks_tracked: IntGaugeVec,
+    instances_over_limit: IntGaugeVec,
     api_clock_skew: IntGaugeVec,
     shard_info: IntGaugeVec,
     state_file_errors: IntCounterVec,
@@ -561,6 +569,12 @@ impl Metrics {
                 &r,
                 &format!("{EX}tasks_tracked"),
                 "Tasks held in memory for the target.",
+                TARGET_LABELS,
+            ),
+            instances_over_limit: int_gauge(
+                &r,
+                &format!("{EX}instances_over_limit"),
+                "Instances of the target past the limit of monitored instances: they get no zero series, only those of their own tasks.",
                 TARGET_LABELS,
             ),
             api_clock_skew: int_gauge(
@@ -731,10 +745,24 @@ impl Metrics {
     ) {
         let mut books = self.books.lock().expect("lock");
         let book = books.entry(t.clone()).or_insert_with(Book::new);
+        let mut over = 0i64;
         for i in monitored {
             let ix = book.instance(i);
+            if book.monitored[ix as usize] {
+                continue;
+            }
+            // Each monitored instance brings 48 zero series: past the bound, an instance
+            // gets only the series of its own tasks, and the gauge below says how many.
+            if book.monitored_count >= MAX_MONITORED_INSTANCES {
+                over += 1;
+                continue;
+            }
             book.monitored[ix as usize] = true;
+            book.monitored_count += 1;
         }
+        self.instances_over_limit
+            .with_label_values(&[t.account.as_str(), t.region.as_str()])
+            .set(over);
         let mut counts: HashMap<(InstIx, TypeIx, TaskStatus), u64> = HashMap::new();
         for ((i, ty, st), n) in &aggregates.tasks {
             let key = (book.instance(i), book.task_type(ty), *st);
@@ -783,6 +811,9 @@ impl Metrics {
             let Some(&ix) = book.instances.index.get(id) else {
                 continue;
             };
+            if book.monitored[ix as usize] {
+                book.monitored_count -= 1;
+            }
             book.monitored[ix as usize] = false;
             book.finished[ix as usize] = [0; DENSE];
             book.finished_other.retain(|(i, ..), _| *i != ix);
@@ -814,6 +845,7 @@ impl Metrics {
         let _ = self.last_success_ts.remove_label_values(&labels);
         let _ = self.poll_duration.remove_label_values(&labels);
         let _ = self.tasks_tracked.remove_label_values(&labels);
+        let _ = self.instances_over_limit.remove_label_values(&labels);
         let _ = self.api_clock_skew.remove_label_values(&[
             t.account.as_str(),
             t.region.as_str(),
@@ -1224,4 +1256,43 @@ fn render_progress(w: &mut impl Write, regions: &Regions<'_>) -> io::Result<()> 
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{Scope, TaskStore};
+
+    #[test]
+    fn monitored_instances_are_bounded_and_the_excess_counted() {
+        let m = Metrics::new(false, "t", "t");
+        let t = TargetId {
+            account: "a".into(),
+            region: "ap-guangzhou".into(),
+        };
+        let ids: Vec<String> = (0..MAX_MONITORED_INSTANCES + 5)
+            .map(|i| format!("cdb-{i:08}"))
+            .collect();
+        let store = TaskStore::new(Scope::Region, 1, 1);
+        m.publish(&t, ids.iter().map(String::as_str), &store.aggregates(), []);
+        let text = String::from_utf8(m.render()).unwrap();
+        let zeros = text
+            .lines()
+            .filter(|l| l.starts_with("tencentcloud_cdb_tasks_finished_total{"))
+            .count();
+        assert_eq!(zeros, MAX_MONITORED_INSTANCES * DENSE);
+        assert!(
+            text.contains(
+                "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 5"
+            ),
+            "the excess is counted"
+        );
+        // Instances that left make room for those waiting.
+        m.forget_instances(&t, ids[..10].iter().map(String::as_str));
+        m.publish(&t, ids[10..].iter().map(String::as_str), &store.aggregates(), []);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(
+            "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 0"
+        ));
+    }
 }

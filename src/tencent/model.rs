@@ -41,10 +41,29 @@ fn instance_ids_of(obj: &serde_json::Map<String, Value>) -> Option<Vec<String>> 
             return None;
         }
         if !ids.iter().any(|x| x == id) {
+            if ids.len() == MAX_INSTANCES_PER_TASK {
+                return None;
+            }
             ids.push(id.to_string());
         }
     }
     Some(ids)
+}
+
+/// The most instance ids one task may name: a task naming more is skipped and counted as
+/// `Decode` (each id would be a series of its own; real tasks name one or a few).
+pub const MAX_INSTANCES_PER_TASK: usize = 64;
+/// A task's `Message` is kept up to this many characters (a longer one ends in `...`).
+pub const MAX_MESSAGE_CHARS: usize = 2048;
+/// A task's `AsyncRequestId` is kept up to this many characters (the API's are UUIDs).
+pub const MAX_REQUEST_ID_CHARS: usize = 64;
+
+/// `s` cut to `max` characters, marked with `...` when it was longer.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}...", &s[..end]),
+    }
 }
 
 /// What makes a body or an item unusable, in words (it goes to a debug log line and the `Decode` count).
@@ -379,14 +398,12 @@ pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, DecodeError> {
     let progress = obj.get("Progress").and_then(int_of).unwrap_or(0);
     let instance_ids = instance_ids_of(obj).ok_or_else(|| {
         // It would become an instance_id label: the item is skipped and counted as Decode.
-        format!("JobId {job_id}: an instance id is not [a-z0-9-]{{1,64}}")
+        format!(
+            "JobId {job_id}: an instance id is not [a-z0-9-]{{1,64}}, or more than {MAX_INSTANCES_PER_TASK} are named"
+        )
     })?;
-    let text = |k: &str| {
-        obj.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text =
+        |k: &str, max: usize| cut(obj.get(k).and_then(Value::as_str).unwrap_or_default(), max);
     Ok(Task {
         job_id,
         task_type,
@@ -395,15 +412,41 @@ pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, DecodeError> {
         end_time,
         progress: progress.clamp(0, 100),
         instance_ids,
-        async_request_id: text("AsyncRequestId"),
+        async_request_id: text("AsyncRequestId", MAX_REQUEST_ID_CHARS),
         code: obj.get("Code").and_then(int_of),
-        message: text("Message"),
+        message: text("Message", MAX_MESSAGE_CHARS),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_strings_are_cut_and_instance_ids_bounded() {
+        let long = "x".repeat(150_000);
+        let item = serde_json::json!({"JobId": 1, "TaskStatus": "FAILED", "TaskType": "IMPORT DATA",
+            "StartTime": "2026-12-01 10:00:00", "Message": long, "AsyncRequestId": long,
+            "InstanceIds": ["cdb-aaaa1111"]});
+        let t = decode_item(&item, ApiZone::beijing()).unwrap();
+        assert_eq!(t.message.chars().count(), MAX_MESSAGE_CHARS + 3);
+        assert!(t.message.ends_with("..."));
+        assert_eq!(t.async_request_id.len(), MAX_REQUEST_ID_CHARS + 3);
+        assert_eq!(cut("é短い", 2), "é短...");
+        assert_eq!(cut("short", 5), "short");
+        let ids = |n: usize| -> Vec<String> { (0..n).map(|i| format!("cdb-{i:08}")).collect() };
+        let mut item = item;
+        item["InstanceIds"] = serde_json::json!(ids(MAX_INSTANCES_PER_TASK));
+        assert_eq!(
+            decode_item(&item, ApiZone::beijing())
+                .unwrap()
+                .instance_ids
+                .len(),
+            MAX_INSTANCES_PER_TASK
+        );
+        item["InstanceIds"] = serde_json::json!(ids(20_000));
+        assert!(decode_item(&item, ApiZone::beijing()).is_err());
+    }
 
     #[test]
     fn statuses_map_both_ways() {

@@ -311,3 +311,72 @@ async fn a_failing_listing_is_logged_once_per_change() {
     assert_eq!(count("DescribeDBInstances works again"), 1);
     sim.stop().await;
 }
+
+/// Only the configured tag keys are kept from a listing, and only this target's instances:
+/// a listing carrying thousands of tags costs no memory past the page that brought them.
+#[tokio::test]
+async fn a_listing_keeps_only_the_configured_tags() {
+    use cdb_task_exporter::discovery::Discovery;
+    use cdb_task_exporter::metrics::{Metrics, TargetId};
+    use cdb_task_exporter::poller::RateLimiter;
+    use cdb_task_exporter::server::TargetBoard;
+    use cdb_task_exporter::shard::Shard;
+    use std::sync::Arc;
+    let tagged = (0..200).fold(SimInstance::new(A, "orders"), |i, n| {
+        i.tag(&format!("k{n}"), &"v".repeat(100))
+    });
+    let tagged = tagged.tag("team", "shop");
+    let (sim, _clock) = start_sim(Scenario {
+        instances: vec![tagged, SimInstance::new(B, "other")],
+        ..Scenario::default()
+    })
+    .await;
+    let options = cdb_task_exporter::tencent::ClientOptions {
+        endpoint: cdb_task_exporter::tencent::client::Endpoint::parse(&sim.url()).unwrap(),
+        region: "ap-guangzhou".into(),
+        zone: cdb_task_exporter::tencent::apitime::ApiZone::beijing(),
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let provider = cdb_task_exporter::tencent::credentials::Provider::Static(
+        cdb_task_exporter::tencent::credentials::Credential {
+            secret_id: cdb_task_exporter::sim::DEFAULT_SECRET_ID.into(),
+            secret_key: cdb_task_exporter::secret::Secret::new(
+                cdb_task_exporter::sim::DEFAULT_SECRET_KEY,
+            ),
+            token: None,
+        },
+    );
+    let discovered: cdb_task_exporter::poller::Discovered = Arc::default();
+    let discovery = Discovery {
+        id: TargetId {
+            account: "t".into(),
+            region: "ap-guangzhou".into(),
+        },
+        client: cdb_task_exporter::tencent::Client::new(options, Arc::new(provider)).unwrap(),
+        limiter: Arc::new(RateLimiter::new(100.0)),
+        metrics: Arc::new(Metrics::new(false, "t", "t")),
+        board: Arc::new(TargetBoard::default()),
+        discovered: discovered.clone(),
+        interval: std::time::Duration::from_secs(600),
+        tags: vec!["team".into()],
+        listed: vec![A.into()],
+        shard: Shard::ALL,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(discovery.run(cancel.clone()));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while discovered.read().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no listing");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    run.await.unwrap();
+    let listed = discovered.read().unwrap().clone();
+    assert_eq!(
+        listed.keys().collect::<Vec<_>>(),
+        [A],
+        "only the listed instance"
+    );
+    assert_eq!(listed[A].tags, [("team".to_string(), "shop".to_string())]);
+    sim.stop().await;
+}
