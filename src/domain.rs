@@ -269,6 +269,78 @@ pub fn task_type_from_wire(s: &str) -> String {
     }
 }
 
+/// The most task types outside [`TASK_TYPES`] a target keeps as label values of their own at
+/// once; further ones are folded into [`OTHER_TASK_TYPE`].
+pub const MAX_OTHER_TASK_TYPES: usize = 32;
+
+/// The label value of task types past [`MAX_OTHER_TASK_TYPES`].
+pub const OTHER_TASK_TYPE: &str = "other";
+
+/// Which unknown task types one target admits as label values: a new type from the API is
+/// admitted while fewer than [`MAX_OTHER_TASK_TYPES`] are; past that it is folded into
+/// `other` (and the caller counts it), so a buggy or hostile API cannot create series without
+/// bound. A type leaves when no task of it is left ([`TypeGate::retain`]), making room. Pure.
+#[derive(Debug, Clone, Default)]
+pub struct TypeGate {
+    admitted: std::collections::BTreeSet<String>,
+}
+
+impl TypeGate {
+    /// The label value to use for `task_type`, and whether it was folded into `other`.
+    pub fn admit(&mut self, task_type: &str) -> (String, bool) {
+        let known = TASK_TYPES.iter().any(|t| t.2 == task_type)
+            || task_type == "unknown"
+            || task_type == OTHER_TASK_TYPE;
+        if known || self.admitted.contains(task_type) {
+            return (task_type.to_string(), false);
+        }
+        if self.admitted.len() < MAX_OTHER_TASK_TYPES {
+            self.admitted.insert(task_type.to_string());
+            return (task_type.to_string(), false);
+        }
+        (OTHER_TASK_TYPE.to_string(), true)
+    }
+
+    /// Keeps the admitted types that still have tasks (`present`).
+    pub fn retain(&mut self, present: impl Fn(&str) -> bool) {
+        self.admitted.retain(|t| present(t));
+    }
+
+    /// The types admitted now.
+    pub fn admitted(&self) -> impl Iterator<Item = &str> {
+        self.admitted.iter().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod type_gate_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_task_types_are_bounded_and_leave_with_their_tasks() {
+        let mut gate = TypeGate::default();
+        assert_eq!(gate.admit("import_data"), ("import_data".into(), false));
+        for n in 0..MAX_OTHER_TASK_TYPES {
+            assert_eq!(gate.admit(&format!("new_{n}")), (format!("new_{n}"), false));
+        }
+        assert_eq!(gate.admit("one_too_many"), ("other".into(), true));
+        assert_eq!(
+            gate.admit("new_0"),
+            ("new_0".into(), false),
+            "admitted stays"
+        );
+        assert_eq!(
+            gate.admit("reboot"),
+            ("reboot".into(), false),
+            "known never folds"
+        );
+        // new_0 has no task left: its place goes to the next new type.
+        gate.retain(|t| t != "new_0");
+        assert_eq!(gate.admit("one_too_many"), ("one_too_many".into(), false));
+        assert_eq!(gate.admitted().count(), MAX_OTHER_TASK_TYPES);
+    }
+}
+
 /// The label value of an integer task type code; `unknown` for codes outside the table.
 pub fn task_type_from_code(code: i64) -> &'static str {
     TASK_TYPES

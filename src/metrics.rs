@@ -161,7 +161,7 @@ impl Book {
     fn new() -> Book {
         Book {
             instances: Labels::default(),
-            types: Labels::with(TASK_TYPES.iter().map(|t| t.2)),
+            types: base_types(),
             finished: Vec::new(),
             monitored: Vec::new(),
             monitored_count: 0,
@@ -181,7 +181,60 @@ impl Book {
     }
 
     fn task_type(&mut self, name: &str) -> TypeIx {
-        TypeIx::try_from(self.types.ix(name)).unwrap_or(TypeIx::MAX)
+        // The table is compacted long before it could outgrow the index; should a restored
+        // store still bring more names than that, they count as `other` (its place is fixed).
+        TypeIx::try_from(self.types.ix(name)).unwrap_or(OTHER_IX)
+    }
+
+    /// Drops the series of unknown task types (outside [`TASK_TYPES`]) that no task in the
+    /// store has any more, and compacts the type table once it holds many such dead names.
+    fn drop_types_without_tasks(&mut self, present: &HashSet<&str>) {
+        let known = TASK_TYPES.len();
+        let names = self.types.names.clone();
+        let gone = |t: TypeIx| (t as usize) > known && !present.contains(&*names[t as usize]);
+        self.seen_tasks.retain(|&(_, t, _)| !gone(t));
+        self.finished_other.retain(|&(_, t, _), _| !gone(t));
+        self.durations.retain(|&(t, _), _| !gone(t));
+        if names.len() > known + 4 * crate::domain::MAX_OTHER_TASK_TYPES {
+            self.compact_types();
+        }
+    }
+
+    /// Rebuilds the type table with the types still referenced, renumbering their uses (the
+    /// known types keep their places, so the dense counters stay as they are).
+    fn compact_types(&mut self) {
+        let old = self.types.names.clone();
+        let mut used: Vec<TypeIx> = self
+            .seen_tasks
+            .iter()
+            .map(|k| k.1)
+            .chain(self.finished_other.keys().map(|k| k.1))
+            .chain(self.durations.keys().map(|k| k.0))
+            .filter(|t| *t > OTHER_IX)
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let mut table = base_types();
+        let mut map: HashMap<TypeIx, TypeIx> = HashMap::new();
+        for t in used {
+            let new = TypeIx::try_from(table.ix(&old[t as usize])).expect("few types");
+            map.insert(t, new);
+        }
+        let re = |t: TypeIx| map.get(&t).copied().unwrap_or(t);
+        self.seen_tasks = self
+            .seen_tasks
+            .iter()
+            .map(|&(i, t, s)| (i, re(t), s))
+            .collect();
+        self.finished_other = std::mem::take(&mut self.finished_other)
+            .into_iter()
+            .map(|((i, t, s), v)| ((i, re(t), s), v))
+            .collect();
+        self.durations = std::mem::take(&mut self.durations)
+            .into_iter()
+            .map(|((t, s), h)| ((re(t), s), h))
+            .collect();
+        self.types = table;
     }
 }
 
@@ -316,6 +369,20 @@ impl Book {
     }
 }
 
+/// The type table's fixed start: the known types in [`TASK_TYPES`] order (indices into the
+/// dense counters), then `other` at [`OTHER_IX`].
+fn base_types() -> Labels {
+    Labels::with(
+        TASK_TYPES
+            .iter()
+            .map(|t| t.2)
+            .chain([crate::domain::OTHER_TASK_TYPE]),
+    )
+}
+
+/// Where `other` sits in every type table.
+const OTHER_IX: TypeIx = TASK_TYPES.len() as TypeIx;
+
 /// Label values of a row: instance, task type, status.
 type Key3<'a> = (&'a str, &'a str, &'static str);
 
@@ -419,6 +486,40 @@ impl Series {
     }
 }
 
+/// The metrics of what the exporter bounds and corrects: instances and task types past their
+/// limits, and the API's clock.
+#[derive(Debug)]
+struct Guards {
+    instances_over_limit: IntGaugeVec,
+    task_types_folded: IntCounterVec,
+    api_clock_skew: IntGaugeVec,
+}
+
+impl Guards {
+    fn register(r: &Registry) -> Guards {
+        Guards {
+            instances_over_limit: int_gauge(
+                r,
+                &format!("{EX}instances_over_limit"),
+                "Instances of the target past the limit of monitored instances: they get no zero series, only those of their own tasks.",
+                TARGET_LABELS,
+            ),
+            task_types_folded: counter(
+                r,
+                &format!("{EX}task_types_folded_total"),
+                "Task observations whose type was counted as task_type=\"other\": the target already had the most unknown task types it keeps as labels.",
+                TARGET_LABELS,
+            ),
+            api_clock_skew: int_gauge(
+                r,
+                &format!("{EX}api_clock_skew_seconds"),
+                "The API's clock minus this host's, from the Date header of its answers; signing and windows are corrected by it.",
+                &["account", "region", "product"],
+            ),
+        }
+    }
+}
+
 /// The exporter's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -430,8 +531,7 @@ pub struct Metrics {
     last_success_ts: GaugeVec,
     poll_duration: GaugeVec,
     tasks_tracked: IntGaugeVec,
-    instances_over_limit: IntGaugeVec,
-    api_clock_skew: IntGaugeVec,
+    guards: Guards,
     shard_info: IntGaugeVec,
     state_file_errors: IntCounterVec,
     reload_successful: prometheus::IntGauge,
@@ -571,18 +671,7 @@ impl Metrics {
                 "Tasks held in memory for the target.",
                 TARGET_LABELS,
             ),
-            instances_over_limit: int_gauge(
-                &r,
-                &format!("{EX}instances_over_limit"),
-                "Instances of the target past the limit of monitored instances: they get no zero series, only those of their own tasks.",
-                TARGET_LABELS,
-            ),
-            api_clock_skew: int_gauge(
-                &r,
-                &format!("{EX}api_clock_skew_seconds"),
-                "The API's clock minus this host's, from the Date header of its answers; signing and windows are corrected by it.",
-                &["account", "region", "product"],
-            ),
+            guards: Guards::register(&r),
             shard_info: int_gauge(
                 &r,
                 &format!("{EX}shard_info"),
@@ -675,9 +764,18 @@ impl Metrics {
             .set(tracked as i64);
     }
 
+    /// `n` task observations of a target had their type folded into `other`.
+    pub fn task_types_folded(&self, t: &TargetId, n: u64) {
+        self.guards
+            .task_types_folded
+            .with_label_values(&[t.account.as_str(), t.region.as_str()])
+            .inc_by(n);
+    }
+
     /// The API's clock minus this host's, as a target's answers tell it (contract §8.6).
     pub fn api_clock_skew(&self, t: &TargetId, seconds: i64) {
-        self.api_clock_skew
+        self.guards
+            .api_clock_skew
             .with_label_values(&[t.account.as_str(), t.region.as_str(), "cdb"])
             .set(seconds);
     }
@@ -760,9 +858,14 @@ impl Metrics {
             book.monitored[ix as usize] = true;
             book.monitored_count += 1;
         }
-        self.instances_over_limit
+        self.guards
+            .instances_over_limit
             .with_label_values(&[t.account.as_str(), t.region.as_str()])
             .set(over);
+        // Task types outside the known table leave with their last task: their series go, and
+        // the table keeps room for the types the API sends next.
+        let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
+        book.drop_types_without_tasks(&present);
         let mut counts: HashMap<(InstIx, TypeIx, TaskStatus), u64> = HashMap::new();
         for ((i, ty, st), n) in &aggregates.tasks {
             let key = (book.instance(i), book.task_type(ty), *st);
@@ -845,8 +948,11 @@ impl Metrics {
         let _ = self.last_success_ts.remove_label_values(&labels);
         let _ = self.poll_duration.remove_label_values(&labels);
         let _ = self.tasks_tracked.remove_label_values(&labels);
-        let _ = self.instances_over_limit.remove_label_values(&labels);
-        let _ = self.api_clock_skew.remove_label_values(&[
+        let _ = self
+            .guards
+            .instances_over_limit
+            .remove_label_values(&labels);
+        let _ = self.guards.api_clock_skew.remove_label_values(&[
             t.account.as_str(),
             t.region.as_str(),
             "cdb",
@@ -1263,6 +1369,78 @@ mod tests {
     use super::*;
     use crate::tasks::{Scope, TaskStore};
 
+    fn store_with_types(types: &[String]) -> TaskStore {
+        let mut store = TaskStore::new(Scope::Region, 86_400, 0);
+        for (n, ty) in types.iter().enumerate() {
+            let task = crate::domain::Task {
+                job_id: n as i64,
+                task_type: ty.clone(),
+                status: TaskStatus::Failed,
+                start_time: 100,
+                end_time: Some(110),
+                progress: 0,
+                instance_ids: vec!["cdb-aaaa1111".into()],
+                async_request_id: String::new(),
+                code: None,
+                message: String::new(),
+            };
+            let _ = store.observe(crate::tasks::Observation {
+                task,
+                via_instance: None,
+            });
+        }
+        store
+    }
+
+    #[test]
+    fn unknown_types_leave_with_their_tasks_and_the_table_stays_small() {
+        let m = Metrics::new(false, "t", "t");
+        let t = TargetId {
+            account: "a".into(),
+            region: "ap-guangzhou".into(),
+        };
+        // Waves of new types, each leaving before the next: the series follow, and the type
+        // table is compacted instead of growing towards its index limit.
+        for wave in 0..40 {
+            let types: Vec<String> = (0..30).map(|i| format!("wave{wave}_type{i}")).collect();
+            let store = store_with_types(&types);
+            for (n, ty) in types.iter().enumerate() {
+                m.task_finished(
+                    &t,
+                    &crate::tasks::Finished {
+                        job_id: n as i64,
+                        instances: vec!["cdb-aaaa1111".into()],
+                        task_type: ty.clone(),
+                        status: TaskStatus::Failed,
+                        duration: Some(10),
+                    },
+                );
+            }
+            m.publish(&t, ["cdb-aaaa1111"], &store.aggregates(), []);
+            let text = String::from_utf8(m.render()).unwrap();
+            assert!(text.contains(&format!("task_type=\"wave{wave}_type29\"")));
+            if wave > 0 {
+                assert!(
+                    !text.contains(&format!("task_type=\"wave{}_type0\"", wave - 1)),
+                    "the last wave's types left with their tasks"
+                );
+            }
+            let finished = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("tencentcloud_cdb_tasks_finished_total{") && l.contains("wave")
+                })
+                .count();
+            assert_eq!(finished, 30, "one counter per type of this wave");
+        }
+        let books = m.books.lock().unwrap();
+        let size = books[&t].types.names.len();
+        assert!(
+            size <= TASK_TYPES.len() + 1 + 4 * crate::domain::MAX_OTHER_TASK_TYPES + 30,
+            "{size}"
+        );
+    }
+
     #[test]
     fn monitored_instances_are_bounded_and_the_excess_counted() {
         let m = Metrics::new(false, "t", "t");
@@ -1289,7 +1467,12 @@ mod tests {
         );
         // Instances that left make room for those waiting.
         m.forget_instances(&t, ids[..10].iter().map(String::as_str));
-        m.publish(&t, ids[10..].iter().map(String::as_str), &store.aggregates(), []);
+        m.publish(
+            &t,
+            ids[10..].iter().map(String::as_str),
+            &store.aggregates(),
+            [],
+        );
         let text = String::from_utf8(m.render()).unwrap();
         assert!(text.contains(
             "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 0"

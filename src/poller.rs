@@ -173,6 +173,8 @@ pub struct Target {
     last_discovered: Arc<Instances>,
     /// The state file's writer: a poll's changes reach the disk before `/metrics` shows them.
     persister: Option<Arc<Persister>>,
+    /// The unknown task types admitted as label values of their own.
+    types: crate::domain::TypeGate,
     /// The store's baseline cut-off is a start time on this host's clock (no poll has covered
     /// anything yet): moved by the API's clock offset once an answer tells it.
     baseline_on_local_clock: bool,
@@ -293,6 +295,7 @@ impl Target {
             last_discovered: Arc::default(),
             persister: parts.persister,
             baseline_on_local_clock,
+            types: crate::domain::TypeGate::default(),
         }
     }
 
@@ -462,8 +465,12 @@ impl Target {
             let cutoff = st.store.baseline_cutoff() + offset;
             st.store.set_baseline_cutoff(cutoff);
         }
-        let mut st = self.lock();
-        for obs in observations {
+        let mut folded = 0;
+        let mut st = crate::state::lock_in_async(&self.state);
+        for mut obs in observations {
+            let (task_type, other) = self.types.admit(&obs.task.task_type);
+            obs.task.task_type = task_type;
+            folded += u64::from(other);
             // Only with task events on: the status before, and the task for the log line.
             let event = self
                 .settings
@@ -484,14 +491,19 @@ impl Target {
                 }
             }
         }
+        if folded > 0 {
+            self.metrics.task_types_folded(&self.id, folded);
+        }
     }
 
     /// Publishes the task series and the poll metrics after a poll.
     fn publish(&mut self, ok: bool, now: i64, seconds: f64) {
         let discovered = self.discovered.read().expect("lock").clone();
         let last_discovered = std::mem::replace(&mut self.last_discovered, discovered.clone());
-        let st = self.lock();
+        let st = crate::state::lock_in_async(&self.state);
         let aggregates = st.store.aggregates();
+        let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
+        self.types.retain(|t| present.contains(t));
         if self.instances.is_empty() {
             // Region-wide: every instance with a task in the store, or listed by discovery, is
             // monitored.

@@ -422,3 +422,50 @@ async fn a_poll_waiting_for_its_store_does_not_block_the_runtime() {
     assert!(report.failure.is_none(), "{report:?}");
     sim.stop().await;
 }
+
+/// An API inventing a new task type for every task cannot grow the series without bound: the
+/// first 32 unknown types are labels of their own, the rest count as `other`, and no task is
+/// lost from the counts.
+#[tokio::test]
+async fn invented_task_types_are_bounded_and_nothing_is_lost() {
+    let tasks = (0..100)
+        .map(|i| {
+            SimTask::simple(
+                50_000 + i,
+                &format!("invented_{i}"),
+                &[A],
+                -60,
+                300,
+                TaskStatus::Running,
+            )
+        })
+        .collect();
+    let (sim, _) = start_sim(with_faults(tasks, Faults::default())).await;
+    let (mut t, metrics) = target(&sim, settings());
+    let report = t.poll(&CancellationToken::new()).await;
+    assert!(report.failure.is_none(), "{report:?}");
+    let m = scrape(&metrics);
+    assert_eq!(
+        m.sum("tencentcloud_cdb_tasks", &[]),
+        100.0,
+        "every task still counted"
+    );
+    let types: std::collections::BTreeSet<String> = m
+        .matching("tencentcloud_cdb_tasks", &[])
+        .map(|(labels, _)| {
+            labels
+                .iter()
+                .find(|(k, _)| k == "task_type")
+                .unwrap()
+                .1
+                .clone()
+        })
+        .collect();
+    assert_eq!(types.len(), 33, "{types:?}");
+    assert_eq!(m.tasks(A, "other", "running"), 68.0);
+    assert_eq!(
+        m.get("tencentcloud_cdb_exporter_task_types_folded_total", &[]),
+        Some(68.0)
+    );
+    sim.stop().await;
+}
