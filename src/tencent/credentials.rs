@@ -325,7 +325,54 @@ fn parse_profile(text: &str) -> Option<Credential> {
 pub struct InstanceRole {
     base_url: String,
     http: reqwest::Client,
-    cached: Mutex<Option<(Credential, i64)>>,
+    cached: Mutex<Option<Cached>>,
+    /// Held while fetching: concurrent callers wait for that fetch instead of making theirs.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// Temporary keys, when they expire, and when they were fetched.
+#[derive(Debug, Clone)]
+struct Cached {
+    credential: Credential,
+    expires: i64,
+    fetched: i64,
+}
+
+/// The shortest time between two fetches of temporary keys while the cached ones are still
+/// good for [`MIN_REFETCH_SECS`]: an endpoint that hands out keys expiring soon cannot make
+/// every API request a credential request.
+const MIN_REFETCH_SECS: i64 = 60;
+
+/// The most bytes a credential endpoint's answer may have (real ones are about 2 KiB).
+pub const MAX_CREDENTIAL_ANSWER: usize = 64 * 1024;
+
+impl Cached {
+    /// The keys, unless they should be fetched again: `margin` seconds before they expire,
+    /// but not sooner than [`MIN_REFETCH_SECS`] after the last fetch while they still work.
+    fn usable(&self, now: i64, margin: i64) -> Option<Credential> {
+        let left = self.expires - now;
+        let fresh =
+            left > margin || (now - self.fetched < MIN_REFETCH_SECS && left > MIN_REFETCH_SECS);
+        fresh.then(|| self.credential.clone())
+    }
+}
+
+/// The body of a credential endpoint's answer, at most [`MAX_CREDENTIAL_ANSWER`] bytes.
+async fn capped_text(mut resp: reqwest::Response) -> Result<String, String> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_CREDENTIAL_ANSWER as u64)
+    {
+        return Err(format!("answer larger than {MAX_CREDENTIAL_ANSWER} bytes"));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if buf.len() + chunk.len() > MAX_CREDENTIAL_ANSWER {
+            return Err(format!("answer larger than {MAX_CREDENTIAL_ANSWER} bytes"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| "answer is not UTF-8".to_string())
 }
 
 #[derive(Deserialize)]
@@ -353,15 +400,30 @@ impl InstanceRole {
             base_url,
             http,
             cached: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
         })
     }
 
     async fn get(&self) -> Result<Credential, Error> {
         let now = chrono::Utc::now().timestamp();
-        if let Some((cred, expires)) = self.cached.lock().expect("lock").as_ref() {
-            if expires - now > 300 {
-                return Ok(cred.clone());
-            }
+        if let Some(cred) = self
+            .cached
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|c| c.usable(now, 300))
+        {
+            return Ok(cred);
+        }
+        let _fetching = self.fetching.lock().await;
+        if let Some(cred) = self
+            .cached
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|c| c.usable(now, 300))
+        {
+            return Ok(cred); // fetched by the caller that held the lock before
         }
         let fail = |what: String| Error::Credentials(format!("CVM instance role: {what}"));
         let get = |url: String| async move {
@@ -374,10 +436,17 @@ impl InstanceRole {
             if !resp.status().is_success() {
                 return Err(fail(format!("metadata service answered {}", resp.status())));
             }
-            resp.text().await.map_err(|e| fail(e.to_string()))
+            capped_text(resp).await.map_err(fail)
         };
         let role = get(self.base_url.clone()).await?;
         let role = role.lines().next().unwrap_or_default().trim().to_string();
+        // The role goes into a URL path: a name, nothing else.
+        let plausible = role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@+=,".contains(&b));
+        if !plausible || role.len() > 128 {
+            return Err(fail("the metadata service named no usable role".into()));
+        }
         if role.is_empty() {
             return Err(fail("no role is bound to this instance".into()));
         }
@@ -385,14 +454,19 @@ impl InstanceRole {
         let rc: RoleCredentials =
             serde_json::from_str(&body).map_err(|e| fail(format!("bad answer: {e}")))?;
         if !rc.code.is_empty() && rc.code != "Success" {
-            return Err(fail(format!("metadata code {}", rc.code)));
+            let code = crate::tencent::model::sanitize(&rc.code);
+            return Err(fail(format!("metadata code {code}")));
         }
         let cred = Credential {
             secret_id: rc.tmp_secret_id,
             secret_key: Secret::new(rc.tmp_secret_key),
             token: Some(Secret::new(rc.token)),
         };
-        *self.cached.lock().expect("lock") = Some((cred.clone(), rc.expired_time));
+        *self.cached.lock().expect("lock") = Some(Cached {
+            credential: cred.clone(),
+            expires: rc.expired_time,
+            fetched: now,
+        });
         Ok(cred)
     }
 }
@@ -422,7 +496,9 @@ pub struct WebIdentity {
     role_arn: String,
     url: String,
     http: reqwest::Client,
-    cached: Mutex<Option<(Credential, i64)>>,
+    cached: Mutex<Option<Cached>>,
+    /// Held while fetching: concurrent callers wait for that fetch instead of making theirs.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 #[derive(Deserialize)]
@@ -492,15 +568,30 @@ impl WebIdentity {
                 .unwrap_or_else(|| STS_URL.to_string()),
             http,
             cached: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
         }))
     }
 
     async fn get(&self) -> Result<Credential, Error> {
         let now = chrono::Utc::now().timestamp();
-        if let Some((cred, expires)) = self.cached.lock().expect("lock").as_ref()
-            && expires - now > OIDC_DURATION_SECS / 10
+        if let Some(cred) = self
+            .cached
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|c| c.usable(now, OIDC_DURATION_SECS / 10))
         {
-            return Ok(cred.clone());
+            return Ok(cred);
+        }
+        let _fetching = self.fetching.lock().await;
+        if let Some(cred) = self
+            .cached
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|c| c.usable(now, OIDC_DURATION_SECS / 10))
+        {
+            return Ok(cred); // fetched by the caller that held the lock before
         }
         let fail = |what: String| Error::Credentials(format!("TKE pod identity: {what}"));
         let token = read_token(&self.token_file).map_err(|e| fail(e.to_string()))?;
@@ -536,12 +627,13 @@ impl WebIdentity {
         if !resp.status().is_success() {
             return Err(fail(format!("STS answered {}", resp.status())));
         }
-        let text = resp.text().await.map_err(|e| fail(e.to_string()))?;
+        let text = capped_text(resp).await.map_err(fail)?;
         let answer: StsAnswer =
             serde_json::from_str(&text).map_err(|e| fail(format!("bad STS answer: {e}")))?;
         if let Some(e) = answer.response.error {
             let message = crate::tencent::model::sanitize(&e.message);
-            return Err(fail(format!("STS error {}: {message}", e.code)));
+            let code = crate::tencent::model::sanitize(&e.code);
+            return Err(fail(format!("STS error {code}: {message}")));
         }
         let (Some(c), Some(expires)) = (answer.response.credentials, answer.response.expired_time)
         else {
@@ -552,7 +644,11 @@ impl WebIdentity {
             secret_key: Secret::new(c.tmp_secret_key),
             token: Some(Secret::new(c.token)),
         };
-        *self.cached.lock().expect("lock") = Some((cred.clone(), expires));
+        *self.cached.lock().expect("lock") = Some(Cached {
+            credential: cred.clone(),
+            expires,
+            fetched: now,
+        });
         Ok(cred)
     }
 }

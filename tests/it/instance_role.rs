@@ -90,3 +90,46 @@ async fn keys_close_to_expiry_are_refreshed_and_a_missing_role_is_an_error() {
     assert_eq!(e.as_label(), "Credentials");
     assert!(!e.is_retryable());
 }
+
+/// Keys that expire soon are fetched again at most once a minute while they still work: an
+/// endpoint handing out short keys cannot make every API request a metadata request.
+#[tokio::test]
+async fn keys_expiring_soon_are_fetched_at_most_once_a_minute() {
+    cdb_task_exporter::install_crypto_provider();
+    // 4 minutes left: inside the 5-minute refresh margin, yet good for a while.
+    let (base, hits, stop) = metadata(240).await;
+    let (_, provider) = resolve(&base);
+    for _ in 0..20 {
+        provider.get().await.unwrap();
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "one fetch (role and keys)");
+    stop.cancel();
+}
+
+/// A metadata service that answers without end, or with log-forging codes, is bounded and
+/// escaped.
+#[tokio::test]
+async fn metadata_answers_are_capped_and_their_codes_escaped() {
+    cdb_task_exporter::install_crypto_provider();
+    let (addr, stop) = serve_on_loopback(move |req: hyper::Request<hyper::body::Incoming>| async move {
+        match req.uri().path() {
+            "/huge/" => respond(StatusCode::OK, "text/plain", "x".repeat(8 * 1024 * 1024)),
+            "/forged/" => respond(StatusCode::OK, "text/plain", "role"),
+            "/forged/role" => respond(
+                StatusCode::OK,
+                "application/json",
+                r#"{"TmpSecretId":"a","TmpSecretKey":"b","Token":"c","ExpiredTime":1,"Code":"Bad\nINFO forged line"}"#,
+            ),
+            _ => respond(StatusCode::NOT_FOUND, "text/plain", "no"),
+        }
+    })
+    .await;
+    let (_, provider) = resolve(&format!("http://{addr}/huge/"));
+    let e = provider.get().await.unwrap_err().to_string();
+    assert!(e.contains("larger than 65536 bytes"), "{e}");
+    let (_, provider) = resolve(&format!("http://{addr}/forged/"));
+    let e = provider.get().await.unwrap_err().to_string();
+    assert!(!e.contains('\n'), "{e:?}");
+    assert!(e.contains(r"Bad\nINFO forged line"), "{e}");
+    stop.cancel();
+}

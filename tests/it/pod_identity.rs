@@ -149,3 +149,31 @@ fn check_config_names_pod_identity_and_refuses_a_partial_set() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("missing: TKE_ROLE_ARN"), "{stderr}");
 }
+
+/// STS keys that expire in 10 minutes (inside the 12-minute refresh margin) are asked for once
+/// a minute at most, not at every API request.
+#[tokio::test]
+async fn short_sts_keys_do_not_make_every_request_call_sts() {
+    let (sim, clock) = start_sim(Scenario::default()).await;
+    sim.sim.accept_web_identity(PROVIDER, ROLE, 600);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "token-one").unwrap();
+    let vars = tke_env(&token_file, &sim.url());
+    let env = move |name: &str| vars.get(name).cloned();
+    let config = Config::from_toml(&keyless(&sim.url())).unwrap();
+    let exporter = Exporter::start_with(config, clock, None, Arc::new(env)).await;
+    // Five successful polls, each with its requests.
+    exporter
+        .wait_for(|s| {
+            s.get(
+                "tencentcloud_cdb_exporter_api_requests_total",
+                &[("action", "DescribeTasks")],
+            )
+            .is_some_and(|n| n >= 5.0)
+        })
+        .await;
+    assert_eq!(sim.sim.web_identity_tokens().len(), 1, "one STS call");
+    exporter.stop().await;
+    sim.stop().await;
+}
