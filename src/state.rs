@@ -117,6 +117,13 @@ pub enum Loaded {
 /// time>`) with a warning, and the exporter starts fresh; an unreadable one is left alone.
 pub fn load(path: &Path, now: i64) -> Loaded {
     remove_orphans(path);
+    // Only a regular file is read: a FIFO planted there would block the start for ever.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Loaded::Unreadable(std::io::Error::other("not a regular file"));
+        }
+        _ => {}
+    }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -751,6 +758,30 @@ mod tests {
             "{text}"
         );
         assert_eq!(failed_imports(&other), Some(1.0));
+    }
+
+    #[test]
+    fn a_planted_fifo_neither_blocks_the_start_nor_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let fifo = |p: &Path| {
+            let ok = std::process::Command::new("mkfifo")
+                .arg(p)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        };
+        // At the old, predictable temp name: the writer never opens it.
+        fifo(
+            &dir.path()
+                .join(format!("state.json.tmp-{}", std::process::id())),
+        );
+        write_atomic(&path, &Saved::default()).unwrap();
+        // In place of the state file: reported unreadable (and left alone), not read.
+        std::fs::remove_file(&path).unwrap();
+        fifo(&path);
+        assert!(matches!(load(&path, 1), Loaded::Unreadable(_)));
+        assert!(path.exists());
     }
 
     #[test]
