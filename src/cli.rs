@@ -97,6 +97,15 @@ pub enum Command {
         /// SecretKey to accept (default: the documented simulator key).
         #[arg(long, requires = "secret_id")]
         secret_key: Option<String>,
+        /// Seconds the simulated API's clock is ahead of this machine's (negative: behind):
+        /// its Date header, signature check and task times follow it.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 0,
+            allow_negative_numbers = true
+        )]
+        clock_offset: i64,
     },
 }
 

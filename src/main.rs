@@ -102,7 +102,11 @@ async fn async_main(cli: Cli) -> ExitCode {
             scenario,
             secret_id,
             secret_key,
-        }) => exit(simulate(listen, scenario.as_deref(), secret_id, secret_key).await),
+            clock_offset,
+        }) => {
+            let keys = (secret_id, secret_key);
+            exit(simulate(listen, scenario.as_deref(), keys, clock_offset).await)
+        }
         Some(Command::Healthcheck { url }) => healthcheck(&url).await,
         Some(Command::Demo { listen }) => exit(demo(listen, &overrides).await),
         None => exit(daemon(cli.config, cli.check_config, overrides).await),
@@ -253,8 +257,8 @@ async fn demo(listen: std::net::SocketAddr, overrides: &Overrides) -> Result<(),
 async fn simulate(
     listen: std::net::SocketAddr,
     scenario: Option<&Path>,
-    secret_id: Option<String>,
-    secret_key: Option<String>,
+    (secret_id, secret_key): (Option<String>, Option<String>),
+    clock_offset: i64,
 ) -> Result<(), Failure> {
     let scenario = match scenario {
         None => Scenario::demo(),
@@ -269,6 +273,7 @@ async fn simulate(
     let id = secret_id.unwrap_or_else(|| DEFAULT_SECRET_ID.to_string());
     let key = Secret::new(secret_key.unwrap_or_else(|| DEFAULT_SECRET_KEY.to_string()));
     let sim = Simulator::new(scenario, &id, key, SystemClock::shared());
+    sim.set_clock_offset(clock_offset);
     let server = sim.serve(listen).await.map_err(|source| Failure::Listen {
         address: listen,
         source,

@@ -481,3 +481,50 @@ async fn sigint_exits_0_and_a_taken_port_exits_1() {
     signal(&child, "-INT");
     assert_eq!(wait_exit(&mut child).code(), Some(0));
 }
+
+/// `simulate --clock-offset` puts the simulated API's clock off this machine's: its `Date`
+/// header says so (the exporter learns the skew from it).
+#[test]
+fn the_simulator_clock_offset_shows_in_its_date_header() {
+    use std::io::{BufRead, Write};
+    let mut sim = Running(
+        exporter(&[
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--clock-offset",
+            "-900",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let mut first = String::new();
+    std::io::BufReader::new(sim.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("simulated CDB API listening on http://")
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(b"POST / HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let date = answer
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("date: ")
+                .or_else(|| l.strip_prefix("Date: "))
+        })
+        .unwrap_or_else(|| panic!("no Date header: {answer}"));
+    let api = chrono::DateTime::parse_from_rfc2822(date)
+        .unwrap()
+        .timestamp();
+    let skew = api - chrono::Utc::now().timestamp();
+    assert!((-905..=-895).contains(&skew), "{skew}");
+}
