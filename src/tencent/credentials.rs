@@ -325,9 +325,7 @@ fn parse_profile(text: &str) -> Option<Credential> {
 pub struct InstanceRole {
     base_url: String,
     http: reqwest::Client,
-    cached: Mutex<Option<Cached>>,
-    /// Held while fetching: concurrent callers wait for that fetch instead of making theirs.
-    fetching: tokio::sync::Mutex<()>,
+    keys: KeyCache,
 }
 
 /// Temporary keys, when they expire, and when they were fetched.
@@ -354,6 +352,48 @@ impl Cached {
         let fresh =
             left > margin || (now - self.fetched < MIN_REFETCH_SECS && left > MIN_REFETCH_SECS);
         fresh.then(|| self.credential.clone())
+    }
+}
+
+/// Temporary keys, cached until they should be fetched again; concurrent callers share one
+/// fetch.
+#[derive(Debug, Default)]
+struct KeyCache {
+    cached: Mutex<Option<Cached>>,
+    /// Held while fetching: concurrent callers wait for that fetch instead of making theirs.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl KeyCache {
+    /// The cached keys while usable ([`Cached::usable`] with `margin`), else what `fetch`
+    /// (given now) brings, with its expiry.
+    async fn get<F, Fut>(&self, margin: i64, fetch: F) -> Result<Credential, Error>
+    where
+        F: FnOnce(i64) -> Fut,
+        Fut: std::future::Future<Output = Result<(Credential, i64), Error>>,
+    {
+        let now = chrono::Utc::now().timestamp();
+        let usable = || {
+            self.cached
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .and_then(|c| c.usable(now, margin))
+        };
+        if let Some(cred) = usable() {
+            return Ok(cred);
+        }
+        let _fetching = self.fetching.lock().await;
+        if let Some(cred) = usable() {
+            return Ok(cred); // fetched by the caller that held the lock before
+        }
+        let (credential, expires) = fetch(now).await?;
+        *self.cached.lock().expect("lock") = Some(Cached {
+            credential: credential.clone(),
+            expires,
+            fetched: now,
+        });
+        Ok(credential)
     }
 }
 
@@ -399,32 +439,16 @@ impl InstanceRole {
         Ok(InstanceRole {
             base_url,
             http,
-            cached: Mutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
+            keys: KeyCache::default(),
         })
     }
 
     async fn get(&self) -> Result<Credential, Error> {
-        let now = chrono::Utc::now().timestamp();
-        if let Some(cred) = self
-            .cached
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .and_then(|c| c.usable(now, 300))
-        {
-            return Ok(cred);
-        }
-        let _fetching = self.fetching.lock().await;
-        if let Some(cred) = self
-            .cached
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .and_then(|c| c.usable(now, 300))
-        {
-            return Ok(cred); // fetched by the caller that held the lock before
-        }
+        self.keys.get(300, |_| self.fetch()).await
+    }
+
+    /// Fetches the role's keys, with their expiry.
+    async fn fetch(&self) -> Result<(Credential, i64), Error> {
         let fail = |what: String| Error::Credentials(format!("CVM instance role: {what}"));
         let get = |url: String| async move {
             let resp = self
@@ -462,12 +486,7 @@ impl InstanceRole {
             secret_key: Secret::new(rc.tmp_secret_key),
             token: Some(Secret::new(rc.token)),
         };
-        *self.cached.lock().expect("lock") = Some(Cached {
-            credential: cred.clone(),
-            expires: rc.expired_time,
-            fetched: now,
-        });
-        Ok(cred)
+        Ok((cred, rc.expired_time))
     }
 }
 
@@ -496,9 +515,7 @@ pub struct WebIdentity {
     role_arn: String,
     url: String,
     http: reqwest::Client,
-    cached: Mutex<Option<Cached>>,
-    /// Held while fetching: concurrent callers wait for that fetch instead of making theirs.
-    fetching: tokio::sync::Mutex<()>,
+    keys: KeyCache,
 }
 
 #[derive(Deserialize)]
@@ -567,32 +584,18 @@ impl WebIdentity {
                 .var("CDB_TASK_EXPORTER_STS_URL")
                 .unwrap_or_else(|| STS_URL.to_string()),
             http,
-            cached: Mutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
+            keys: KeyCache::default(),
         }))
     }
 
     async fn get(&self) -> Result<Credential, Error> {
-        let now = chrono::Utc::now().timestamp();
-        if let Some(cred) = self
-            .cached
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .and_then(|c| c.usable(now, OIDC_DURATION_SECS / 10))
-        {
-            return Ok(cred);
-        }
-        let _fetching = self.fetching.lock().await;
-        if let Some(cred) = self
-            .cached
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .and_then(|c| c.usable(now, OIDC_DURATION_SECS / 10))
-        {
-            return Ok(cred); // fetched by the caller that held the lock before
-        }
+        self.keys
+            .get(OIDC_DURATION_SECS / 10, |now| self.fetch(now))
+            .await
+    }
+
+    /// Exchanges the token for keys, with their expiry.
+    async fn fetch(&self, now: i64) -> Result<(Credential, i64), Error> {
         let fail = |what: String| Error::Credentials(format!("TKE pod identity: {what}"));
         let token = read_token(&self.token_file).map_err(|e| fail(e.to_string()))?;
         let body = serde_json::json!({
@@ -644,12 +647,7 @@ impl WebIdentity {
             secret_key: Secret::new(c.tmp_secret_key),
             token: Some(Secret::new(c.token)),
         };
-        *self.cached.lock().expect("lock") = Some(Cached {
-            credential: cred.clone(),
-            expires,
-            fetched: now,
-        });
-        Ok(cred)
+        Ok((cred, expires))
     }
 }
 
