@@ -34,6 +34,21 @@ fn tke_env(token_file: &std::path::Path, sts: &str) -> BTreeMap<String, String> 
     .collect()
 }
 
+/// An exporter with no keys, its credentials from TKE pod identity with `token` in
+/// `token_file`, against `sim`'s STS and API.
+async fn start_with_token(
+    sim: &cdb_task_exporter::sim::SimServer,
+    clock: Arc<cdb_task_exporter::clock::SystemClock>,
+    token_file: &std::path::Path,
+    token: &str,
+) -> Exporter {
+    std::fs::write(token_file, token).unwrap();
+    let vars = tke_env(token_file, &sim.url());
+    let env = move |name: &str| vars.get(name).cloned();
+    let config = Config::from_toml(&keyless(&sim.url())).unwrap();
+    Exporter::start_with(config, clock, None, Arc::new(env)).await
+}
+
 #[tokio::test]
 async fn pod_identity_signs_polls_and_rereads_the_token() {
     let scenario = Scenario {
@@ -46,11 +61,7 @@ async fn pod_identity_signs_polls_and_rereads_the_token() {
     sim.sim.accept_web_identity(PROVIDER, ROLE, 30);
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "token-one\n").unwrap();
-    let vars = tke_env(&token_file, &sim.url());
-    let env = move |name: &str| vars.get(name).cloned();
-    let config = Config::from_toml(&keyless(&sim.url())).unwrap();
-    let exporter = Exporter::start_with(config, clock, None, Arc::new(env)).await;
+    let exporter = start_with_token(&sim, clock, &token_file, "token-one\n").await;
     let s = exporter
         .wait_for(|s| s.get("tencentcloud_cdb_exporter_last_poll_success", &[]) == Some(1.0))
         .await;
@@ -85,11 +96,7 @@ async fn a_role_sts_refuses_fails_the_polls_without_stopping_them() {
         .accept_web_identity(PROVIDER, "qcs::cam::uin/1:roleName/another", 30);
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "token-one").unwrap();
-    let vars = tke_env(&token_file, &sim.url());
-    let env = move |name: &str| vars.get(name).cloned();
-    let config = Config::from_toml(&keyless(&sim.url())).unwrap();
-    let exporter = Exporter::start_with(config, clock, None, Arc::new(env)).await;
+    let exporter = start_with_token(&sim, clock, &token_file, "token-one").await;
     let s = exporter
         .wait_for(|s| {
             s.get(
@@ -158,11 +165,7 @@ async fn short_sts_keys_do_not_make_every_request_call_sts() {
     sim.sim.accept_web_identity(PROVIDER, ROLE, 600);
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "token-one").unwrap();
-    let vars = tke_env(&token_file, &sim.url());
-    let env = move |name: &str| vars.get(name).cloned();
-    let config = Config::from_toml(&keyless(&sim.url())).unwrap();
-    let exporter = Exporter::start_with(config, clock, None, Arc::new(env)).await;
+    let exporter = start_with_token(&sim, clock, &token_file, "token-one").await;
     // Five successful polls, each with its requests.
     exporter
         .wait_for(|s| {

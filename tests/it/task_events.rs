@@ -11,6 +11,41 @@ use std::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cdb-task-exporter");
 
+/// The binary with task events on, against `sim_url`, logging in `format`; its log lines
+/// arrive on the receiver (read on a thread of their own, so the pipe never fills).
+fn spawn_with_events(
+    dir: &std::path::Path,
+    sim_url: &str,
+    format: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let config = dir.join("config.toml");
+    let text = config_text(sim_url, "", &region("ap-guangzhou", &[]))
+        .replace("[[accounts]]", "[log]\ntask_events = true\n[[accounts]]");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "--log-format", format])
+        .env_remove("CDB_TASK_EXPORTER_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
 // The simulator serves on the runtime while this test blocks reading the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_changes_are_logged_as_json_lines() {
@@ -26,29 +61,7 @@ async fn status_changes_are_logged_as_json_lines() {
     };
     let (sim, _clock) = start_sim(scenario).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    let text = config_text(&sim.url(), "", &region("ap-guangzhou", &[]))
-        .replace("[[accounts]]", "[log]\ntask_events = true\n[[accounts]]");
-    std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "--log-format", "json"])
-        .env_remove("CDB_TASK_EXPORTER_CONFIG")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = spawn_with_events(dir.path(), &sim.url(), "json");
     let deadline = Instant::now() + PATIENCE;
     let mut events: Vec<Value> = Vec::new();
     let mut lines = Vec::new();
@@ -108,31 +121,7 @@ async fn a_message_cannot_forge_fields_in_text_logs() {
     };
     let (sim, _clock) = start_sim(scenario).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    let text = config_text(&sim.url(), "", &region("ap-guangzhou", &[]))
-        .replace("[[accounts]]", "[log]\ntask_events = true\n[[accounts]]");
-    std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "--log-format", "text"])
-        .env_remove("CDB_TASK_EXPORTER_CONFIG")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = spawn_with_events(dir.path(), &sim.url(), "text");
     let event = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + PATIENCE;
         while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
