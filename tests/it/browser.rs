@@ -36,7 +36,7 @@ async fn the_task_page_renders_escapes_and_filters_in_chromium() {
             .arg(repo_path("tests/browser/drive.py"))
             .args([&url, &shot])
             .output()
-            .expect("python3 and chromium are installed by .ci/run")
+            .expect("python3 and chromium are installed by scripts/install-test-tools")
     })
     .await
     .unwrap();

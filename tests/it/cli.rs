@@ -352,7 +352,7 @@ region = "ap-guangzhou"
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool is installed by .ci/run (Debian package prometheus)");
+        .expect("promtool is installed by scripts/install-test-tools (Debian package prometheus)");
     std::io::Write::write_all(lint.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
     let lint = lint.wait_with_output().unwrap();
     let findings = format!(

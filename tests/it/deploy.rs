@@ -22,7 +22,7 @@ fn tool(cmd: &str, args: &[&str], dir: &Path) -> String {
         .args(args)
         .current_dir(dir)
         .output()
-        .unwrap_or_else(|e| panic!("{cmd} is installed by .ci/run: {e}"));
+        .unwrap_or_else(|e| panic!("{cmd} is installed by scripts/install-test-tools: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

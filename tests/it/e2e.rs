@@ -43,7 +43,7 @@ fn start(bin: &'static str, args: &[String], log: &Path) -> Proc {
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .unwrap_or_else(|e| panic!("{bin} is installed by .ci/run: {e}"));
+        .unwrap_or_else(|e| panic!("{bin} is installed by scripts/install-test-tools: {e}"));
     Proc(child)
 }
 
