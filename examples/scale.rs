@@ -412,6 +412,56 @@ async fn main() {
         gz_bytes as f64 / 1_048_576.0,
         plain_bytes as f64 / gz_bytes.max(1) as f64
     );
+    // 5. Task queries under load: six clients repeat a 60 kB `/api/v1/tasks` query (one
+    // instance id 2,400 times) while `/healthz` and `/metrics` are timed.
+    let query = format!(
+        "{}/api/v1/tasks?limit=1000&{}",
+        exporter.base,
+        vec!["instance_id=cdb-00000000"; 2_400].join("&")
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (http, query, stop) = (http.clone(), query.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.is_cancelled() {
+                    if let Ok(r) = http.get(&query).send().await {
+                        let _ = r.bytes().await;
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut health, mut metrics) = (Vec::new(), Vec::new());
+    for _ in 0..40 {
+        for (path, out) in [("healthz", &mut health), ("metrics", &mut metrics)] {
+            let t = Instant::now();
+            let r = http.get(format!("{}/{path}", exporter.base)).send().await;
+            if let Ok(r) = r {
+                let _ = r.bytes().await;
+            }
+            out.push(t.elapsed().as_secs_f64() * 1_000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    let mut queries = 0;
+    for c in clients {
+        queries += c.await.unwrap_or(0);
+    }
+    for (name, times) in [("/healthz", &mut health), ("/metrics", &mut metrics)] {
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {name} p50 / p99 / max while 6 clients repeat a 60 kB task query ({queries} answered) | {:.1} / {:.1} / {:.1} ms |",
+            percentile(times, 0.5),
+            percentile(times, 0.99),
+            times.last().copied().unwrap_or(f64::NAN)
+        );
+    }
     drop(exporter);
     sim.stop().await;
 }
