@@ -435,18 +435,10 @@ impl Fleet {
         for (_, run) in std::mem::take(&mut self.running) {
             let _ = run.stop().await;
         }
+        // The last write, through the running writer; one stuck in the file system does not
+        // keep the process from exiting (`durable` gives up after DURABLE_WAIT).
         if let Some(p) = &self.state {
-            let writer = p.writer().clone();
-            let write = tokio::task::spawn_blocking(move || writer.write());
-            // A write stuck in the file system must not keep the process from exiting.
-            if tokio::time::timeout(state::DURABLE_WAIT, write)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "the last state file write did not finish in time; exiting without it"
-                );
-            }
+            p.durable().await;
         }
     }
 }

@@ -468,8 +468,9 @@ impl Persister {
     }
 
     /// Asks for a write and waits until one that includes every change made before the call
-    /// has ended (written or failed), at most [`DURABLE_WAIT`]. Returns whether it was written.
-    pub async fn durable(&self) -> bool {
+    /// has ended (written or failed, which the writer counts and logs), at most
+    /// [`DURABLE_WAIT`].
+    pub async fn durable(&self) {
         let mut done = self.done.subscribe();
         let ticket = self
             .requested
@@ -478,9 +479,8 @@ impl Persister {
         self.wake.notify_one();
         let waited = tokio::time::timeout(DURABLE_WAIT, done.wait_for(|d| *d >= ticket)).await;
         if waited.is_err() {
-            tracing::warn!(path = %self.writer.path.display(), "the state file write takes too long; publishing without waiting for it");
+            tracing::warn!(path = %self.writer.path.display(), "the state file write takes too long; going on without waiting for it");
         }
-        matches!(waited, Ok(Ok(_))) && !*self.writer.failing.lock().expect("lock")
     }
 
     /// Writes the file each time a write is asked for, until `stop`.
