@@ -112,25 +112,22 @@ impl Filter {
             let v = value.as_ref();
             // A value given twice is one value; more than MAX_VALUES of a name is refused, so
             // a query's cost stays bounded whatever its length.
-            let list = match name.as_ref() {
-                "region" => Some(f.regions.len()),
-                "instance_id" => Some(f.instance_ids.len()),
-                "task_type" => Some(f.task_types.len()),
-                "status" => Some(f.statuses.len()),
+            // (values so far, whether this one is among them)
+            let seen = match name.as_ref() {
+                "region" => Some((f.regions.len(), f.regions.iter().any(|x| x == v))),
+                "instance_id" => {
+                    Some((f.instance_ids.len(), f.instance_ids.iter().any(|x| x == v)))
+                }
+                "task_type" => Some((f.task_types.len(), f.task_types.iter().any(|x| x == v))),
+                "status" => Some((f.statuses.len(), f.statuses.iter().any(|x| x.as_str() == v))),
                 _ => None,
             };
-            let repeated = match name.as_ref() {
-                "region" => f.regions.iter().any(|x| x == v),
-                "instance_id" => f.instance_ids.iter().any(|x| x == v),
-                "task_type" => f.task_types.iter().any(|x| x == v),
-                "status" => f.statuses.iter().any(|x| x.as_str() == v),
-                _ => false,
-            };
-            if repeated {
-                continue;
-            }
-            if list.is_some_and(|n| n >= MAX_VALUES) {
-                return Err(bad(format!("more than {MAX_VALUES} values")));
+            match seen {
+                Some((_, true)) => continue,
+                Some((n, false)) if n >= MAX_VALUES => {
+                    return Err(bad(format!("more than {MAX_VALUES} values")));
+                }
+                _ => {}
             }
             match name.as_ref() {
                 "region" if is_slug(v, b"-", 64) => f.regions.push(v.to_string()),
