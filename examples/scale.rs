@@ -220,7 +220,7 @@ region = "ap-guangzhou"
 "#,
         interval = a.interval,
         rps = a.rps,
-        // Below the interval, which releases before contract §7.1 also require.
+        // Below the interval, which releases before docs/configuration.md#keys also require.
         timeout_ms = a.interval * 750,
         state = if a.state {
             format!("state_file = \"{}\"", dir.join("state.json").display())

@@ -1,4 +1,4 @@
-//! The command line (contract §2).
+//! The command line (docs/configuration.md#command-line).
 
 use crate::config::{Config, ConfigError};
 use crate::domain::AccountName;

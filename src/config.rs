@@ -161,7 +161,7 @@ pub struct ServerConfig {
     pub web_config_file: Option<PathBuf>,
 }
 
-/// `[discovery]` (contract §7.3)
+/// `[discovery]` (docs/metrics.md#instance-metadata)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveryConfig {
     /// `instance_info`: call `DescribeDBInstances` and export instance metadata.
@@ -172,7 +172,7 @@ pub struct DiscoveryConfig {
     pub tags: Vec<String>,
 }
 
-/// `[log]` (contract §7.4)
+/// `[log]` (docs/semantics.md#task-events)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogConfig {
     /// `task_events`: one log line per observed task status change.
@@ -249,7 +249,7 @@ impl AccountConfig {
     }
 }
 
-/// Defaults of contract §3.
+/// Defaults of docs/configuration.md#keys.
 pub mod defaults {
     /// `server.listen_address`
     pub const LISTEN_ADDRESS: &str = "0.0.0.0:39236";
@@ -614,7 +614,7 @@ impl RawPoll {
             self.lookback.as_deref(),
             defaults::LOOKBACK,
         )?;
-        // Contract §7.1: the default follows a short interval (as Prometheus' scrape_timeout
+        // docs/configuration.md#keys (poll.request_timeout): the default follows a short interval (as Prometheus' scrape_timeout
         // does), so that `interval = "5s"` alone is a valid config; an explicit timeout longer
         // than the interval is an error.
         let request_timeout = match self.request_timeout.as_deref() {
@@ -894,7 +894,7 @@ region = "ap-guangzhou"
         assert!(!c.metrics.task_progress);
         assert_eq!(c.sharding, Shard::ALL);
         assert!(c.accounts[0].regions[0].instances.is_empty());
-        // Contract §7.1: a short interval shortens the default timeout; equal is allowed.
+        // docs/configuration.md#keys (poll.request_timeout): a short interval shortens the default timeout; equal is allowed.
         let short = Config::from_toml(&format!("[poll]\ninterval = \"5s\"\n{MINIMAL}")).unwrap();
         assert_eq!(short.poll.request_timeout, Duration::from_secs(5));
         let equal = format!("[poll]\ninterval = \"5s\"\nrequest_timeout = \"5s\"\n{MINIMAL}");

@@ -1,4 +1,4 @@
-//! Task details for responders (contract §7.2): the query of `/api/v1/tasks` and `/tasks`, the
+//! Task details for responders (docs/http.md#task-details): the query of `/api/v1/tasks` and `/tasks`, the
 //! selection over the in-memory stores, and the JSON and HTML renderings. The cloud API is never
 //! called here.
 //!

@@ -1,4 +1,4 @@
-//! Instance metadata (contract §7.3): each target lists its region's instances with
+//! Instance metadata (docs/metrics.md#instance-metadata): each target lists its region's instances with
 //! `DescribeDBInstances` every `discovery.interval`, on its own task, so a slow or forbidden
 //! listing never delays a task poll. It shares the account's rate limit and the retry policy
 //! with the poller.

@@ -121,7 +121,7 @@ pub fn known_task_type_labels() -> impl Iterator<Item = &'static str> {
     TASK_TYPES.iter().map(|t| t.2)
 }
 
-/// A task's status, with the label values of contract §4.
+/// A task's status, with the label values of docs/metrics.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
@@ -385,7 +385,7 @@ pub struct Task {
 /// A target's instances as last listed, by id.
 pub type Instances = std::collections::BTreeMap<String, Instance>;
 
-/// One instance from `DescribeDBInstances` (contract §7.3).
+/// One instance from `DescribeDBInstances` (docs/metrics.md#instance-metadata).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Instance {
     /// `InstanceId`

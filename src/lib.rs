@@ -16,18 +16,18 @@
 //! - [`tasks`]: the task store of one target: latest state by `JobId` in 48-byte slots,
 //!   exactly-once accounting of finished tasks, eviction. Pure.
 //! - [`intern`]: the reference-counted string table the store keeps its strings in.
-//! - [`shard`]: which instances this process owns when the work is split (contract §7.6).
+//! - [`shard`]: which instances this process owns when the work is split (docs/configuration.md#sharding).
 //! - [`window`]: which start-time ranges to ask for next. Pure.
 //! - [`poller`]: one target's loop: query plan, paging, retries, rate limit; client -> store ->
 //!   metrics.
 //! - [`discovery`]: instance metadata from `DescribeDBInstances`, on its own schedule
-//!   (contract §7.3).
+//!   (docs/metrics.md#instance-metadata).
 //! - [`metrics`]: every metric, its HELP and labels, behind verb methods; the task families as
 //!   per-target snapshots rendered straight to text.
 //! - [`details`]: task details for responders: the query, selection and rendering of
-//!   `/api/v1/tasks` and `/tasks` (contract §7.2).
+//!   `/api/v1/tasks` and `/tasks` (docs/http.md#task-details).
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/`.
-//! - [`web`]: the web configuration file (TLS, basic auth, headers; contract §7.5).
+//! - [`web`]: the web configuration file (TLS, basic auth, headers; docs/http.md#web-security).
 //! - [`http`]: the HTTP/1 serving loop shared by the server and the simulator; streamed bodies.
 //! - [`state`]: the state file, written atomically.
 //! - [`app`]: `run()`, the testable entry point: server, pollers, reloads, shutdown.

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Why the process ends with an error. The one place that maps errors to exit codes
-/// (contract §2): 2 for a bad config or command line, 1 for any other start-up failure.
+/// (docs/configuration.md#command-line): 2 for a bad config or command line, 1 for any other start-up failure.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
     #[error(

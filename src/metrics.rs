@@ -1,4 +1,4 @@
-//! Every metric of contract §4: names, HELP, labels, series lifetime, behind verb methods.
+//! Every metric of docs/metrics.md: names, HELP, labels, series lifetime, behind verb methods.
 //! Nothing here knows about JSON or the API; the poller calls the verbs, the server renders.
 //!
 //! # Two kinds of metric, two mechanisms
@@ -266,7 +266,7 @@ pub struct SavedDuration {
     pub count: u64,
 }
 
-/// The values of one target's task counters and duration histograms (contract §8.5): written
+/// The values of one target's task counters and duration histograms (docs/semantics.md#counters-survive-restarts): written
 /// with its task store, restored at start, so that a restart is not a counter reset. Only
 /// values above zero are kept; the zero series come back from the target's first poll.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -772,7 +772,7 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// The API's clock minus this host's, as a target's answers tell it (contract §8.6).
+    /// The API's clock minus this host's, as a target's answers tell it (docs/semantics.md#clock-skew).
     pub fn api_clock_skew(&self, t: &TargetId, seconds: i64) {
         self.guards
             .api_clock_skew

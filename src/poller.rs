@@ -122,13 +122,13 @@ pub struct PollSettings {
     pub interval: Duration,
     /// `poll.lookback`.
     pub lookback: Duration,
-    /// The instances this process owns (contract §7.6).
+    /// The instances this process owns (docs/configuration.md#sharding).
     pub shard: Shard,
     /// The most pages one query may take ([`max_pages`] of the lookback).
     pub max_pages: u64,
     /// How long one poll may take ([`poll_deadline`] of the interval).
     pub deadline: Duration,
-    /// Log every observed status change (contract §7.4, `log.task_events`).
+    /// Log every observed status change (docs/semantics.md#task-events, `log.task_events`).
     pub task_events: bool,
 }
 
@@ -344,7 +344,7 @@ impl Target {
     pub async fn poll(&mut self, cancel: &CancellationToken) -> PollReport {
         let started = Instant::now();
         self.deadline = tokio::time::Instant::now() + self.settings.deadline;
-        // The API's clock (contract §8.6): windows and the covered time are on it.
+        // The API's clock (docs/semantics.md#clock-skew): windows and the covered time are on it.
         let local = self.clock.now();
         let now = local + self.client.clock_offset().unwrap_or(0);
         let lookback = self.settings.lookback.as_secs() as i64;
@@ -509,7 +509,7 @@ impl Target {
             // monitored.
             let mut seen: HashSet<&str> = aggregates.tasks.keys().map(|k| k.0).collect();
             // A discovered instance that left the list, with no task in the window, is no
-            // longer monitored (contract §7.3).
+            // longer monitored (docs/metrics.md#instance-metadata).
             let gone: Vec<&str> = last_discovered
                 .keys()
                 .filter(|i| !discovered.contains_key(*i) && !seen.contains(i.as_str()))
@@ -927,7 +927,7 @@ pub fn filterable_unfinished() -> Vec<TaskStatus> {
         .collect()
 }
 
-/// One task event (contract §7.4): a status change, or a first sighting (no `from`). Strings
+/// One task event (docs/semantics.md#task-events): a status change, or a first sighting (no `from`). Strings
 /// from the API have their control characters escaped, so a message cannot forge log lines.
 ///
 /// The line has no text of its own: `message` is the task's message. Its log target,

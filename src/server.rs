@@ -152,7 +152,7 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     /// Every target: its status, task store and instances.
     pub board: Arc<TargetBoard>,
-    /// TLS, users and headers (contract §7.5), replaced on reload.
+    /// TLS, users and headers (docs/http.md#web-security), replaced on reload.
     pub web: Arc<WebSecurity>,
     /// Wall clock, for relative times on the task page.
     pub clock: SharedClock,

@@ -1,4 +1,4 @@
-//! Sharding (contract §7.6): which instances this process watches and exports.
+//! Sharding (docs/configuration.md#sharding): which instances this process watches and exports.
 //!
 //! Each instance belongs to exactly one of `total_shards` shards:
 //!

@@ -1,4 +1,4 @@
-//! The state file (contract §5.5, §8.5): every target's task store, covered time and counter
+//! The state file (docs/semantics.md#state-file): every target's task store, covered time and counter
 //! values, written atomically (temp file, fsync, rename) after each poll and at shutdown, so a
 //! restart counts tasks that finished while the exporter was down exactly once, nothing twice,
 //! and is not a counter reset.

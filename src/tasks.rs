@@ -4,7 +4,7 @@
 //!
 //! Pure: no clock (`now` is a parameter) and no I/O, so its rules are tested exhaustively.
 //!
-//! The rules (contract §5.3):
+//! The rules (docs/semantics.md#exactly-once):
 //! - A task is counted as finished exactly once, when the store first sees it terminal after
 //!   having seen it unfinished, or when it is first seen already terminal with an `EndTime` after
 //!   the *baseline cutoff* (the process start, or with a state file the end of the time the
@@ -391,7 +391,7 @@ pub struct TaskStore {
     last_finished: HashMap<(Sym, Sym, TaskStatus), i64>,
     symbols: Symbols,
     scope: Scope,
-    /// Instances of other shards are not this store's (contract §7.6).
+    /// Instances of other shards are not this store's (docs/configuration.md#sharding).
     shard: Shard,
 }
 

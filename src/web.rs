@@ -1,4 +1,4 @@
-//! Web security (contract §7.5): the Prometheus exporter-toolkit web configuration file, so that
+//! Web security (docs/http.md#web-security): the Prometheus exporter-toolkit web configuration file, so that
 //! the scrape configs and files teams already use for node_exporter or mysqld_exporter work here.
 //!
 //! - `tls_server_config`: TLS with rustls. The certificate and key are re-read when their files

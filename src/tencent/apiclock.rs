@@ -1,4 +1,4 @@
-//! The API's clock as this host sees it (contract §8.6). The API rejects a signature whose
+//! The API's clock as this host sees it (docs/semantics.md#clock-skew). The API rejects a signature whose
 //! timestamp is more than five minutes from its own clock, and its task times are on that clock
 //! too. Every answer carries a `Date` header; its offset from the local clock is the skew, and
 //! signing, windows and the baseline use the local clock corrected by it.

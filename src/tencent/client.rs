@@ -127,7 +127,7 @@ impl Client {
         })
     }
 
-    /// The API's clock minus this host's, seconds, once an answer said (contract §8.6).
+    /// The API's clock minus this host's, seconds, once an answer said (docs/semantics.md#clock-skew).
     pub fn clock_offset(&self) -> Option<i64> {
         self.clock.offset()
     }

@@ -1,4 +1,4 @@
-//! Where an account's keys come from, first match wins (contract §3): the config (`secret_id` +
+//! Where an account's keys come from, first match wins (docs/configuration.md#keys): the config (`secret_id` +
 //! `secret_key` [+ `token`], or `secret_id` + `secret_key_file`); the environment
 //! (`TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY`, token from `TENCENTCLOUD_TOKEN`,
 //! `TENCENTCLOUD_SECURITY_TOKEN` or `TENCENTCLOUD_SESSION_TOKEN`); the profile file
@@ -504,7 +504,7 @@ pub const STS_URL: &str = "https://sts.tencentcloudapi.com/";
 /// How long the temporary keys are asked for.
 const OIDC_DURATION_SECS: i64 = 7200;
 
-/// TKE pod identity (api-notes §credentials): the token file, re-read at every refresh (the
+/// TKE pod identity (docs/configuration.md#keys, credentials): the token file, re-read at every refresh (the
 /// kubelet rotates it), exchanged with an unsigned STS `AssumeRoleWithWebIdentity` for
 /// temporary keys, which are refreshed when a tenth of their lifetime remains.
 #[derive(Debug)]

@@ -19,9 +19,9 @@ pub const SERVICE: &str = "cdb";
 pub const VERSION: &str = "2017-03-20";
 /// The action.
 pub const DESCRIBE_TASKS: &str = "DescribeTasks";
-/// The instance listing action (contract §7.3), same version.
+/// The instance listing action (docs/metrics.md#instance-metadata), same version.
 pub const DESCRIBE_DB_INSTANCES: &str = "DescribeDBInstances";
-/// Responses larger than this are rejected (contract §5.6).
+/// Responses larger than this are rejected (docs/semantics.md#faults).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// API error codes that are worth a label of their own; anything else is folded into its family
@@ -82,7 +82,7 @@ pub enum Error {
         request_id: String,
     },
     /// `AuthFailure.SignatureExpire`, and the answer's `Date` corrected the clock offset the
-    /// request was signed with (contract §8.6): signed again, the same request can pass.
+    /// request was signed with (docs/semantics.md#clock-skew): signed again, the same request can pass.
     #[error(
         "API error AuthFailure.SignatureExpire; the API's clock is {offset}s from this host's, signing with it from now on"
     )]
@@ -121,7 +121,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying the same request can help (contract §5.6): throttling, server-side and
+    /// Whether retrying the same request can help (docs/semantics.md#faults): throttling, server-side and
     /// transport trouble yes; authentication (`AuthFailure.*`) and parameter errors no.
     pub fn is_retryable(&self) -> bool {
         match self {

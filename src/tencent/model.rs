@@ -83,7 +83,7 @@ impl From<&str> for DecodeError {
     }
 }
 
-/// `DescribeTasks` request filters (contract: every documented filter). Times are unix seconds,
+/// `DescribeTasks` request filters (every filter the API documents). Times are unix seconds,
 /// rendered in the configured zone by the client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskQuery {

@@ -1,4 +1,4 @@
-//! When to stop paging (contract §5.2): at `TotalCount`, at an empty page, or at a short page,
+//! When to stop paging (docs/semantics.md#paging): at `TotalCount`, at an empty page, or at a short page,
 //! whichever comes first. Pure, so the rule is tested on its own.
 
 /// The largest `Limit` the API accepts.

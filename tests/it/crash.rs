@@ -1,7 +1,7 @@
 //! The real binary killed with SIGKILL again and again, some kills aimed at state file writes,
 //! while tasks finish: what Prometheus would have scraped never goes down, every task that
 //! finished after the first start is counted exactly once, the baseline never, and the state
-//! file was always readable (contract §8.5).
+//! file was always readable (docs/semantics.md#counters-survive-restarts).
 
 use crate::common::*;
 use cdb_task_exporter::clock::Clock;

@@ -1,4 +1,4 @@
-//! Instance metadata (contract §7.3), whole program: `tencentcloud_cdb_instance_info` with tag
+//! Instance metadata (docs/metrics.md#instance-metadata), whole program: `tencentcloud_cdb_instance_info` with tag
 //! labels, zeros for discovered instances, names on the task API, paging, a disappearing
 //! instance, and a forbidden `DescribeDBInstances` that leaves task polling alone.
 

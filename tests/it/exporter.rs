@@ -1,5 +1,5 @@
 //! The exporter as a whole, `run()` against the simulator over loopback, asserting exact metric
-//! values from real scrapes (contract §4 and §5).
+//! values from real scrapes (docs/metrics.md and docs/semantics.md).
 
 use crate::common::*;
 use TaskStatus::*;
@@ -603,7 +603,7 @@ async fn restart_with_a_state_file_counts_downtime_once() {
     assert_eq!(
         s.finished(A, "reboot", "succeed"),
         Some(1.0),
-        "counted by the first run: the value is restored, not counted again (contract §8.5)"
+        "counted by the first run: the value is restored, not counted again (docs/semantics.md#counters-survive-restarts)"
     );
     assert_eq!(s.finished(A, "rollback", "succeed"), Some(0.0), "baseline");
     second.stop().await;
@@ -705,7 +705,7 @@ async fn a_reload_that_adds_a_region_keeps_the_other_targets_counters() {
     sim.stop().await;
 }
 
-/// Contract §7.6: three shards polling one account export, together, exactly what one unsharded
+/// docs/configuration.md#sharding: three shards polling one account export, together, exactly what one unsharded
 /// process exports: every task series with an instance in exactly one shard, the same values,
 /// and duration histograms that add up.
 #[tokio::test]

@@ -12,6 +12,7 @@ mod crash;
 mod decode_examples;
 mod deploy;
 mod discovery;
+mod docs;
 mod e2e;
 mod exporter;
 mod fuzz_corpora;

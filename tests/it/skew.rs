@@ -1,4 +1,4 @@
-//! A host whose clock is 15 minutes off the API's (contract §8.6): one refused request, then
+//! A host whose clock is 15 minutes off the API's (docs/semantics.md#clock-skew): one refused request, then
 //! polls as usual, with the baseline, the windows and the counts on the API's clock.
 
 use crate::common::*;

@@ -1,4 +1,4 @@
-//! Task events in the log (contract §7.4), whole program: the binary with `--log-format json`
+//! Task events in the log (docs/semantics.md#task-events), whole program: the binary with `--log-format json`
 //! logs a first sighting and a status change, and nothing for the baseline.
 
 use crate::common::*;

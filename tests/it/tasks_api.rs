@@ -1,4 +1,4 @@
-//! Task details (contract §7.2), whole program: `/api/v1/tasks` fields, filters, order, limit
+//! Task details (docs/http.md#task-details), whole program: `/api/v1/tasks` fields, filters, order, limit
 //! and 400s; `/tasks` escaping, policy and filters; the landing page's link.
 
 use crate::common::*;

@@ -1,4 +1,4 @@
-//! Web security (contract §7.5), whole program: TLS, basic auth, client certificates, headers,
+//! Web security (docs/http.md#web-security), whole program: TLS, basic auth, client certificates, headers,
 //! reload of users on SIGHUP, a bad web config, gzip.
 
 use crate::common::*;
