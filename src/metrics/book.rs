@@ -1,0 +1,504 @@
+//! The task series of one target: the mutable [`Book`] a poll counts into, the immutable
+//! [`Series`] snapshot a poll publishes for scrapes, the counter values the state file keeps
+//! ([`SavedCounters`]), and the instance [`Inventory`] of the info family.
+
+use super::TASK_DURATION_BUCKETS;
+use crate::domain::{Instances, TASK_TYPES, TaskStatus};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Index of a task type in a book's type table: the 12 known types first, in [`TASK_TYPES`]
+/// order, then the unknown ones in order of appearance.
+pub(super) type TypeIx = u16;
+/// Index of an instance id in a book's instance table.
+pub(super) type InstIx = u32;
+/// Known types x terminal statuses: the dense counter array of one instance.
+pub(super) const DENSE: usize = TASK_TYPES.len() * TaskStatus::TERMINAL.len();
+
+pub(super) fn terminal_ix(st: TaskStatus) -> Option<usize> {
+    TaskStatus::TERMINAL.iter().position(|s| *s == st)
+}
+
+/// Cumulative histogram of task durations.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Histogram {
+    pub(super) buckets: [u64; TASK_DURATION_BUCKETS.len()],
+    pub(super) sum: f64,
+    pub(super) count: u64,
+}
+
+impl Histogram {
+    pub(super) fn observe(&mut self, v: f64) {
+        for (b, le) in self.buckets.iter_mut().zip(TASK_DURATION_BUCKETS) {
+            if v <= le {
+                *b += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    pub(super) fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+}
+
+/// A table of label strings stored once, shared with the published snapshots.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Labels {
+    pub(super) index: HashMap<Box<str>, u32>,
+    /// Copy-on-write: a snapshot holds the table it was published with.
+    pub(super) names: Arc<Vec<Box<str>>>,
+}
+
+impl Labels {
+    pub(super) fn with(initial: impl IntoIterator<Item = &'static str>) -> Labels {
+        let mut l = Labels::default();
+        for s in initial {
+            l.ix(s);
+        }
+        l
+    }
+
+    pub(super) fn ix(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = u32::try_from(self.names.len()).expect("fewer than 2^32 labels");
+        Arc::make_mut(&mut self.names).push(s.into());
+        self.index.insert(s.into(), i);
+        i
+    }
+}
+
+/// The mutable accounting of one target: what its series are made of between publications.
+#[derive(Debug)]
+pub(super) struct Book {
+    pub(super) instances: Labels,
+    pub(super) types: Labels,
+    /// Per instance: finished counters of known types, `[type * 4 + terminal status]`.
+    pub(super) finished: Vec<[u64; DENSE]>,
+    /// Per instance: whether its 48 zero counters exist (a monitored instance).
+    pub(super) monitored: Vec<bool>,
+    /// How many are.
+    pub(super) monitored_count: usize,
+    /// Finished counters of unknown types.
+    pub(super) finished_other: BTreeMap<(InstIx, TypeIx, TaskStatus), u64>,
+    pub(super) durations: BTreeMap<(TypeIx, TaskStatus), Histogram>,
+    /// Task gauge series once seen: they stay, at 0, while the target runs.
+    pub(super) seen_tasks: HashSet<(InstIx, TypeIx, TaskStatus)>,
+}
+
+impl Book {
+    pub(super) fn new() -> Book {
+        Book {
+            instances: Labels::default(),
+            types: base_types(),
+            finished: Vec::new(),
+            monitored: Vec::new(),
+            monitored_count: 0,
+            finished_other: BTreeMap::new(),
+            durations: BTreeMap::new(),
+            seen_tasks: HashSet::new(),
+        }
+    }
+
+    pub(super) fn instance(&mut self, name: &str) -> InstIx {
+        let i = self.instances.ix(name);
+        if i as usize == self.finished.len() {
+            self.finished.push([0; DENSE]);
+            self.monitored.push(false);
+        }
+        i
+    }
+
+    pub(super) fn task_type(&mut self, name: &str) -> TypeIx {
+        // The table is compacted long before it could outgrow the index; should a restored
+        // store still bring more names than that, they count as `other` (its place is fixed).
+        TypeIx::try_from(self.types.ix(name)).unwrap_or(OTHER_IX)
+    }
+
+    /// Drops the series of unknown task types (outside [`TASK_TYPES`]) that no task in the
+    /// store has any more, and compacts the type table once it holds many such dead names.
+    pub(super) fn drop_types_without_tasks(&mut self, present: &HashSet<&str>) {
+        let known = TASK_TYPES.len();
+        let names = self.types.names.clone();
+        let gone = |t: TypeIx| (t as usize) > known && !present.contains(&*names[t as usize]);
+        self.seen_tasks.retain(|&(_, t, _)| !gone(t));
+        self.finished_other.retain(|&(_, t, _), _| !gone(t));
+        self.durations.retain(|&(t, _), _| !gone(t));
+        if names.len() > known + 4 * crate::domain::MAX_OTHER_TASK_TYPES {
+            self.compact_types();
+        }
+    }
+
+    /// Rebuilds the type table with the types still referenced, renumbering their uses (the
+    /// known types keep their places, so the dense counters stay as they are).
+    pub(super) fn compact_types(&mut self) {
+        let old = self.types.names.clone();
+        let mut used: Vec<TypeIx> = self
+            .seen_tasks
+            .iter()
+            .map(|k| k.1)
+            .chain(self.finished_other.keys().map(|k| k.1))
+            .chain(self.durations.keys().map(|k| k.0))
+            .filter(|t| *t > OTHER_IX)
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let mut table = base_types();
+        let mut map: HashMap<TypeIx, TypeIx> = HashMap::new();
+        for t in used {
+            let new = TypeIx::try_from(table.ix(&old[t as usize])).expect("few types");
+            map.insert(t, new);
+        }
+        let re = |t: TypeIx| map.get(&t).copied().unwrap_or(t);
+        self.seen_tasks = self
+            .seen_tasks
+            .iter()
+            .map(|&(i, t, s)| (i, re(t), s))
+            .collect();
+        self.finished_other = std::mem::take(&mut self.finished_other)
+            .into_iter()
+            .map(|((i, t, s), v)| ((i, re(t), s), v))
+            .collect();
+        self.durations = std::mem::take(&mut self.durations)
+            .into_iter()
+            .map(|((t, s), h)| ((re(t), s), h))
+            .collect();
+        self.types = table;
+    }
+}
+
+/// One finished counter's value, as the state file keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedFinished {
+    /// `instance_id` label.
+    pub instance: String,
+    /// `task_type` label.
+    pub task_type: String,
+    /// Terminal status.
+    pub status: TaskStatus,
+    /// The counter's value.
+    pub value: u64,
+}
+
+/// One duration histogram's values, as the state file keeps them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedDuration {
+    /// `task_type` label.
+    pub task_type: String,
+    /// Terminal status.
+    pub status: TaskStatus,
+    /// Cumulative counts, one per bucket of [`TASK_DURATION_BUCKETS`].
+    pub buckets: Vec<u64>,
+    /// Sum of the observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+/// The values of one target's task counters and duration histograms (docs/semantics.md#counters-survive-restarts): written
+/// with its task store, restored at start, so that a restart is not a counter reset. Only
+/// values above zero are kept; the zero series come back from the target's first poll.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedCounters {
+    /// The shard these values were counted in, as `[shard, total_shards]`. The duration
+    /// histograms carry no instance label, so they are restored only into the same sharding.
+    pub shard: [u32; 2],
+    /// Finished counters above zero.
+    pub finished: Vec<SavedFinished>,
+    /// Duration histograms with an observation.
+    pub durations: Vec<SavedDuration>,
+}
+
+impl SavedCounters {
+    /// Whether no value is kept.
+    pub fn is_empty(&self) -> bool {
+        self.finished.is_empty() && self.durations.is_empty()
+    }
+}
+
+impl Book {
+    /// The book's counter values above zero.
+    pub(super) fn saved(&self, shard: crate::shard::Shard) -> SavedCounters {
+        let inst = |i: InstIx| self.instances.names[i as usize].to_string();
+        let ty = |t: TypeIx| self.types.names[t as usize].to_string();
+        let mut finished = Vec::new();
+        for (i, dense) in self.finished.iter().enumerate() {
+            for (k, &value) in dense.iter().enumerate().filter(|(_, v)| **v > 0) {
+                finished.push(SavedFinished {
+                    instance: inst(i as InstIx),
+                    task_type: ty((k / 4) as TypeIx),
+                    status: TaskStatus::TERMINAL[k % 4],
+                    value,
+                });
+            }
+        }
+        for (&(i, t, status), &value) in &self.finished_other {
+            finished.push(SavedFinished {
+                instance: inst(i),
+                task_type: ty(t),
+                status,
+                value,
+            });
+        }
+        let durations = self
+            .durations
+            .iter()
+            .map(|(&(t, status), h)| SavedDuration {
+                task_type: ty(t),
+                status,
+                buckets: h.buckets.to_vec(),
+                sum: h.sum,
+                count: h.count,
+            })
+            .collect();
+        SavedCounters {
+            shard: [shard.index, shard.total],
+            finished,
+            durations,
+        }
+    }
+
+    /// Adds saved values to the book: the finished counters of the instances `keep` accepts,
+    /// and the histograms when they were counted in this `shard`. A histogram of another
+    /// bucket layout is dropped.
+    pub(super) fn restore(
+        &mut self,
+        saved: &SavedCounters,
+        shard: crate::shard::Shard,
+        keep: &dyn Fn(&str) -> bool,
+    ) {
+        for f in saved.finished.iter().filter(|f| keep(&f.instance)) {
+            let ix = self.instance(&f.instance);
+            let ty = self.task_type(&f.task_type);
+            match terminal_ix(f.status) {
+                Some(s) if (ty as usize) < TASK_TYPES.len() => {
+                    self.finished[ix as usize][ty as usize * 4 + s] += f.value;
+                }
+                _ => *self.finished_other.entry((ix, ty, f.status)).or_default() += f.value,
+            }
+        }
+        if saved.shard != [shard.index, shard.total] {
+            return;
+        }
+        for d in &saved.durations {
+            let Ok(buckets) = <[u64; TASK_DURATION_BUCKETS.len()]>::try_from(d.buckets.as_slice())
+            else {
+                continue;
+            };
+            let ty = self.task_type(&d.task_type);
+            self.durations
+                .entry((ty, d.status))
+                .or_default()
+                .merge(&Histogram {
+                    buckets,
+                    sum: d.sum,
+                    count: d.count,
+                });
+        }
+    }
+}
+
+/// The type table's fixed start: the known types in [`TASK_TYPES`] order (indices into the
+/// dense counters), then `other` at [`OTHER_IX`].
+pub(super) fn base_types() -> Labels {
+    Labels::with(
+        TASK_TYPES
+            .iter()
+            .map(|t| t.2)
+            .chain([crate::domain::OTHER_TASK_TYPE]),
+    )
+}
+
+/// Where `other` sits in every type table.
+pub(super) const OTHER_IX: TypeIx = TASK_TYPES.len() as TypeIx;
+
+/// Label values of a row: instance, task type, status.
+pub(super) type Key3<'a> = (&'a str, &'a str, &'static str);
+
+/// One target's series as of its last poll: immutable, shared by the scrapes rendering it.
+#[derive(Debug)]
+pub struct Series {
+    pub(super) region: Box<str>,
+    pub(super) instances: Arc<Vec<Box<str>>>,
+    pub(super) types: Arc<Vec<Box<str>>>,
+    /// Instance indices in label order.
+    pub(super) order: Vec<InstIx>,
+    /// Type indices in label order.
+    pub(super) type_order: Vec<TypeIx>,
+    pub(super) tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
+    pub(super) finished: Vec<[u64; DENSE]>,
+    pub(super) monitored: Vec<bool>,
+    pub(super) finished_other: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
+    pub(super) durations: Vec<(TypeIx, TaskStatus, Histogram)>,
+    pub(super) last_finished: Vec<(InstIx, TypeIx, TaskStatus, i64)>,
+    pub(super) oldest: Vec<(InstIx, TypeIx, i64)>,
+    pub(super) progress: Vec<(InstIx, TypeIx, TaskStatus, i64, i64)>,
+}
+
+impl Series {
+    pub(super) fn inst(&self, i: InstIx) -> &str {
+        &self.instances[i as usize]
+    }
+
+    pub(super) fn ty(&self, t: TypeIx) -> &str {
+        &self.types[t as usize]
+    }
+
+    /// Sorts rows by their label strings (instance, type, then status), as the text shows them.
+    pub(super) fn sort<T>(
+        &self,
+        rows: &mut [T],
+        key: impl Fn(&T) -> (InstIx, TypeIx, &'static str),
+    ) {
+        rows.sort_by(|a, b| {
+            let (ia, ta, sa) = key(a);
+            let (ib, tb, sb) = key(b);
+            (self.inst(ia), self.ty(ta), sa).cmp(&(self.inst(ib), self.ty(tb), sb))
+        });
+    }
+
+    /// Task gauge rows: (instance, type, status) and count.
+    pub(super) fn task_rows(&self) -> impl Iterator<Item = (Key3<'_>, u64)> + '_ {
+        self.tasks
+            .iter()
+            .map(|(i, t, st, n)| ((self.inst(*i), self.ty(*t), st.as_str()), *n))
+    }
+
+    /// Last-finished rows: (instance, type, status) and end time.
+    pub(super) fn last_finished_rows(&self) -> impl Iterator<Item = (Key3<'_>, i64)> + '_ {
+        self.last_finished
+            .iter()
+            .map(|(i, t, st, v)| ((self.inst(*i), self.ty(*t), st.as_str()), *v))
+    }
+
+    /// Oldest-unfinished rows: (instance, type) and start time.
+    pub(super) fn oldest_rows(&self) -> impl Iterator<Item = ((&str, &str), i64)> + '_ {
+        self.oldest
+            .iter()
+            .map(|(i, t, v)| ((self.inst(*i), self.ty(*t)), *v))
+    }
+
+    /// Progress rows: (instance, job id, type, status) and progress 0-100.
+    pub(super) fn progress_rows(
+        &self,
+    ) -> impl Iterator<Item = ((&str, i64, &str, &'static str), i64)> + '_ {
+        self.progress
+            .iter()
+            .map(|(i, t, st, job, p)| ((self.inst(*i), *job, self.ty(*t), st.as_str()), *p))
+    }
+
+    /// Duration histogram rows: (status, type) and histogram.
+    pub(super) fn duration_rows(
+        &self,
+    ) -> impl Iterator<Item = ((&'static str, &str), Histogram)> + '_ {
+        self.durations
+            .iter()
+            .map(|(t, st, h)| ((st.as_str(), self.ty(*t)), h.clone()))
+    }
+
+    /// Finished counters in label order: (instance, type, status, value).
+    pub(super) fn finished_rows(&self) -> impl Iterator<Item = (Key3<'_>, u64)> + '_ {
+        let mut statuses = TaskStatus::TERMINAL;
+        statuses.sort_by_key(|s| s.as_str());
+        self.order.iter().flat_map(move |&i| {
+            let dense = &self.finished[i as usize];
+            let all = self.monitored[i as usize];
+            self.type_order.iter().flat_map(move |&t| {
+                let known = (t as usize) < TASK_TYPES.len();
+                let dense_rows = statuses.into_iter().filter_map(move |st| {
+                    if !known {
+                        return None;
+                    }
+                    let v = dense[t as usize * 4 + terminal_ix(st).expect("terminal")];
+                    (all || v > 0).then(|| ((self.inst(i), self.ty(t), st.as_str()), v))
+                });
+                let other_rows = self
+                    .finished_other
+                    .iter()
+                    .filter(move |(oi, ot, ..)| !known && *oi == i && *ot == t)
+                    .map(move |(_, _, st, v)| ((self.inst(i), self.ty(t), st.as_str()), *v));
+                dense_rows.chain(other_rows)
+            })
+        })
+    }
+}
+
+impl Series {
+    pub(super) fn from_book(
+        region: &str,
+        book: &Book,
+        mut tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
+        mut oldest: Vec<(InstIx, TypeIx, i64)>,
+        mut progress: Vec<(InstIx, TypeIx, TaskStatus, i64, i64)>,
+        mut last_finished: Vec<(InstIx, TypeIx, TaskStatus, i64)>,
+    ) -> Series {
+        let instances = book.instances.names.clone();
+        let types = book.types.names.clone();
+        let mut order: Vec<InstIx> = (0..instances.len() as InstIx).collect();
+        order.sort_by(|a, b| instances[*a as usize].cmp(&instances[*b as usize]));
+        let mut type_order: Vec<TypeIx> = (0..types.len() as TypeIx).collect();
+        type_order.sort_by(|a, b| types[*a as usize].cmp(&types[*b as usize]));
+        let mut s = Series {
+            region: region.into(),
+            instances,
+            types,
+            order,
+            type_order,
+            tasks: Vec::new(),
+            finished: book.finished.clone(),
+            monitored: book.monitored.clone(),
+            finished_other: book
+                .finished_other
+                .iter()
+                .map(|(&(i, t, st), &v)| (i, t, st, v))
+                .collect(),
+            durations: Vec::new(),
+            last_finished: Vec::new(),
+            oldest: Vec::new(),
+            progress: Vec::new(),
+        };
+        s.sort(&mut tasks, |r| (r.0, r.1, r.2.as_str()));
+        s.sort(&mut last_finished, |r| (r.0, r.1, r.2.as_str()));
+        s.sort(&mut oldest, |r| (r.0, r.1, ""));
+        progress.sort_by(|a, b| {
+            (s.inst(a.0), a.3, s.ty(a.1), a.2.as_str()).cmp(&(
+                s.inst(b.0),
+                b.3,
+                s.ty(b.1),
+                b.2.as_str(),
+            ))
+        });
+        let mut other = s.finished_other.clone();
+        s.sort(&mut other, |r| (r.0, r.1, r.2.as_str()));
+        s.finished_other = other;
+        let mut durations: Vec<_> = book
+            .durations
+            .iter()
+            .map(|(&(t, st), h)| (t, st, h.clone()))
+            .collect();
+        durations.sort_by(|a, b| (a.1.as_str(), s.ty(a.0)).cmp(&(b.1.as_str(), s.ty(b.0))));
+        s.tasks = tasks;
+        s.oldest = oldest;
+        s.progress = progress;
+        s.last_finished = last_finished;
+        s.durations = durations;
+        s
+    }
+}
+
+/// A target's instances as last listed, for `tencentcloud_cdb_instance_info`.
+#[derive(Debug)]
+pub(super) struct Inventory {
+    pub(super) region: String,
+    /// `tag_<key>` label names, in the order of `tag_keys`.
+    pub(super) tag_labels: Vec<String>,
+    pub(super) tag_keys: Vec<String>,
+    pub(super) instances: Arc<Instances>,
+}

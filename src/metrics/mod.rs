@@ -1,0 +1,675 @@
+//! Every metric of docs/metrics.md: names, HELP, labels, series lifetime, behind verb methods.
+//! Nothing here knows about JSON or the API; the poller calls the verbs, the server renders.
+//!
+//! # Two kinds of metric, two mechanisms
+//!
+//! The self-metrics (`tencentcloud_cdb_exporter_*`, a few series per target) live in a
+//! `prometheus` crate registry, and so does the process collector.
+//!
+//! The task families can have tens of thousands of series (48 zero-initialised counters per
+//! instance alone), so they bypass the general machinery: each target keeps a compact [`Book`]
+//! (instance ids stored once, counters in dense arrays indexed by task type and terminal status),
+//! and at the end of each poll publishes an immutable [`Series`] snapshot behind an `Arc`. A
+//! scrape takes the current snapshots and writes the text straight from them, so it never sees a
+//! poll half-applied (counters and gauges of one poll are published together), never blocks a
+//! poll while it writes, and needs no cache of the whole page: the text can be streamed out in
+//! chunks ([`Metrics::render_to`]).
+//!
+//! Several targets may share a label set (two accounts polling one region region-wide both have
+//! `instance_id=""`), so series are merged across the targets of a region when rendered: counts
+//! and counters are summed, the oldest start is the minimum, the last end the maximum.
+
+mod book;
+mod render;
+pub mod text;
+
+use crate::config::tag_label;
+use crate::domain::{Instances, TASK_TYPES, TaskStatus};
+use crate::tasks::{Aggregates, Finished, KeyRef};
+use book::{Book, DENSE, InstIx, Inventory, TypeIx, terminal_ix};
+pub use book::{SavedCounters, SavedDuration, SavedFinished, Series};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+use text::{Exposition, Text};
+
+/// Appended to every HELP line.
+const FROM_POLL: &str =
+    "Values come from a background poll of the CDB DescribeTasks API, not from the scrape.";
+
+/// Appended to the HELP of the process metrics, which, unlike the rest, are read at scrape time.
+const PROCESS_NOTE: &str = "Read from the operating system at scrape time; the CDB task values come from a background poll.";
+
+/// The most instances one target monitors with zero series (48 each): a region of more, or a
+/// server naming more, gets no zeros for the rest (counted in `instances_over_limit`).
+pub const MAX_MONITORED_INSTANCES: usize = 20_000;
+
+/// Buckets of task durations: seconds to a day.
+pub const TASK_DURATION_BUCKETS: [f64; 16] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    28800.0, 43200.0, 86400.0,
+];
+
+/// Buckets of API request durations.
+pub const API_DURATION_BUCKETS: &[f64] = &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+pub use crate::domain::TargetId;
+
+/// The metrics of what the exporter bounds and corrects: instances and task types past their
+/// limits, and the API's clock.
+#[derive(Debug)]
+struct Guards {
+    instances_over_limit: IntGaugeVec,
+    task_types_folded: IntCounterVec,
+    api_clock_skew: IntGaugeVec,
+}
+
+impl Guards {
+    fn register(r: &Registry) -> Guards {
+        Guards {
+            instances_over_limit: int_gauge(
+                r,
+                &format!("{EX}instances_over_limit"),
+                "Instances of the target past the limit of monitored instances: they get no zero series, only those of their own tasks.",
+                TARGET_LABELS,
+            ),
+            task_types_folded: counter(
+                r,
+                &format!("{EX}task_types_folded_total"),
+                "Task observations whose type was counted as task_type=\"other\": the target already had the most unknown task types it keeps as labels.",
+                TARGET_LABELS,
+            ),
+            api_clock_skew: int_gauge(
+                r,
+                &format!("{EX}api_clock_skew_seconds"),
+                "The API's clock minus this host's, from the Date header of its answers; signing and windows are corrected by it.",
+                &["account", "region", "product"],
+            ),
+        }
+    }
+}
+
+/// The exporter's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    api_requests: IntCounterVec,
+    api_errors: IntCounterVec,
+    api_duration: HistogramVec,
+    last_poll_success: IntGaugeVec,
+    last_success_ts: GaugeVec,
+    poll_duration: GaugeVec,
+    tasks_tracked: IntGaugeVec,
+    guards: Guards,
+    shard_info: IntGaugeVec,
+    state_file_errors: IntCounterVec,
+    reload_successful: prometheus::IntGauge,
+    reload_success_ts: prometheus::Gauge,
+    process: Registry,
+    task_progress: bool,
+    books: Mutex<BTreeMap<TargetId, Book>>,
+    published: Mutex<BTreeMap<TargetId, Arc<Series>>>,
+    inventories: Mutex<BTreeMap<TargetId, Arc<Inventory>>>,
+}
+
+fn help(text: &str) -> String {
+    format!("{text} {FROM_POLL}")
+}
+
+/// Registers `m` in `r` and returns it.
+fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn gauge(r: &Registry, name: &str, text: &str, labels: &[&str]) -> GaugeVec {
+    register(
+        r,
+        GaugeVec::new(Opts::new(name, help(text)), labels).expect("valid metric"),
+    )
+}
+
+fn int_gauge(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        r,
+        IntGaugeVec::new(Opts::new(name, help(text)), labels).expect("valid metric"),
+    )
+}
+
+fn counter(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help(text)), labels).expect("valid metric"),
+    )
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    text: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help(text)).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    register(r, h)
+}
+
+/// The standard process collector, in a registry of its own (read at scrape time, unlike the
+/// rest).
+fn process_registry() -> Registry {
+    let process = Registry::new();
+    #[cfg(target_os = "linux")]
+    process
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector");
+    process
+}
+
+const TARGET_LABELS: &[&str] = &["account", "region"];
+const EX: &str = "tencentcloud_cdb_exporter_";
+
+impl Metrics {
+    /// Creates and registers every metric; `task_progress` enables the opt-in progress gauge.
+    pub fn new(task_progress: bool, version: &str, revision: &str) -> Metrics {
+        let r = Registry::new();
+        let build_info = int_gauge(
+            &r,
+            &format!("{EX}build_info"),
+            "Always 1; labels carry the exporter's version and git revision.",
+            &["version", "revision"],
+        );
+        build_info.with_label_values(&[version, revision]).set(1);
+        let api_duration = histogram(
+            &r,
+            &format!("{EX}api_request_duration_seconds"),
+            "Duration of cloud API requests.",
+            &["action"],
+            API_DURATION_BUCKETS,
+        );
+        Metrics {
+            api_requests: counter(
+                &r,
+                &format!("{EX}api_requests_total"),
+                "HTTP requests sent to the cloud API, retries included.",
+                &["account", "region", "action"],
+            ),
+            api_errors: counter(
+                &r,
+                &format!("{EX}api_errors_total"),
+                "Failed cloud API requests and skipped malformed items, by error code.",
+                &["account", "region", "action", "code"],
+            ),
+            api_duration,
+            last_poll_success: int_gauge(
+                &r,
+                &format!("{EX}last_poll_success"),
+                "1 if the last poll of the target succeeded, else 0.",
+                TARGET_LABELS,
+            ),
+            last_success_ts: gauge(
+                &r,
+                &format!("{EX}last_successful_poll_timestamp_seconds"),
+                "Unix time of the last successful poll of the target.",
+                TARGET_LABELS,
+            ),
+            poll_duration: gauge(
+                &r,
+                &format!("{EX}poll_duration_seconds"),
+                "Duration of the last poll of the target.",
+                TARGET_LABELS,
+            ),
+            tasks_tracked: int_gauge(
+                &r,
+                &format!("{EX}tasks_tracked"),
+                "Tasks held in memory for the target.",
+                TARGET_LABELS,
+            ),
+            guards: Guards::register(&r),
+            shard_info: int_gauge(
+                &r,
+                &format!("{EX}shard_info"),
+                "Always 1; labels carry this process's shard and the number of shards.",
+                &["shard", "total_shards"],
+            ),
+            state_file_errors: counter(
+                &r,
+                &format!("{EX}state_file_errors_total"),
+                "Failed reads and writes of the state file, by operation; a failed read turns persistence off for the run.",
+                &["operation"],
+            ),
+            reload_successful: register(
+                &r,
+                prometheus::IntGauge::with_opts(Opts::new(
+                    format!("{EX}config_last_reload_successful"),
+                    help("1 if the last configuration load (start-up or SIGHUP) was applied, 0 if it was rejected and the previous one still runs."),
+                ))
+                .expect("valid metric"),
+            ),
+            reload_success_ts: register(
+                &r,
+                prometheus::Gauge::with_opts(Opts::new(
+                    format!("{EX}config_last_reload_success_timestamp_seconds"),
+                    help("Unix time of the last configuration load that was applied."),
+                ))
+                .expect("valid metric"),
+            ),
+            registry: r,
+            process: process_registry(),
+            task_progress,
+            books: Mutex::new(BTreeMap::new()),
+            published: Mutex::new(BTreeMap::new()),
+            inventories: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Sets `shard_info` (one series; a reload that changes the sharding replaces it).
+    pub fn shard(&self, shard: u32, total_shards: u32) {
+        self.shard_info.reset();
+        self.shard_info
+            .with_label_values(&[&shard.to_string(), &total_shards.to_string()])
+            .set(1);
+    }
+
+    /// A configuration load (start-up or reload) at `at` was applied, or rejected.
+    pub fn config_loaded(&self, applied: bool, at: i64) {
+        self.reload_successful.set(i64::from(applied));
+        if applied {
+            self.reload_success_ts.set(at as f64);
+        }
+    }
+
+    /// A failed read or write (`operation`) of the state file.
+    pub fn state_file_error(&self, operation: &str) {
+        self.state_file_errors.with_label_values(&[operation]).inc();
+    }
+
+    /// One HTTP attempt to the API and how long it took.
+    pub fn api_request(&self, t: &TargetId, action: &str, seconds: f64) {
+        self.api_requests
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), action])
+            .inc();
+        self.api_duration
+            .with_label_values(&[action])
+            .observe(seconds);
+    }
+
+    /// `n` API errors with this code (a failed attempt, or malformed items with `Decode`).
+    pub fn api_errors(&self, t: &TargetId, action: &str, code: &str, n: u64) {
+        self.api_errors
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), action, code])
+            .inc_by(n);
+    }
+
+    /// The end of a poll of a target.
+    pub fn poll_done(&self, t: &TargetId, ok: bool, now: i64, seconds: f64, tracked: usize) {
+        let labels = [t.account.as_str(), t.region.as_str()];
+        self.last_poll_success
+            .with_label_values(&labels)
+            .set(i64::from(ok));
+        if ok {
+            self.last_success_ts
+                .with_label_values(&labels)
+                .set(now as f64);
+        }
+        self.poll_duration.with_label_values(&labels).set(seconds);
+        self.tasks_tracked
+            .with_label_values(&labels)
+            .set(tracked as i64);
+    }
+
+    /// `n` task observations of a target had their type folded into `other`.
+    pub fn task_types_folded(&self, t: &TargetId, n: u64) {
+        self.guards
+            .task_types_folded
+            .with_label_values(&[t.account.as_str(), t.region.as_str()])
+            .inc_by(n);
+    }
+
+    /// The API's clock minus this host's, as a target's answers tell it (docs/semantics.md#clock-skew).
+    pub fn api_clock_skew(&self, t: &TargetId, seconds: i64) {
+        self.guards
+            .api_clock_skew
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), "cdb"])
+            .set(seconds);
+    }
+
+    /// A task finished: count it once under each of its instances, observe its duration once.
+    /// Visible from the target's next [`Metrics::publish`].
+    pub fn task_finished(&self, t: &TargetId, f: &Finished) {
+        let mut books = self.books.lock().expect("lock");
+        let book = books.entry(t.clone()).or_insert_with(Book::new);
+        let ty = book.task_type(&f.task_type);
+        for i in &f.instances {
+            let ix = book.instance(i);
+            match terminal_ix(f.status) {
+                Some(s) if (ty as usize) < TASK_TYPES.len() => {
+                    book.finished[ix as usize][ty as usize * 4 + s] += 1;
+                }
+                _ => *book.finished_other.entry((ix, ty, f.status)).or_default() += 1,
+            }
+        }
+        if let Some(d) = f.duration {
+            book.durations
+                .entry((ty, f.status))
+                .or_default()
+                .observe(d as f64);
+        }
+    }
+
+    /// The values of a target's task counters and histograms, for the state file. The state
+    /// writer calls it under the target's state lock, which every increment also holds, so the
+    /// values match the task store written beside them.
+    pub fn saved_counters(&self, t: &TargetId, shard: crate::shard::Shard) -> SavedCounters {
+        self.books.lock().expect("lock").get(t).map_or_else(
+            || SavedCounters {
+                shard: [shard.index, shard.total],
+                ..SavedCounters::default()
+            },
+            |b| b.saved(shard),
+        )
+    }
+
+    /// Starts a target's series from saved counter values (a restart, or a reload that
+    /// restarts the target): what it had counted, for the instances `keep` accepts, replaces
+    /// whatever the target had. Visible from its next [`Metrics::publish`].
+    pub fn restore_counters(
+        &self,
+        t: &TargetId,
+        saved: &SavedCounters,
+        shard: crate::shard::Shard,
+        keep: &dyn Fn(&str) -> bool,
+    ) {
+        let mut book = Book::new();
+        book.restore(saved, shard, keep);
+        self.books.lock().expect("lock").insert(t.clone(), book);
+    }
+
+    /// Publishes a target's task series after a poll: `monitored` instances get their 48 zero
+    /// counters (so `increase()` sees a first failure), the gauges are set from the store's
+    /// aggregates, and the whole set replaces the target's previous snapshot at once.
+    pub fn publish<'a>(
+        &self,
+        t: &TargetId,
+        monitored: impl IntoIterator<Item = &'a str>,
+        aggregates: &Aggregates<'_>,
+        last_finished: impl IntoIterator<Item = (KeyRef<'a>, i64)>,
+    ) {
+        let mut books = self.books.lock().expect("lock");
+        let book = books.entry(t.clone()).or_insert_with(Book::new);
+        let mut over = 0i64;
+        for i in monitored {
+            let ix = book.instance(i);
+            if book.monitored[ix as usize] {
+                continue;
+            }
+            // Each monitored instance brings 48 zero series: past the bound, an instance
+            // gets only the series of its own tasks, and the gauge below says how many.
+            if book.monitored_count >= MAX_MONITORED_INSTANCES {
+                over += 1;
+                continue;
+            }
+            book.monitored[ix as usize] = true;
+            book.monitored_count += 1;
+        }
+        self.guards
+            .instances_over_limit
+            .with_label_values(&[t.account.as_str(), t.region.as_str()])
+            .set(over);
+        // Task types outside the known table leave with their last task: their series go, and
+        // the table keeps room for the types the API sends next.
+        let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
+        book.drop_types_without_tasks(&present);
+        let mut counts: HashMap<(InstIx, TypeIx, TaskStatus), u64> = HashMap::new();
+        for ((i, ty, st), n) in &aggregates.tasks {
+            let key = (book.instance(i), book.task_type(ty), *st);
+            book.seen_tasks.insert(key);
+            counts.insert(key, *n);
+        }
+        let tasks = book
+            .seen_tasks
+            .iter()
+            .map(|&(i, ty, st)| (i, ty, st, counts.get(&(i, ty, st)).copied().unwrap_or(0)))
+            .collect();
+        let oldest = aggregates
+            .oldest_unfinished
+            .iter()
+            .map(|((i, ty), v)| (book.instance(i), book.task_type(ty), *v))
+            .collect();
+        let progress = if self.task_progress {
+            aggregates
+                .progress
+                .iter()
+                .map(|((i, ty, st), job, p)| (book.instance(i), book.task_type(ty), *st, *job, *p))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let last_finished = last_finished
+            .into_iter()
+            .map(|((i, ty, st), v)| (book.instance(i), book.task_type(ty), st, v))
+            .collect();
+        let series = Series::from_book(&t.region, book, tasks, oldest, progress, last_finished);
+        drop(books);
+        self.published
+            .lock()
+            .expect("lock")
+            .insert(t.clone(), Arc::new(series));
+    }
+
+    /// Drops the series of instances that are no longer monitored (a discovered instance left
+    /// the list and has no task in the window); takes effect at the next `publish`.
+    pub fn forget_instances<'a>(&self, t: &TargetId, ids: impl IntoIterator<Item = &'a str>) {
+        let mut books = self.books.lock().expect("lock");
+        let Some(book) = books.get_mut(t) else {
+            return;
+        };
+        for id in ids {
+            let Some(&ix) = book.instances.index.get(id) else {
+                continue;
+            };
+            if book.monitored[ix as usize] {
+                book.monitored_count -= 1;
+            }
+            book.monitored[ix as usize] = false;
+            book.finished[ix as usize] = [0; DENSE];
+            book.finished_other.retain(|(i, ..), _| *i != ix);
+            book.seen_tasks.retain(|(i, ..)| *i != ix);
+        }
+    }
+
+    /// A target's instances as just listed, with the tag keys to copy into labels.
+    pub fn instances(&self, t: &TargetId, tag_keys: &[String], instances: Arc<Instances>) {
+        let inventory = Inventory {
+            region: t.region.to_string(),
+            tag_labels: tag_keys.iter().map(|k| tag_label(k)).collect(),
+            tag_keys: tag_keys.to_vec(),
+            instances,
+        };
+        self.inventories
+            .lock()
+            .expect("lock")
+            .insert(t.clone(), Arc::new(inventory));
+    }
+
+    /// Removes every series a target contributed (it left the config or restarts).
+    pub fn remove_target(&self, t: &TargetId) {
+        self.inventories.lock().expect("lock").remove(t);
+        self.books.lock().expect("lock").remove(t);
+        self.published.lock().expect("lock").remove(t);
+        let labels = [t.account.as_str(), t.region.as_str()];
+        let _ = self.last_poll_success.remove_label_values(&labels);
+        let _ = self.last_success_ts.remove_label_values(&labels);
+        let _ = self.poll_duration.remove_label_values(&labels);
+        let _ = self.tasks_tracked.remove_label_values(&labels);
+        let _ = self
+            .guards
+            .instances_over_limit
+            .remove_label_values(&labels);
+        let _ = self.guards.api_clock_skew.remove_label_values(&[
+            t.account.as_str(),
+            t.region.as_str(),
+            "cdb",
+        ]);
+    }
+
+    /// The text exposition of every metric, whole.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 * 1024);
+        self.render_to(&mut out).expect("writing to memory");
+        out
+    }
+
+    /// Writes the text exposition to `w`: the self-metrics, the task families from the latest
+    /// snapshot of every target, then the process metrics. Stops at the first write error (a
+    /// client that went away).
+    pub fn render_to(&self, w: &mut impl Write) -> io::Result<()> {
+        // The self-metrics first, the snapshots after: a poll publishes its snapshot before it
+        // sets its success time, so a page that shows a poll's success also shows its tasks.
+        let own = self.registry.gather();
+        let snapshots: Vec<Arc<Series>> = self
+            .published
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
+        let inventories: Vec<Arc<Inventory>> = self
+            .inventories
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Text::new(w);
+        render::gathered(&mut out, &own, "")?;
+        render::render_tasks(&mut out, &snapshots, self.task_progress)?;
+        render::render_instances(&mut out, &inventories)?;
+        render::gathered(&mut out, &self.process.gather(), PROCESS_NOTE)?;
+        out.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{Scope, TaskStore};
+
+    fn store_with_types(types: &[String]) -> TaskStore {
+        let mut store = TaskStore::new(Scope::Region, 86_400, 0);
+        for (n, ty) in types.iter().enumerate() {
+            let task = crate::domain::Task {
+                job_id: n as i64,
+                task_type: ty.clone(),
+                status: TaskStatus::Failed,
+                start_time: 100,
+                end_time: Some(110),
+                progress: 0,
+                instance_ids: vec!["cdb-aaaa1111".into()],
+                async_request_id: String::new(),
+                code: None,
+                message: String::new(),
+            };
+            let _ = store.observe(crate::tasks::Observation {
+                task,
+                via_instance: None,
+            });
+        }
+        store
+    }
+
+    #[test]
+    fn unknown_types_leave_with_their_tasks_and_the_table_stays_small() {
+        let m = Metrics::new(false, "t", "t");
+        let t = TargetId {
+            account: "a".into(),
+            region: "ap-guangzhou".into(),
+        };
+        // Waves of new types, each leaving before the next: the series follow, and the type
+        // table is compacted instead of growing towards its index limit.
+        for wave in 0..40 {
+            let types: Vec<String> = (0..30).map(|i| format!("wave{wave}_type{i}")).collect();
+            let store = store_with_types(&types);
+            for (n, ty) in types.iter().enumerate() {
+                m.task_finished(
+                    &t,
+                    &crate::tasks::Finished {
+                        job_id: n as i64,
+                        instances: vec!["cdb-aaaa1111".into()],
+                        task_type: ty.clone(),
+                        status: TaskStatus::Failed,
+                        duration: Some(10),
+                    },
+                );
+            }
+            m.publish(&t, ["cdb-aaaa1111"], &store.aggregates(), []);
+            let text = String::from_utf8(m.render()).unwrap();
+            assert!(text.contains(&format!("task_type=\"wave{wave}_type29\"")));
+            if wave > 0 {
+                assert!(
+                    !text.contains(&format!("task_type=\"wave{}_type0\"", wave - 1)),
+                    "the last wave's types left with their tasks"
+                );
+            }
+            let finished = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("tencentcloud_cdb_tasks_finished_total{") && l.contains("wave")
+                })
+                .count();
+            assert_eq!(finished, 30, "one counter per type of this wave");
+        }
+        let books = m.books.lock().unwrap();
+        let size = books[&t].types.names.len();
+        assert!(
+            size <= TASK_TYPES.len() + 1 + 4 * crate::domain::MAX_OTHER_TASK_TYPES + 30,
+            "{size}"
+        );
+    }
+
+    #[test]
+    fn monitored_instances_are_bounded_and_the_excess_counted() {
+        let m = Metrics::new(false, "t", "t");
+        let t = TargetId {
+            account: "a".into(),
+            region: "ap-guangzhou".into(),
+        };
+        let ids: Vec<String> = (0..MAX_MONITORED_INSTANCES + 5)
+            .map(|i| format!("cdb-{i:08}"))
+            .collect();
+        let store = TaskStore::new(Scope::Region, 1, 1);
+        m.publish(&t, ids.iter().map(String::as_str), &store.aggregates(), []);
+        let text = String::from_utf8(m.render()).unwrap();
+        let zeros = text
+            .lines()
+            .filter(|l| l.starts_with("tencentcloud_cdb_tasks_finished_total{"))
+            .count();
+        assert_eq!(zeros, MAX_MONITORED_INSTANCES * DENSE);
+        assert!(
+            text.contains(
+                "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 5"
+            ),
+            "the excess is counted"
+        );
+        // Instances that left make room for those waiting.
+        m.forget_instances(&t, ids[..10].iter().map(String::as_str));
+        m.publish(
+            &t,
+            ids[10..].iter().map(String::as_str),
+            &store.aggregates(),
+            [],
+        );
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(
+            "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 0"
+        ));
+    }
+}

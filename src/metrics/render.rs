@@ -1,0 +1,357 @@
+//! The task families and the instance info family, written from the targets' published
+//! snapshots into any [`Exposition`]; and the `prometheus` crate's gathered families (the
+//! self-metrics, the process collector) through the same writer.
+
+use super::book::{Inventory, Key3, Series};
+use super::text::{Exposition, Kind, Num};
+use super::{FROM_POLL, TASK_DURATION_BUCKETS};
+use crate::domain::Instance;
+use prometheus::proto::{MetricFamily, MetricType};
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+const TASKS: &str = "tencentcloud_cdb_tasks";
+const FINISHED: &str = "tencentcloud_cdb_tasks_finished_total";
+const DURATION: &str = "tencentcloud_cdb_task_duration_seconds";
+const LAST_FINISHED: &str = "tencentcloud_cdb_task_last_finished_timestamp_seconds";
+const OLDEST: &str = "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds";
+const PROGRESS: &str = "tencentcloud_cdb_task_progress_ratio";
+const INSTANCE_INFO: &str = "tencentcloud_cdb_instance_info";
+const INSTANCE_INFO_HELP: &str = "Always 1: an instance as DescribeDBInstances lists it, with its name, type, engine version, zone and configured tags, for joins.";
+
+/// HELP texts of the task families (without [`FROM_POLL`]).
+const TASKS_HELP: &str = "Tasks that started inside the lookback window or are still unfinished, by their latest known status.";
+const FINISHED_HELP: &str = "Tasks that reached a terminal status, each job counted once when the exporter first saw it terminal.";
+const DURATION_HELP: &str =
+    "EndTime - StartTime of each task counted in tencentcloud_cdb_tasks_finished_total.";
+const LAST_FINISHED_HELP: &str = "EndTime (unix seconds) of the newest finished task seen.";
+const OLDEST_HELP: &str =
+    "StartTime (unix seconds) of the oldest unfinished task; absent when there is none.";
+const PROGRESS_HELP: &str = "Progress (0-1) of each unfinished task, by job id.";
+
+/// Writes a family's HELP and TYPE before its first sample, and nothing for an empty family.
+struct Family<'a> {
+    name: &'a str,
+    help: String,
+    kind: Kind,
+    started: bool,
+}
+
+impl<'a> Family<'a> {
+    fn new(name: &'a str, help: &str, kind: Kind) -> Self {
+        Family {
+            name,
+            help: format!("{help} {FROM_POLL}"),
+            kind,
+            started: false,
+        }
+    }
+
+    fn start(&mut self, out: &mut impl Exposition) -> io::Result<()> {
+        if !self.started {
+            self.started = true;
+            out.family(self.name, &self.help, self.kind)?;
+        }
+        Ok(())
+    }
+
+    fn sample(
+        &mut self,
+        out: &mut impl Exposition,
+        labels: &[(&str, &str)],
+        v: Num,
+    ) -> io::Result<()> {
+        self.start(out)?;
+        out.sample(self.name, labels, v)
+    }
+}
+
+/// Calls `emit` for each row of one region, in label order: straight from the snapshot when one
+/// target has the region, merged with `fold` when several do.
+fn each_row<'a, K: Ord, V, I>(
+    group: &[&'a Series],
+    rows: impl Fn(&'a Series) -> I,
+    fold: impl Fn(&mut V, V),
+    mut emit: impl FnMut(K, V) -> io::Result<()>,
+) -> io::Result<()>
+where
+    I: Iterator<Item = (K, V)>,
+{
+    if let [one] = group {
+        for (k, v) in rows(one) {
+            emit(k, v)?;
+        }
+        return Ok(());
+    }
+    let mut merged: BTreeMap<K, V> = BTreeMap::new();
+    for s in group {
+        for (k, v) in rows(s) {
+            match merged.entry(k) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => fold(e.get_mut(), v),
+            }
+        }
+    }
+    for (k, v) in merged {
+        emit(k, v)?;
+    }
+    Ok(())
+}
+
+/// A family labelled `instance_id`, `region`, `status`, `task_type`: one sample per row key.
+fn by_key<'a, V, I>(
+    out: &mut impl Exposition,
+    regions: &BTreeMap<&'a str, Vec<&'a Series>>,
+    mut family: Family<'_>,
+    rows: impl Fn(&'a Series) -> I + Copy,
+    fold: impl Fn(&mut V, V) + Copy,
+    num: impl Fn(V) -> Num + Copy,
+) -> io::Result<()>
+where
+    I: Iterator<Item = (Key3<'a>, V)>,
+{
+    for (region, group) in regions {
+        each_row(group, rows, fold, |(i, ty, st), v| {
+            let labels = [
+                ("instance_id", i),
+                ("region", *region),
+                ("status", st),
+                ("task_type", ty),
+            ];
+            family.sample(out, &labels, num(v))
+        })?;
+    }
+    Ok(())
+}
+
+/// `tencentcloud_cdb_instance_info`, by region and instance id; an instance two targets list
+/// (the same account configured twice) is written once.
+pub(super) fn render_instances(
+    out: &mut impl Exposition,
+    inventories: &[Arc<Inventory>],
+) -> io::Result<()> {
+    let mut rows: BTreeMap<(&str, &str), (&Inventory, &Instance)> = BTreeMap::new();
+    for inv in inventories {
+        for i in inv.instances.values() {
+            rows.entry((inv.region.as_str(), i.instance_id.as_str()))
+                .or_insert((inv, i));
+        }
+    }
+    let mut f = Family::new(INSTANCE_INFO, INSTANCE_INFO_HELP, Kind::Gauge);
+    for ((region, id), (inv, i)) in rows {
+        let mut labels: Vec<(&str, &str)> = vec![
+            ("engine_version", &i.engine_version),
+            ("instance_id", id),
+            ("instance_name", &i.name),
+            ("instance_type", i.instance_type),
+            ("region", region),
+            ("zone", &i.zone),
+        ];
+        for (label, key) in inv.tag_labels.iter().zip(&inv.tag_keys) {
+            let value = i
+                .tags
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or("", |(_, v)| v.as_str());
+            labels.push((label, value));
+        }
+        f.sample(out, &labels, Num::U(1))?;
+    }
+    Ok(())
+}
+
+/// The task families from the targets' snapshots, in name order.
+/// The targets' snapshots grouped by region (targets of one region are merged).
+type Regions<'a> = BTreeMap<&'a str, Vec<&'a Series>>;
+
+pub(super) fn render_tasks(
+    out: &mut impl Exposition,
+    snapshots: &[Arc<Series>],
+    progress: bool,
+) -> io::Result<()> {
+    let mut regions: Regions<'_> = BTreeMap::new();
+    for s in snapshots {
+        regions.entry(&s.region).or_default().push(s);
+    }
+    let sum = |a: &mut u64, b: u64| *a += b;
+    render_durations(out, &regions)?;
+    by_key(
+        out,
+        &regions,
+        Family::new(LAST_FINISHED, LAST_FINISHED_HELP, Kind::Gauge),
+        Series::last_finished_rows,
+        |a, b| *a = (*a).max(b),
+        Num::I,
+    )?;
+    let mut f = Family::new(OLDEST, OLDEST_HELP, Kind::Gauge);
+    for (region, group) in &regions {
+        each_row(
+            group,
+            Series::oldest_rows,
+            |a, b| *a = (*a).min(b),
+            |(i, ty), v| {
+                let labels = [("instance_id", i), ("region", *region), ("task_type", ty)];
+                f.sample(out, &labels, Num::I(v))
+            },
+        )?;
+    }
+    if progress {
+        render_progress(out, &regions)?;
+    }
+    by_key(
+        out,
+        &regions,
+        Family::new(TASKS, TASKS_HELP, Kind::Gauge),
+        Series::task_rows,
+        sum,
+        Num::U,
+    )?;
+    by_key(
+        out,
+        &regions,
+        Family::new(FINISHED, FINISHED_HELP, Kind::Counter),
+        Series::finished_rows,
+        sum,
+        Num::U,
+    )
+}
+
+/// The duration histogram: buckets, `+Inf`, sum and count per region, status and type.
+fn render_durations(out: &mut impl Exposition, regions: &Regions<'_>) -> io::Result<()> {
+    let mut f = Family::new(DURATION, DURATION_HELP, Kind::Histogram);
+    let bucket = format!("{DURATION}_bucket");
+    for (region, group) in regions {
+        each_row(
+            group,
+            Series::duration_rows,
+            |a, b| a.merge(&b),
+            |(st, ty), h| {
+                let base = [("region", *region), ("status", st), ("task_type", ty)];
+                f.start(out)?;
+                for (le, n) in TASK_DURATION_BUCKETS.iter().zip(h.buckets) {
+                    let le = le_label(*le);
+                    let labels = [base[0], base[1], base[2], ("le", &le)];
+                    out.sample(&bucket, &labels, Num::U(n))?;
+                }
+                let labels = [base[0], base[1], base[2], ("le", "+Inf")];
+                out.sample(&bucket, &labels, Num::U(h.count))?;
+                out.sample(&format!("{DURATION}_sum"), &base, Num::F(h.sum))?;
+                out.sample(&format!("{DURATION}_count"), &base, Num::U(h.count))
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The opt-in progress gauge, one series per unfinished task.
+fn render_progress(out: &mut impl Exposition, regions: &Regions<'_>) -> io::Result<()> {
+    let mut f = Family::new(PROGRESS, PROGRESS_HELP, Kind::Gauge);
+    for (region, group) in regions {
+        each_row(
+            group,
+            Series::progress_rows,
+            |_, _| {},
+            |(i, job, ty, st), p| {
+                let job = job.to_string();
+                let labels = [
+                    ("instance_id", i),
+                    ("job_id", job.as_str()),
+                    ("region", *region),
+                    ("status", st),
+                    ("task_type", ty),
+                ];
+                f.sample(out, &labels, Num::F(p as f64 / 100.0))
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Families gathered from a `prometheus` registry, with `note` appended to each HELP.
+pub(super) fn gathered(
+    out: &mut impl Exposition,
+    families: &[MetricFamily],
+    note: &str,
+) -> io::Result<()> {
+    for f in families {
+        let name = f.name();
+        let help = if note.is_empty() {
+            f.help().to_string()
+        } else {
+            format!("{} {note}", f.help())
+        };
+        let kind = match f.get_field_type() {
+            MetricType::COUNTER => Kind::Counter,
+            MetricType::GAUGE => Kind::Gauge,
+            MetricType::HISTOGRAM => Kind::Histogram,
+            MetricType::SUMMARY => Kind::Summary,
+            // The crate's collectors make none; it deprecates the type.
+            MetricType::UNTYPED => continue,
+        };
+        out.family(name, &help, kind)?;
+        for m in f.get_metric() {
+            let labels: Vec<(&str, &str)> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            gathered_metric(out, name, kind, &labels, m)?;
+        }
+    }
+    Ok(())
+}
+
+fn gathered_metric<E: Exposition>(
+    out: &mut E,
+    name: &str,
+    kind: Kind,
+    labels: &[(&str, &str)],
+    m: &prometheus::proto::Metric,
+) -> io::Result<()> {
+    // A sample with one label more (`le`, `quantile`) than the metric's own.
+    let extra = |out: &mut E, sample: &str, label: (&str, &str), v: Num| {
+        let mut l = labels.to_vec();
+        l.push(label);
+        out.sample(sample, &l, v)
+    };
+    match kind {
+        Kind::Counter => out.sample(name, labels, Num::F(m.get_counter().get_value())),
+        Kind::Gauge => out.sample(name, labels, Num::F(m.get_gauge().get_value())),
+        Kind::Histogram => {
+            let h = m.get_histogram();
+            let bucket = format!("{name}_bucket");
+            for b in h.get_bucket() {
+                let le = le_label(b.upper_bound());
+                extra(out, &bucket, ("le", &le), Num::U(b.cumulative_count()))?;
+            }
+            if !h.get_bucket().iter().any(|b| b.upper_bound().is_infinite()) {
+                extra(out, &bucket, ("le", "+Inf"), Num::U(h.get_sample_count()))?;
+            }
+            out.sample(&format!("{name}_sum"), labels, Num::F(h.get_sample_sum()))?;
+            out.sample(
+                &format!("{name}_count"),
+                labels,
+                Num::U(h.get_sample_count()),
+            )
+        }
+        Kind::Summary => {
+            let s = m.get_summary();
+            for q in s.get_quantile() {
+                let quantile = le_label(q.quantile());
+                extra(out, name, ("quantile", &quantile), Num::F(q.value()))?;
+            }
+            out.sample(&format!("{name}_sum"), labels, Num::F(s.sample_sum()))?;
+            out.sample(&format!("{name}_count"), labels, Num::U(s.sample_count()))
+        }
+    }
+}
+
+/// A bucket bound or quantile as a label value, formatted like a sample value.
+fn le_label(v: f64) -> String {
+    let mut out = Vec::new();
+    super::text::write_num(&mut out, Num::F(v)).expect("writing to memory");
+    String::from_utf8(out).expect("ASCII")
+}
