@@ -4,12 +4,13 @@
 //! Run: `cargo run --release --example measure`
 
 use cdb_task_exporter::clock::{Clock, SystemClock};
-use cdb_task_exporter::metrics::{Metrics, TargetId};
+use cdb_task_exporter::metrics::{Metrics, TargetId, TargetSeries};
 use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target, TargetParts};
 use cdb_task_exporter::secret::Secret;
 use cdb_task_exporter::shard::Shard;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimTask, Simulator};
 use cdb_task_exporter::state::SavedTarget;
+use cdb_task_exporter::target::TargetHandle;
 use cdb_task_exporter::tasks::{Aggregates, Observation, Scope, TaskStore};
 use cdb_task_exporter::tencent::Client;
 use cdb_task_exporter::tencent::apitime::ApiZone;
@@ -75,22 +76,24 @@ async fn requests_per_cycle(listed: Vec<String>, label: &str) {
         Duration::from_secs(86_400),
         Shard::ALL,
     );
-    let mut target = Target::new(TargetParts {
-        id: TargetId {
+    let state = SavedTarget::new(None, TaskStore::new(Scope::Region, 86_400, clock.now()));
+    let handle = TargetHandle::new(
+        TargetId {
             account: "m".into(),
             region: "ap-guangzhou".into(),
         },
+        Shard::ALL,
+        Arc::new(Mutex::new(state)),
+        TargetSeries::default(),
+    );
+    let mut target = Target::new(TargetParts {
+        handle: Arc::new(handle),
         instances: listed,
         client: client(&sim.url()),
         limiter: Arc::new(RateLimiter::new(1_000.0)),
         metrics,
         clock: clock.clone(),
         settings,
-        state: Arc::new(Mutex::new(SavedTarget::new(
-            None,
-            TaskStore::new(Scope::Region, 86_400, clock.now()),
-        ))),
-        discovered: Default::default(),
         persister: None,
     });
     let cancel = CancellationToken::new();
@@ -154,20 +157,30 @@ fn render_at(n_instances: usize) {
         .iter()
         .map(|id| ((id.as_str(), "reboot", TaskStatus::Succeed), 1_700_000_000))
         .collect();
-    metrics.publish(&t, ids.iter().map(String::as_str), &aggregates, lf.clone());
-    let body = metrics.render();
+    let series = TargetSeries::default();
+    let publish = || {
+        metrics.publish(
+            &t,
+            &series,
+            ids.iter().map(String::as_str),
+            &aggregates,
+            lf.clone(),
+        );
+    };
+    publish();
+    let body = metrics.render([&series]);
     let rounds = 20;
     let t0 = Instant::now();
     for _ in 0..rounds {
-        std::hint::black_box(metrics.render());
+        std::hint::black_box(metrics.render([&series]));
     }
     let per = t0.elapsed() / rounds;
     // After a poll changed something, the first scrape encodes everything again.
     let t0 = Instant::now();
     for i in 0..rounds {
         metrics.poll_done(&t, true, i64::from(i), 0.1, 1);
-        metrics.publish(&t, ids.iter().map(String::as_str), &aggregates, lf.clone());
-        std::hint::black_box(metrics.render());
+        publish();
+        std::hint::black_box(metrics.render([&series]));
     }
     let cold = t0.elapsed() / rounds;
     let series = body

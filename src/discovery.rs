@@ -8,11 +8,10 @@
 //! zeros before their first task. A failed listing keeps the last good one; its error is
 //! counted under `action="DescribeDBInstances"` and logged when it changes.
 
-use crate::domain::{Instance, Instances, TargetId};
+use crate::domain::{Instance, Instances};
 use crate::metrics::Metrics;
-use crate::poller::{CallContext, Discovered, RateLimiter, call_with_retry};
-use crate::server::TargetBoard;
-use crate::shard::Shard;
+use crate::poller::{CallContext, RateLimiter, call_with_retry};
+use crate::target::TargetHandle;
 use crate::tencent::{Client, DESCRIBE_DB_INSTANCES, Error};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,26 +26,21 @@ pub const MAX_PAGES: u64 = 100;
 /// What one target's discovery needs.
 #[derive(Debug)]
 pub struct Discovery {
-    /// The target.
-    pub id: TargetId,
+    /// The target: its listing goes there, for the task pages, the info family and the
+    /// poller.
+    pub handle: Arc<TargetHandle>,
     /// The account's client for this region.
     pub client: Client,
     /// The account's rate limit.
     pub limiter: Arc<RateLimiter>,
-    /// Where instance info and API errors go.
+    /// Where API requests and errors are counted.
     pub metrics: Arc<Metrics>,
-    /// Where the task pages find instance names.
-    pub board: Arc<TargetBoard>,
-    /// Shared with the target's poller: the monitored instances.
-    pub discovered: Discovered,
     /// Time between listings.
     pub interval: Duration,
     /// Tag keys copied into labels.
     pub tags: Vec<String>,
     /// The target's listed instances; empty means the whole region.
     pub listed: Vec<String>,
-    /// This process's shard.
-    pub shard: Shard,
 }
 
 impl Discovery {
@@ -55,7 +49,7 @@ impl Discovery {
         let listed: HashSet<&str> = self.listed.iter().map(String::as_str).collect();
         instances
             .into_iter()
-            .filter(|i| self.shard.owns(&i.instance_id))
+            .filter(|i| self.handle.shard().owns(&i.instance_id))
             .filter(|i| listed.is_empty() || listed.contains(i.instance_id.as_str()))
             .collect()
     }
@@ -67,7 +61,7 @@ impl Discovery {
         cancel: &CancellationToken,
     ) -> Result<Vec<Instance>, Error> {
         let cx = CallContext {
-            id: &self.id,
+            id: self.handle.id(),
             action: DESCRIBE_DB_INSTANCES,
             limiter: &self.limiter,
             metrics: &self.metrics,
@@ -83,7 +77,7 @@ impl Discovery {
             let page = page?;
             if !page.malformed.is_empty() {
                 self.metrics.api_errors(
-                    &self.id,
+                    self.handle.id(),
                     DESCRIBE_DB_INSTANCES,
                     "Decode",
                     page.malformed.len() as u64,
@@ -103,8 +97,8 @@ impl Discovery {
         Err(Error::PagingLimit(MAX_PAGES))
     }
 
-    /// Publishes a good listing: one map, shared by the task pages, the instance info metric
-    /// and the poller.
+    /// Publishes a good listing on the target's handle: one map, shared by the task pages, the
+    /// instance info metric and the poller.
     fn publish(&self, instances: Vec<Instance>) {
         let by_id: Arc<Instances> = Arc::new(
             instances
@@ -112,9 +106,7 @@ impl Discovery {
                 .map(|i| (i.instance_id.clone(), i))
                 .collect(),
         );
-        self.board.set_instances(&self.id, by_id.clone());
-        self.metrics.instances(&self.id, &self.tags, by_id.clone());
-        *self.discovered.write().expect("lock") = by_id;
+        self.handle.set_instances(&self.tags, by_id);
     }
 
     /// Lists now and then every `interval` until `cancel` fires.
@@ -131,9 +123,9 @@ impl Discovery {
             match self.list(&mut rng, &cancel).await {
                 Ok(instances) => {
                     if last_error.take().is_some() {
-                        tracing::info!(target_id = %self.id, "DescribeDBInstances works again");
+                        tracing::info!(target_id = %self.handle.id(), "DescribeDBInstances works again");
                     }
-                    tracing::debug!(target_id = %self.id, instances = instances.len(), "instances listed");
+                    tracing::debug!(target_id = %self.handle.id(), instances = instances.len(), "instances listed");
                     self.publish(instances);
                 }
                 Err(Error::Cancelled) => break,
@@ -142,7 +134,7 @@ impl Discovery {
                     // otherwise repeat the same warning every interval.
                     let label = e.as_label().to_string();
                     if last_error.as_deref() != Some(label.as_str()) {
-                        tracing::warn!(target_id = %self.id, error = %e, "cannot list instances (DescribeDBInstances); keeping the last list. Task polling is not affected; grant cdb:DescribeDBInstances or turn discovery.instance_info off");
+                        tracing::warn!(target_id = %self.handle.id(), error = %e, "cannot list instances (DescribeDBInstances); keeping the last list. Task polling is not affected; grant cdb:DescribeDBInstances or turn discovery.instance_info off");
                     }
                     last_error = Some(label);
                 }

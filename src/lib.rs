@@ -30,7 +30,12 @@
 //! - [`web`]: the web configuration file (TLS, basic auth, headers; docs/http.md#web-security).
 //! - [`http`]: the HTTP/1 serving loop shared by the server and the simulator; streamed bodies.
 //! - [`state`]: the state file, written atomically.
-//! - [`app`]: `run()`, the testable entry point: server, pollers, reloads, shutdown.
+//! - [`target`]: one target's handle: its store and covered window, series, status row and
+//!   instance inventory.
+//! - [`registry`]: every target by id, and the application of a configuration to them (a pure
+//!   plan, then its effects).
+//! - [`app`]: `run()`, the testable entry point: wiring of the metrics, the registry, the server
+//!   and the reload loop; shutdown.
 //! - [`fuzz`]: the fuzz targets' entry points, shared with the stable test that replays their
 //!   corpora.
 //! - [`sim`]: the simulated CDB API (scenarios, signature check, faults) for the demo and tests.
@@ -51,11 +56,13 @@ pub mod intern;
 pub mod logging;
 pub mod metrics;
 pub mod poller;
+pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod shard;
 pub mod sim;
 pub mod state;
+pub mod target;
 pub mod tasks;
 pub mod tencent;
 pub mod web;

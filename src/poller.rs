@@ -6,7 +6,8 @@ use crate::clock::SharedClock;
 use crate::domain::{Instances, TargetId, Task, TaskStatus};
 use crate::metrics::Metrics;
 use crate::shard::Shard;
-use crate::state::{Persister, SavedTarget, SharedTarget};
+use crate::state::{Persister, SavedTarget};
+use crate::target::TargetHandle;
 use crate::tasks::{Observation, Scope, Unfinished};
 use crate::tencent::model::{TaskQuery, sanitize};
 use crate::tencent::paging::Pager;
@@ -158,8 +159,8 @@ pub struct Target {
     metrics: Arc<Metrics>,
     clock: SharedClock,
     settings: PollSettings,
-    /// The task store and the time covered, shared with the state file's writer.
-    state: SharedTarget,
+    /// Everything the exporter keeps about the target: store, series, status, instances.
+    handle: Arc<TargetHandle>,
     first_poll: bool,
     mode: Option<QueryMode>,
     region_volume: Option<f64>,
@@ -168,7 +169,6 @@ pub struct Target {
     rng: fastrand::Rng,
     /// When the current poll must give up.
     deadline: tokio::time::Instant,
-    discovered: Discovered,
     /// What discovery listed at the last publication.
     last_discovered: Arc<Instances>,
     /// The state file's writer: a poll's changes reach the disk before `/metrics` shows them.
@@ -180,16 +180,12 @@ pub struct Target {
     baseline_on_local_clock: bool,
 }
 
-/// The instances `DescribeDBInstances` last listed for a target (this shard's), shared with the
-/// task pages and the instance info metric: in region-wide mode they are monitored, with zeros,
-/// before they have a task.
-pub type Discovered = Arc<std::sync::RwLock<Arc<Instances>>>;
-
 /// Everything a [`Target`] is made of.
 #[derive(Debug)]
 pub struct TargetParts {
-    /// Account and region.
-    pub id: TargetId,
+    /// The target's handle: its store (fresh, restored or carried over), series, status row
+    /// and instances.
+    pub handle: Arc<TargetHandle>,
     /// Listed instances; empty means the whole region.
     pub instances: Vec<String>,
     /// The API client of this account and region.
@@ -202,10 +198,6 @@ pub struct TargetParts {
     pub clock: SharedClock,
     /// Interval, lookback, shard, limits.
     pub settings: PollSettings,
-    /// The task store and covered time (fresh, restored or carried over).
-    pub state: SharedTarget,
-    /// Instances listed by discovery (empty without it).
-    pub discovered: Discovered,
     /// The state file's writer, when there is a state file.
     pub persister: Option<Arc<Persister>>,
 }
@@ -263,7 +255,7 @@ impl Target {
     /// A target with its state (fresh, or restored from a state file or an earlier config).
     pub fn new(parts: TargetParts) -> Self {
         let baseline_on_local_clock = {
-            let mut st = parts.state.lock().expect("lock");
+            let mut st = parts.handle.state().lock().expect("lock");
             let lookback = parts.settings.lookback.as_secs() as i64;
             st.store.set_scope(scope_of(&parts.instances), lookback);
             st.store.set_shard(parts.settings.shard);
@@ -271,19 +263,20 @@ impl Target {
         };
         // Jitter differs between targets but repeats between runs.
         let seed = parts
-            .id
+            .handle
+            .id()
             .to_string()
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
         Target {
-            id: parts.id,
+            id: parts.handle.id().clone(),
             instances: parts.instances,
             client: parts.client,
             limiter: parts.limiter,
             metrics: parts.metrics,
             clock: parts.clock,
             settings: parts.settings,
-            state: parts.state,
+            handle: parts.handle,
             first_poll: true,
             mode: None,
             region_volume: None,
@@ -291,7 +284,6 @@ impl Target {
             last_failure: None,
             rng: fastrand::Rng::with_seed(seed),
             deadline: tokio::time::Instant::now(),
-            discovered: parts.discovered,
             last_discovered: Arc::default(),
             persister: parts.persister,
             baseline_on_local_clock,
@@ -466,7 +458,7 @@ impl Target {
             st.store.set_baseline_cutoff(cutoff);
         }
         let mut folded = 0;
-        let mut st = crate::state::lock_in_async(&self.state);
+        let mut st = crate::state::lock_in_async(self.handle.state());
         for mut obs in observations {
             let (task_type, other) = self.types.admit(&obs.task.task_type);
             obs.task.task_type = task_type;
@@ -478,7 +470,7 @@ impl Target {
                 .then(|| (st.store.status_of(obs.task.job_id), obs.task.clone()));
             let finished = st.store.observe(obs);
             if let Some(f) = &finished {
-                self.metrics.task_finished(&self.id, f);
+                self.handle.series().task_finished(f);
                 report.finished += 1;
             }
             if let Some((before, task)) = event {
@@ -498,9 +490,9 @@ impl Target {
 
     /// Publishes the task series and the poll metrics after a poll.
     fn publish(&mut self, ok: bool, now: i64, seconds: f64) {
-        let discovered = self.discovered.read().expect("lock").clone();
+        let discovered = self.handle.instances();
         let last_discovered = std::mem::replace(&mut self.last_discovered, discovered.clone());
-        let st = crate::state::lock_in_async(&self.state);
+        let st = crate::state::lock_in_async(self.handle.state());
         let aggregates = st.store.aggregates();
         let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
         self.types.retain(|t| present.contains(t));
@@ -516,15 +508,25 @@ impl Target {
                 .map(String::as_str)
                 .collect();
             if !gone.is_empty() {
-                self.metrics.forget_instances(&self.id, gone);
+                self.handle.series().forget_instances(gone);
             }
             seen.extend(discovered.keys().map(String::as_str));
-            self.metrics
-                .publish(&self.id, seen, &aggregates, st.store.last_finished());
+            self.metrics.publish(
+                &self.id,
+                self.handle.series(),
+                seen,
+                &aggregates,
+                st.store.last_finished(),
+            );
         } else {
             let listed = self.instances.iter().map(String::as_str);
-            self.metrics
-                .publish(&self.id, listed, &aggregates, st.store.last_finished());
+            self.metrics.publish(
+                &self.id,
+                self.handle.series(),
+                listed,
+                &aggregates,
+                st.store.last_finished(),
+            );
         }
         self.metrics
             .poll_done(&self.id, ok, now, seconds, st.store.len());
@@ -534,12 +536,7 @@ impl Target {
     /// and the task pages take the same lock on blocking threads; a poll waits for them
     /// without holding up the async workers (see [`crate::state::lock_in_async`]).
     fn lock(&self) -> std::sync::MutexGuard<'_, SavedTarget> {
-        crate::state::lock_in_async(&self.state)
-    }
-
-    /// The task store and covered time, shared with the state writer.
-    pub fn state(&self) -> &SharedTarget {
-        &self.state
+        crate::state::lock_in_async(self.handle.state())
     }
 
     /// Logs a failure once per change of its kind, and the recovery.
@@ -756,12 +753,9 @@ impl Target {
         Ok(page)
     }
 
-    /// Polls every `interval` until `cancel` fires; `after_poll` runs after each poll.
-    pub async fn run(
-        mut self,
-        cancel: CancellationToken,
-        mut after_poll: impl FnMut(&Target, &PollReport),
-    ) -> Target {
+    /// Polls every `interval` until `cancel` fires; each poll's outcome goes on the target's
+    /// status row.
+    pub async fn run(mut self, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.settings.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -773,9 +767,12 @@ impl Target {
             if cancel.is_cancelled() && report.failure.is_some() {
                 break;
             }
-            after_poll(&self, &report);
+            let error = report.failure.as_ref().map(|e| {
+                let message = sanitize(&e.to_string());
+                (e.as_label().to_string(), message)
+            });
+            self.handle.record(report.started_at, report.mode, error);
         }
-        self
     }
 }
 

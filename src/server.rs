@@ -1,16 +1,16 @@
 //! The exporter's HTTP server: `/metrics`, `/healthz`, `/readyz`, `/`; graceful shutdown.
 
 use crate::clock::SharedClock;
-use crate::details::{self, Filter, Instances, Source, escape};
+use crate::details::{self, Filter, Source, escape};
 use crate::domain::TargetId;
 use crate::http::{ChunkWriter, HttpResponse, Peer, ServeOptions, TlsSource, respond, serve};
 use crate::metrics::Metrics;
-use crate::state::SharedTarget;
+use crate::registry::Targets;
+use crate::target::TargetStatus;
 use crate::web::{WebConfig, WebSecurity};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,122 +18,13 @@ use tokio_util::sync::CancellationToken;
 /// How long open connections may finish after shutdown.
 pub const DRAIN: Duration = Duration::from_secs(5);
 
-/// What the last polls of a target said, for `/` and `/readyz`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TargetStatus {
-    /// Start (unix time) of the last poll that ended.
-    pub last_poll: Option<i64>,
-    /// Start of the last successful poll.
-    pub last_success: Option<i64>,
-    /// The last poll's error (`code` label value and message), if it failed.
-    pub last_error: Option<(String, String)>,
-    /// How it queried (`region-wide` or `per-instance`).
-    pub mode: &'static str,
-}
-
-impl TargetStatus {
-    /// Ready once a poll has succeeded.
-    pub fn ready(&self) -> bool {
-        self.last_success.is_some()
-    }
-}
-
-/// What the server knows of one target.
-#[derive(Debug, Default)]
-struct Entry {
-    status: TargetStatus,
-    /// Its task store, once the target has started.
-    state: Option<SharedTarget>,
-    /// Its instances as last listed by `DescribeDBInstances`.
-    instances: Arc<Instances>,
-}
-
-/// Every configured target: what its polls said, its task store and its instances, for `/`,
-/// `/readyz` and the task pages.
-#[derive(Debug, Default)]
-pub struct TargetBoard {
-    targets: Mutex<BTreeMap<TargetId, Entry>>,
-    /// Set once the first config's targets are known: until then an empty board means
-    /// "starting", not "nothing to wait for".
-    configured: std::sync::atomic::AtomicBool,
-}
-
-impl TargetBoard {
-    /// Sets the configured targets, keeping what is known of those that stay.
-    pub fn set_targets(&self, ids: impl IntoIterator<Item = TargetId>) {
-        let mut t = self.targets.lock().expect("lock");
-        let mut old = std::mem::take(&mut *t);
-        for id in ids {
-            let entry = old.remove(&id).unwrap_or_default();
-            t.insert(id, entry);
-        }
-        self.configured
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Whether the first config's targets are known yet.
-    pub fn configured(&self) -> bool {
-        self.configured.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The task store a started target polls into.
-    pub fn attach(&self, id: &TargetId, state: SharedTarget) {
-        if let Some(e) = self.targets.lock().expect("lock").get_mut(id) {
-            e.state = Some(state);
-        }
-    }
-
-    /// A target's instances, as last listed.
-    pub fn set_instances(&self, id: &TargetId, instances: Arc<Instances>) {
-        if let Some(e) = self.targets.lock().expect("lock").get_mut(id) {
-            e.instances = instances;
-        }
-    }
-
-    /// Every started target's store and instances, for the task pages.
-    pub fn sources(&self) -> Vec<Source> {
-        self.targets
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|(id, e)| {
-                Some(Source {
-                    id: id.clone(),
-                    state: e.state.clone()?,
-                    instances: e.instances.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// A poll of a target ended (started at `at`), with this error if it failed.
-    pub fn record(
-        &self,
-        id: &TargetId,
-        at: i64,
-        mode: &'static str,
-        error: Option<(String, String)>,
-    ) {
-        if let Some(e) = self.targets.lock().expect("lock").get_mut(id) {
-            let s = &mut e.status;
-            s.last_poll = Some(at);
-            s.mode = mode;
-            if error.is_none() {
-                s.last_success = Some(at);
-            }
-            s.last_error = error;
-        }
-    }
-
-    /// Every target, with its status.
-    pub fn all(&self) -> Vec<(TargetId, TargetStatus)> {
-        self.targets
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(id, e)| (id.clone(), e.status.clone()))
-            .collect()
-    }
+/// Every target with its status, in id order.
+fn statuses(targets: &Targets) -> Vec<(TargetId, TargetStatus)> {
+    targets
+        .handles()
+        .iter()
+        .map(|h| (h.id().clone(), h.status()))
+        .collect()
 }
 
 /// A unix time as RFC 3339 (UTC), or `never`.
@@ -151,7 +42,7 @@ pub struct ServerState {
     /// The metrics to render.
     pub metrics: Arc<Metrics>,
     /// Every target: its status, task store and instances.
-    pub board: Arc<TargetBoard>,
+    pub targets: Arc<Targets>,
     /// TLS, users and headers (docs/http.md#web-security), replaced on reload.
     pub web: Arc<WebSecurity>,
     /// Wall clock, for relative times on the task page.
@@ -317,15 +208,14 @@ pub fn resolve(method: &Method, uri: &hyper::Uri) -> Result<Page, StatusCode> {
 
 /// `/readyz`: 200 once every target has had a successful poll, with one line per target (a
 /// prober reads the status, a person the reasons). Before the first config's targets are known
-/// the board is empty, which means "starting", not "nothing to wait for".
-fn readiness(board: &TargetBoard) -> (StatusCode, String) {
-    if !board.configured() {
+/// there are none, which means "starting", not "nothing to wait for". Pure.
+fn readiness(configured: bool, all: &[(TargetId, TargetStatus)]) -> (StatusCode, String) {
+    if !configured {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "starting: the targets are not configured yet\n".to_string(),
         );
     }
-    let all = board.all();
     let body = all
         .iter()
         .map(|(id, s)| {
@@ -366,7 +256,7 @@ async fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
         Page::Metrics => metrics_page(state, accepts_gzip(req.headers())),
         Page::Health => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         Page::Ready => {
-            let (status, body) = readiness(&state.board);
+            let (status, body) = readiness(state.targets.configured(), &statuses(&state.targets));
             respond(status, "text/plain; charset=utf-8", body)
         }
         // The landing page escapes what it shows too; it gets the same policy as `/tasks`.
@@ -390,7 +280,16 @@ async fn tasks_page(state: &ServerState, page: Page, query: Option<&str>) -> Htt
             return tasks_response(StatusCode::BAD_REQUEST, html, body);
         }
     };
-    let sources = state.board.sources();
+    let sources: Vec<Source> = state
+        .targets
+        .handles()
+        .iter()
+        .map(|h| Source {
+            id: h.id().clone(),
+            state: h.state().clone(),
+            instances: h.instances(),
+        })
+        .collect();
     let now = state.clock.now();
     let rendered = tokio::task::spawn_blocking(move || {
         let selection = details::select(&sources, &filter);
@@ -447,20 +346,22 @@ fn html_response(status: StatusCode, body: String) -> HttpResponse {
 fn metrics_page(state: &ServerState, gzip: bool) -> HttpResponse {
     let (mut writer, body) = ChunkWriter::new();
     let metrics = state.metrics.clone();
+    let targets = state.targets.handles();
     tokio::task::spawn_blocking(move || {
+        let series = || targets.iter().map(|h| h.series());
         use std::io::Write;
         if gzip {
             // The renderer writes a label at a time; the encoder is far faster fed in large
             // blocks (measured: 430 ms of CPU per 10 MiB page unbuffered).
             let encoder = flate2::write::GzEncoder::new(writer, GZIP_LEVEL);
             let mut buffered = std::io::BufWriter::with_capacity(GZIP_BLOCK, encoder);
-            if metrics.render_to(&mut buffered).is_ok()
+            if metrics.render_to(&mut buffered, series()).is_ok()
                 && let Ok(encoder) = buffered.into_inner()
                 && let Ok(mut writer) = encoder.finish()
             {
                 let _ = writer.flush();
             }
-        } else if metrics.render_to(&mut writer).is_ok() {
+        } else if metrics.render_to(&mut writer, series()).is_ok() {
             let _ = writer.flush();
         }
     });
@@ -523,9 +424,7 @@ pub fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
 }
 
 fn landing_page(state: &ServerState) -> String {
-    let rows: String = state
-        .board
-        .all()
+    let rows: String = statuses(&state.targets)
         .iter()
         .map(|(id, s)| {
             let error = s.last_error.as_ref().map_or_else(String::new, |(code, msg)| {
@@ -571,30 +470,32 @@ mod tests {
 
     #[test]
     fn not_ready_until_the_targets_are_known_and_polled() {
-        let board = TargetBoard::default();
-        let (status, body) = readiness(&board);
+        let (status, body) = readiness(false, &[]);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.starts_with("starting"), "{body}");
         let id = TargetId {
             account: "acct".into(),
             region: "ap-guangzhou".into(),
         };
-        board.set_targets([id.clone()]);
-        assert_eq!(readiness(&board).0, StatusCode::SERVICE_UNAVAILABLE);
-        board.record(
-            &id,
-            100,
-            "region-wide",
-            Some(("Timeout".into(), "m".into())),
+        let mut s = TargetStatus::default();
+        assert_eq!(
+            readiness(true, &[(id.clone(), s.clone())]).0,
+            StatusCode::SERVICE_UNAVAILABLE
         );
-        assert_eq!(readiness(&board).0, StatusCode::SERVICE_UNAVAILABLE);
-        board.record(&id, 200, "region-wide", None);
-        let (status, body) = readiness(&board);
+        s.last_poll = Some(100);
+        s.last_error = Some(("Timeout".into(), "m".into()));
+        assert_eq!(
+            readiness(true, &[(id.clone(), s.clone())]).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        s.last_success = Some(200);
+        s.last_poll = Some(200);
+        s.last_error = None;
+        let (status, body) = readiness(true, &[(id, s)]);
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("ready; last poll"), "{body}");
         // A config with no targets at all is ready once applied.
-        board.set_targets([]);
-        assert_eq!(readiness(&board).0, StatusCode::OK);
+        assert_eq!(readiness(true, &[]).0, StatusCode::OK);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! restart without a state file would.
 
 use crate::domain::TargetId;
-use crate::metrics::{Metrics, SavedCounters};
+use crate::metrics::{Metrics, SavedCounters, TargetSeries};
 use crate::shard::Shard;
 use crate::tasks::TaskStore;
 use serde::{Deserialize, Serialize};
@@ -48,7 +48,7 @@ pub struct SavedTarget {
     /// The task store.
     pub store: TaskStore,
     /// Counter values as read from the file (empty in a version 2 file). In memory the values
-    /// live in the metrics' books: they are taken from here when the target starts, and
+    /// live in the target's series: they are taken from here when the target starts, and
     /// written from there.
     #[serde(default, skip_serializing_if = "SavedCounters::is_empty")]
     pub counters: SavedCounters,
@@ -64,27 +64,25 @@ impl SavedTarget {
         }
     }
 
-    /// A target's state as read from the file, made ready to run: its counter values handed to
-    /// `metrics` (those of the instances `keep` accepts), its baseline cut where the previous
-    /// run left off (the end of the time it covered, or its start if it never polled), so that
-    /// tasks that ended while it was down count once.
+    /// A target's state as read from the file, made ready to run: its series start from its
+    /// counter values (those of the instances `keep` accepts, counted in `shard`), its
+    /// baseline is cut where the previous run left off (the end of the time it covered, or its
+    /// start if it never polled), so that tasks that ended while it was down count once.
     pub fn resume(
         mut self,
-        id: &TargetId,
         shard: Shard,
-        metrics: &Metrics,
         keep: &dyn Fn(&str) -> bool,
         process_start: i64,
-    ) -> Self {
+    ) -> (Self, TargetSeries) {
         let counters = std::mem::take(&mut self.counters);
-        metrics.restore_counters(id, &counters, shard, keep);
+        let series = TargetSeries::restored(&counters, shard, keep);
         // Before its first poll a run has covered nothing, and its own baseline cut-off (its
         // start) still holds: tasks that ended after it count.
         let cutoff = self
             .covered_until
             .unwrap_or_else(|| self.store.baseline_cutoff().min(process_start));
         self.store.set_baseline_cutoff(cutoff);
-        self
+        (self, series)
     }
 }
 
@@ -298,21 +296,25 @@ pub fn lock_in_async(state: &Mutex<SavedTarget>) -> std::sync::MutexGuard<'_, Sa
     }
 }
 
-/// A registered target: its state, and the shard its counters are counted in.
-#[derive(Debug, Clone)]
-struct Registered {
-    id: TargetId,
-    shard: Shard,
-    state: SharedTarget,
+/// A target the writer saves: its state, and its counter values, read while the state's lock
+/// is held (every increment holds it too, so the values and the store's "counted" marks agree).
+pub trait Persistable: Send + Sync + std::fmt::Debug {
+    /// The target.
+    fn id(&self) -> &TargetId;
+    /// Its task store and covered time.
+    fn state(&self) -> &SharedTarget;
+    /// Its counter values.
+    fn counters(&self) -> SavedCounters;
 }
 
-/// Serializes one target under its lock: the store, the covered time, and the counter values
-/// read from the metrics while the lock is held (every increment holds it too, so the values
-/// and the store's "counted" marks agree).
-struct Locked<'a> {
-    target: &'a Registered,
-    metrics: Option<&'a Metrics>,
+/// Where the writer finds the targets of the moment, at each write.
+pub trait Source: Send + Sync + std::fmt::Debug {
+    /// Every target to save.
+    fn targets(&self) -> Vec<Arc<dyn Persistable>>;
 }
+
+/// Serializes one target under its lock: the store, the covered time and the counters.
+struct Locked<'a>(&'a dyn Persistable);
 
 #[derive(Serialize)]
 struct TargetOut<'a> {
@@ -323,14 +325,11 @@ struct TargetOut<'a> {
 
 impl Serialize for Locked<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let st = self.target.state.lock().expect("lock");
-        let counters = self.metrics.map_or_else(SavedCounters::default, |m| {
-            m.saved_counters(&self.target.id, self.target.shard)
-        });
+        let st = self.0.state().lock().expect("lock");
         TargetOut {
             covered_until: st.covered_until,
             store: &st.store,
-            counters,
+            counters: self.0.counters(),
         }
         .serialize(s)
     }
@@ -351,65 +350,31 @@ struct FileOut<'a> {
 #[derive(Debug)]
 pub struct StateWriter {
     path: PathBuf,
-    targets: Mutex<BTreeMap<String, Registered>>,
+    source: Arc<dyn Source>,
     failing: Mutex<bool>,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl StateWriter {
-    /// A writer for `path`; failed writes are counted in `metrics`, which also holds the
-    /// counter values written (none without it).
-    pub fn new(path: PathBuf, metrics: Option<Arc<Metrics>>) -> Self {
+    /// A writer of the targets `source` names to `path`; failed writes are counted in
+    /// `metrics`.
+    pub fn new(path: PathBuf, source: Arc<dyn Source>, metrics: Option<Arc<Metrics>>) -> Self {
         StateWriter {
             path,
-            targets: Mutex::new(BTreeMap::new()),
+            source,
             failing: Mutex::new(false),
             metrics,
         }
     }
 
-    /// Writes this target's state from now on (replacing an earlier one of the same id), with
-    /// the counters it counts in `shard`.
-    pub fn register(&self, id: &TargetId, shard: Shard, state: SharedTarget) {
-        let target = Registered {
-            id: id.clone(),
-            shard,
-            state,
-        };
-        self.targets
-            .lock()
-            .expect("lock")
-            .insert(id.to_string(), target);
-    }
-
-    /// Forgets targets that are no longer configured.
-    pub fn retain(&self, keep: impl Fn(&TargetId) -> bool) {
-        self.targets
-            .lock()
-            .expect("lock")
-            .retain(|_, t| keep(&t.id));
-    }
-
     /// Writes the file; a failure is logged once per change and counted, never fatal.
     pub fn write(&self) -> std::io::Result<()> {
-        let targets: Vec<Registered> = self
-            .targets
-            .lock()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect();
+        let targets = self.source.targets();
         let out = FileOut {
             version: FORMAT_VERSION,
             targets: targets
                 .iter()
-                .map(|t| {
-                    let locked = Locked {
-                        target: t,
-                        metrics: self.metrics.as_deref(),
-                    };
-                    (t.id.to_string(), locked)
-                })
+                .map(|t| (t.id().to_string(), Locked(t.as_ref())))
                 .collect(),
         };
         let result = write_atomic_with(&self.path, |w| Ok(serde_json::to_writer(w, &out)?));
@@ -503,6 +468,7 @@ impl Persister {
 mod tests {
     use super::*;
     use crate::domain::{Task, TaskStatus};
+    use crate::target::TargetHandle;
     use crate::tasks::{Observation, Scope};
 
     fn id(account: &str, region: &str) -> TargetId {
@@ -572,15 +538,13 @@ mod tests {
     fn the_writer_streams_the_shared_states() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        let writer = StateWriter::new(path.clone(), None);
         let shared: SharedTarget = Arc::new(Mutex::new(SavedTarget::new(
             Some(5),
             TaskStore::new(Scope::Region, 100, 7),
         )));
-        writer.register(&id("a", "ap-guangzhou"), Shard::ALL, shared.clone());
-        writer.register(&id("b", "ap-beijing"), Shard::ALL, shared.clone());
-        writer.retain(|t| t.account.as_str() == "a");
-        // A change after registration is what gets written: no snapshot was taken.
+        let source = Fixed::of(vec![handle(id("a", "ap-guangzhou"), shared.clone())]);
+        let writer = StateWriter::new(path.clone(), source, None);
+        // A change after the writer was made is what gets written: no snapshot was taken.
         shared.lock().unwrap().covered_until = Some(9);
         writer.write().unwrap();
         let loaded = state_of(load(&path, 1));
@@ -592,10 +556,38 @@ mod tests {
         assert_eq!(loaded.targets["a/ap-guangzhou"].covered_until, Some(9));
     }
 
+    /// The targets a test's writer saves.
+    #[derive(Debug)]
+    struct Fixed(Vec<Arc<TargetHandle>>);
+
+    impl Fixed {
+        fn of(handles: Vec<Arc<TargetHandle>>) -> Arc<dyn Source> {
+            Arc::new(Fixed(handles))
+        }
+    }
+
+    impl Source for Fixed {
+        fn targets(&self) -> Vec<Arc<dyn Persistable>> {
+            self.0
+                .iter()
+                .map(|h| h.clone() as Arc<dyn Persistable>)
+                .collect()
+        }
+    }
+
+    fn handle(id: TargetId, state: SharedTarget) -> Arc<TargetHandle> {
+        Arc::new(TargetHandle::new(
+            id,
+            Shard::ALL,
+            state,
+            TargetSeries::default(),
+        ))
+    }
+
     /// One target's poll as the poller runs it: observe the task, count it if it just finished.
-    fn poll_once(target: &SharedTarget, metrics: &Metrics, status: TaskStatus, now: i64) {
+    fn poll_once(target: &TargetHandle, metrics: &Metrics, status: TaskStatus, now: i64) {
         let t = id("a", "ap-guangzhou");
-        let mut st = target.lock().unwrap();
+        let mut st = target.state().lock().unwrap();
         let task = Task {
             job_id: 7,
             task_type: "import_data".into(),
@@ -613,35 +605,47 @@ mod tests {
             via_instance: None,
         };
         if let Some(f) = st.store.observe(obs) {
-            metrics.task_finished(&t, &f);
+            target.series().task_finished(&f);
         }
         st.covered_until = Some(now);
         drop(st);
         metrics.publish(
             &t,
+            target.series(),
             ["cdb-aaaa1111"],
-            &target.lock().unwrap().store.aggregates(),
+            &target.state().lock().unwrap().store.aggregates(),
             [],
         );
     }
 
     /// A process: its metrics and its target, fresh or restored from `path` as `run` does it.
-    fn start(path: &Path, now: i64) -> (Arc<Metrics>, SharedTarget, StateWriter) {
+    fn start(path: &Path, now: i64) -> (Arc<Metrics>, Arc<TargetHandle>, StateWriter) {
         let metrics = Arc::new(Metrics::new(false, "t", "t"));
         let t = id("a", "ap-guangzhou");
         let saved = state_of(load(path, now)).targets.remove("a/ap-guangzhou");
-        let target = match saved {
-            Some(s) => s.resume(&t, Shard::ALL, &metrics, &|_| true, now),
-            None => SavedTarget::new(None, TaskStore::new(Scope::Region, 86_400, 900)),
+        let (target, series) = match saved {
+            Some(s) => s.resume(Shard::ALL, &|_| true, now),
+            None => (
+                SavedTarget::new(None, TaskStore::new(Scope::Region, 86_400, 900)),
+                TargetSeries::default(),
+            ),
         };
-        let target = Arc::new(Mutex::new(target));
-        let writer = StateWriter::new(path.to_path_buf(), Some(metrics.clone()));
-        writer.register(&t, Shard::ALL, target.clone());
+        let target = Arc::new(TargetHandle::new(
+            t,
+            Shard::ALL,
+            Arc::new(Mutex::new(target)),
+            series,
+        ));
+        let writer = StateWriter::new(
+            path.to_path_buf(),
+            Fixed::of(vec![target.clone()]),
+            Some(metrics.clone()),
+        );
         (metrics, target, writer)
     }
 
-    fn failed_imports(metrics: &Metrics) -> Option<f64> {
-        let text = String::from_utf8(metrics.render()).unwrap();
+    fn failed_imports(metrics: &Metrics, target: &TargetSeries) -> Option<f64> {
+        let text = String::from_utf8(metrics.render([target])).unwrap();
         text.lines()
             .find(|l| {
                 l.starts_with("tencentcloud_cdb_tasks_finished_total{")
@@ -665,7 +669,11 @@ mod tests {
             writer.write().unwrap();
             // Its next poll sees the import failed, and counts it in memory.
             poll_once(&target, &metrics, TaskStatus::Failed, 1_040);
-            assert_eq!(failed_imports(&metrics), Some(1.0), "{window}");
+            assert_eq!(
+                failed_imports(&metrics, target.series()),
+                Some(1.0),
+                "{window}"
+            );
             let before = std::fs::read(&path).unwrap();
             match window {
                 "before the write" => {}
@@ -687,7 +695,11 @@ mod tests {
             // The next process polls again and sees the import failed.
             let (metrics, target, _writer) = start(&path, 1_100);
             poll_once(&target, &metrics, TaskStatus::Failed, 1_100);
-            assert_eq!(failed_imports(&metrics), Some(1.0), "{window}");
+            assert_eq!(
+                failed_imports(&metrics, target.series()),
+                Some(1.0),
+                "{window}"
+            );
             let leftovers = std::fs::read_dir(dir.path())
                 .unwrap()
                 .filter(|e| {
@@ -733,31 +745,33 @@ mod tests {
         // Restored into a process that no longer watches the instance: its counter is gone,
         // the histogram (no instance label) stays.
         let fresh = Metrics::new(false, "t", "t");
-        fresh.restore_counters(&t, &counters, Shard::ALL, &|i| i != "cdb-aaaa1111");
+        let series = TargetSeries::restored(&counters, Shard::ALL, &|i| i != "cdb-aaaa1111");
         fresh.publish(
             &t,
+            &series,
             ["cdb-bbbb2222"],
             &TaskStore::new(Scope::Region, 1, 1).aggregates(),
             [],
         );
-        assert_eq!(failed_imports(&fresh), Some(0.0));
-        let text = String::from_utf8(fresh.render()).unwrap();
+        assert_eq!(failed_imports(&fresh, &series), Some(0.0));
+        let text = String::from_utf8(fresh.render([&series])).unwrap();
         assert!(text.contains("tencentcloud_cdb_task_duration_seconds_count{region=\"ap-guangzhou\",status=\"failed\",task_type=\"import_data\"} 1"), "{text}");
         // Counted in another sharding, the histogram is not restored.
         let other = Metrics::new(false, "t", "t");
-        other.restore_counters(&t, &counters, Shard { index: 0, total: 2 }, &|_| true);
+        let series = TargetSeries::restored(&counters, Shard { index: 0, total: 2 }, &|_| true);
         other.publish(
             &t,
+            &series,
             ["cdb-aaaa1111"],
             &TaskStore::new(Scope::Region, 1, 1).aggregates(),
             [],
         );
-        let text = String::from_utf8(other.render()).unwrap();
+        let text = String::from_utf8(other.render([&series])).unwrap();
         assert!(
             !text.contains("tencentcloud_cdb_task_duration_seconds_count{"),
             "{text}"
         );
-        assert_eq!(failed_imports(&other), Some(1.0));
+        assert_eq!(failed_imports(&other, &series), Some(1.0));
     }
 
     #[test]

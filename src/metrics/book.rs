@@ -2,10 +2,12 @@
 //! [`Series`] snapshot a poll publishes for scrapes, the counter values the state file keeps
 //! ([`SavedCounters`]), and the instance [`Inventory`] of the info family.
 
-use super::TASK_DURATION_BUCKETS;
+use super::{MAX_MONITORED_INSTANCES, TASK_DURATION_BUCKETS};
+use crate::config::tag_label;
 use crate::domain::{Instances, TASK_TYPES, TaskStatus};
+use crate::tasks::{Aggregates, Finished, KeyRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Index of a task type in a book's type table: the 12 known types first, in [`TASK_TYPES`]
 /// order, then the unknown ones in order of appearance.
@@ -501,4 +503,190 @@ pub(super) struct Inventory {
     pub(super) tag_labels: Vec<String>,
     pub(super) tag_keys: Vec<String>,
     pub(super) instances: Arc<Instances>,
+}
+
+/// One target's task series: the book its polls count into, the snapshot scrapes render, and
+/// the instance inventory of the info family. Owned by the target's handle, so that a target
+/// that goes takes all of them with it.
+#[derive(Debug)]
+pub struct TargetSeries {
+    book: Mutex<Book>,
+    /// The last published snapshot; none before the first publication.
+    published: Mutex<Option<Arc<Series>>>,
+    /// The last listing; none without discovery.
+    inventory: Mutex<Option<Arc<Inventory>>>,
+}
+
+impl Default for TargetSeries {
+    fn default() -> Self {
+        TargetSeries {
+            book: Mutex::new(Book::new()),
+            published: Mutex::new(None),
+            inventory: Mutex::new(None),
+        }
+    }
+}
+
+impl TargetSeries {
+    /// Series that start from saved counter values (a restart, or a reload that restarts the
+    /// target): what it had counted, for the instances `keep` accepts. Visible from the next
+    /// publication.
+    pub fn restored(
+        saved: &SavedCounters,
+        shard: crate::shard::Shard,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Self {
+        let mut book = Book::new();
+        book.restore(saved, shard, keep);
+        TargetSeries {
+            book: Mutex::new(book),
+            ..TargetSeries::default()
+        }
+    }
+
+    /// The values of the task counters and histograms, for the state file. The state writer
+    /// calls it under the target's state lock, which every increment also holds, so the values
+    /// match the task store written beside them.
+    pub fn saved(&self, shard: crate::shard::Shard) -> SavedCounters {
+        self.book.lock().expect("lock").saved(shard)
+    }
+
+    /// A task finished: count it once under each of its instances, observe its duration once.
+    /// Visible from the next publication.
+    pub fn task_finished(&self, f: &Finished) {
+        let mut book = self.book.lock().expect("lock");
+        let ty = book.task_type(&f.task_type);
+        for i in &f.instances {
+            let ix = book.instance(i);
+            match terminal_ix(f.status) {
+                Some(s) if (ty as usize) < TASK_TYPES.len() => {
+                    book.finished[ix as usize][ty as usize * 4 + s] += 1;
+                }
+                _ => *book.finished_other.entry((ix, ty, f.status)).or_default() += 1,
+            }
+        }
+        if let Some(d) = f.duration {
+            book.durations
+                .entry((ty, f.status))
+                .or_default()
+                .observe(d as f64);
+        }
+    }
+
+    /// Drops the series of instances that are no longer monitored (a discovered instance left
+    /// the list and has no task in the window); takes effect at the next publication.
+    pub fn forget_instances<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut book = self.book.lock().expect("lock");
+        for id in ids {
+            let Some(&ix) = book.instances.index.get(id) else {
+                continue;
+            };
+            if book.monitored[ix as usize] {
+                book.monitored_count -= 1;
+            }
+            book.monitored[ix as usize] = false;
+            book.finished[ix as usize] = [0; DENSE];
+            book.finished_other.retain(|(i, ..), _| *i != ix);
+            book.seen_tasks.retain(|(i, ..)| *i != ix);
+        }
+    }
+
+    /// The target's instances as just listed in `region`, with the tag keys to copy into
+    /// labels.
+    pub fn set_inventory(&self, region: &str, tag_keys: &[String], instances: Arc<Instances>) {
+        let inventory = Inventory {
+            region: region.to_string(),
+            tag_labels: tag_keys.iter().map(|k| tag_label(k)).collect(),
+            tag_keys: tag_keys.to_vec(),
+            instances,
+        };
+        *self.inventory.lock().expect("lock") = Some(Arc::new(inventory));
+    }
+
+    /// The size of the task type table (it is compacted as unknown types leave).
+    #[cfg(test)]
+    pub(super) fn type_table_len(&self) -> usize {
+        self.book.lock().expect("lock").types.names.len()
+    }
+
+    /// What a scrape renders: the last snapshot and the last listing.
+    pub(super) fn snapshot(&self) -> (Option<Arc<Series>>, Option<Arc<Inventory>>) {
+        (
+            self.published.lock().expect("lock").clone(),
+            self.inventory.lock().expect("lock").clone(),
+        )
+    }
+
+    /// Builds and publishes the snapshot of a poll (see [`super::Metrics::publish`]); returns
+    /// how many monitored instances were past [`MAX_MONITORED_INSTANCES`].
+    pub(super) fn publish<'a>(
+        &self,
+        region: &str,
+        monitored: impl IntoIterator<Item = &'a str>,
+        aggregates: &Aggregates<'_>,
+        last_finished: impl IntoIterator<Item = (KeyRef<'a>, i64)>,
+        with_progress: bool,
+    ) -> i64 {
+        let mut book = self.book.lock().expect("lock");
+        let over = book.monitor(monitored);
+        // Task types outside the known table leave with their last task: their series go, and
+        // the table keeps room for the types the API sends next.
+        let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
+        book.drop_types_without_tasks(&present);
+        let mut counts: HashMap<(InstIx, TypeIx, TaskStatus), u64> = HashMap::new();
+        for ((i, ty, st), n) in &aggregates.tasks {
+            let key = (book.instance(i), book.task_type(ty), *st);
+            book.seen_tasks.insert(key);
+            counts.insert(key, *n);
+        }
+        let tasks = book
+            .seen_tasks
+            .iter()
+            .map(|&(i, ty, st)| (i, ty, st, counts.get(&(i, ty, st)).copied().unwrap_or(0)))
+            .collect();
+        let oldest = aggregates
+            .oldest_unfinished
+            .iter()
+            .map(|((i, ty), v)| (book.instance(i), book.task_type(ty), *v))
+            .collect();
+        let progress = if with_progress {
+            aggregates
+                .progress
+                .iter()
+                .map(|((i, ty, st), job, p)| (book.instance(i), book.task_type(ty), *st, *job, *p))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let last_finished = last_finished
+            .into_iter()
+            .map(|((i, ty, st), v)| (book.instance(i), book.task_type(ty), st, v))
+            .collect();
+        let series = Series::from_book(region, &book, tasks, oldest, progress, last_finished);
+        drop(book);
+        *self.published.lock().expect("lock") = Some(Arc::new(series));
+        over
+    }
+}
+
+impl Book {
+    /// Marks `instances` monitored (their zero counters exist), up to the bound; returns how
+    /// many were past it. Each monitored instance brings 48 zero series: past the bound an
+    /// instance gets only the series of its own tasks.
+    fn monitor<'a>(&mut self, instances: impl IntoIterator<Item = &'a str>) -> i64 {
+        let mut over = 0;
+        for i in instances {
+            let ix = self.instance(i);
+            if self.monitored[ix as usize] {
+                continue;
+            }
+            if self.monitored_count >= MAX_MONITORED_INSTANCES {
+                over += 1;
+                continue;
+            }
+            self.monitored[ix as usize] = true;
+            self.monitored_count += 1;
+        }
+        over
+    }
 }

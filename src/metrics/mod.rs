@@ -23,17 +23,14 @@ mod book;
 mod render;
 pub mod text;
 
-use crate::config::tag_label;
-use crate::domain::{Instances, TASK_TYPES, TaskStatus};
-use crate::tasks::{Aggregates, Finished, KeyRef};
-use book::{Book, DENSE, InstIx, Inventory, TypeIx, terminal_ix};
-pub use book::{SavedCounters, SavedDuration, SavedFinished, Series};
+use crate::tasks::{Aggregates, KeyRef};
+use book::Inventory;
+pub use book::{SavedCounters, SavedDuration, SavedFinished, Series, TargetSeries};
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use text::{Exposition, Text};
 
 /// Appended to every HELP line.
@@ -110,9 +107,6 @@ pub struct Metrics {
     reload_success_ts: prometheus::Gauge,
     process: Registry,
     task_progress: bool,
-    books: Mutex<BTreeMap<TargetId, Book>>,
-    published: Mutex<BTreeMap<TargetId, Arc<Series>>>,
-    inventories: Mutex<BTreeMap<TargetId, Arc<Inventory>>>,
 }
 
 fn help(text: &str) -> String {
@@ -159,6 +153,29 @@ fn histogram(
     )
     .expect("valid metric");
     register(r, h)
+}
+
+/// Removes every series of `vec` labelled with the target's account and region, whatever its
+/// other labels.
+fn remove_target_series<B: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<B>,
+    t: &TargetId,
+) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for m in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get("account") == Some(&t.account.as_str())
+                && labels.get("region") == Some(&t.region.as_str())
+            {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
 }
 
 /// The standard process collector, in a registry of its own (read at scrape time, unlike the
@@ -265,9 +282,6 @@ impl Metrics {
             registry: r,
             process: process_registry(),
             task_progress,
-            books: Mutex::new(BTreeMap::new()),
-            published: Mutex::new(BTreeMap::new()),
-            inventories: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -342,213 +356,72 @@ impl Metrics {
             .set(seconds);
     }
 
-    /// A task finished: count it once under each of its instances, observe its duration once.
-    /// Visible from the target's next [`Metrics::publish`].
-    pub fn task_finished(&self, t: &TargetId, f: &Finished) {
-        let mut books = self.books.lock().expect("lock");
-        let book = books.entry(t.clone()).or_insert_with(Book::new);
-        let ty = book.task_type(&f.task_type);
-        for i in &f.instances {
-            let ix = book.instance(i);
-            match terminal_ix(f.status) {
-                Some(s) if (ty as usize) < TASK_TYPES.len() => {
-                    book.finished[ix as usize][ty as usize * 4 + s] += 1;
-                }
-                _ => *book.finished_other.entry((ix, ty, f.status)).or_default() += 1,
-            }
-        }
-        if let Some(d) = f.duration {
-            book.durations
-                .entry((ty, f.status))
-                .or_default()
-                .observe(d as f64);
-        }
-    }
-
-    /// The values of a target's task counters and histograms, for the state file. The state
-    /// writer calls it under the target's state lock, which every increment also holds, so the
-    /// values match the task store written beside them.
-    pub fn saved_counters(&self, t: &TargetId, shard: crate::shard::Shard) -> SavedCounters {
-        self.books.lock().expect("lock").get(t).map_or_else(
-            || SavedCounters {
-                shard: [shard.index, shard.total],
-                ..SavedCounters::default()
-            },
-            |b| b.saved(shard),
-        )
-    }
-
-    /// Starts a target's series from saved counter values (a restart, or a reload that
-    /// restarts the target): what it had counted, for the instances `keep` accepts, replaces
-    /// whatever the target had. Visible from its next [`Metrics::publish`].
-    pub fn restore_counters(
-        &self,
-        t: &TargetId,
-        saved: &SavedCounters,
-        shard: crate::shard::Shard,
-        keep: &dyn Fn(&str) -> bool,
-    ) {
-        let mut book = Book::new();
-        book.restore(saved, shard, keep);
-        self.books.lock().expect("lock").insert(t.clone(), book);
-    }
-
     /// Publishes a target's task series after a poll: `monitored` instances get their 48 zero
     /// counters (so `increase()` sees a first failure), the gauges are set from the store's
     /// aggregates, and the whole set replaces the target's previous snapshot at once.
     pub fn publish<'a>(
         &self,
         t: &TargetId,
+        series: &TargetSeries,
         monitored: impl IntoIterator<Item = &'a str>,
         aggregates: &Aggregates<'_>,
         last_finished: impl IntoIterator<Item = (KeyRef<'a>, i64)>,
     ) {
-        let mut books = self.books.lock().expect("lock");
-        let book = books.entry(t.clone()).or_insert_with(Book::new);
-        let mut over = 0i64;
-        for i in monitored {
-            let ix = book.instance(i);
-            if book.monitored[ix as usize] {
-                continue;
-            }
-            // Each monitored instance brings 48 zero series: past the bound, an instance
-            // gets only the series of its own tasks, and the gauge below says how many.
-            if book.monitored_count >= MAX_MONITORED_INSTANCES {
-                over += 1;
-                continue;
-            }
-            book.monitored[ix as usize] = true;
-            book.monitored_count += 1;
-        }
+        let over = series.publish(
+            &t.region,
+            monitored,
+            aggregates,
+            last_finished,
+            self.task_progress,
+        );
         self.guards
             .instances_over_limit
             .with_label_values(&[t.account.as_str(), t.region.as_str()])
             .set(over);
-        // Task types outside the known table leave with their last task: their series go, and
-        // the table keeps room for the types the API sends next.
-        let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
-        book.drop_types_without_tasks(&present);
-        let mut counts: HashMap<(InstIx, TypeIx, TaskStatus), u64> = HashMap::new();
-        for ((i, ty, st), n) in &aggregates.tasks {
-            let key = (book.instance(i), book.task_type(ty), *st);
-            book.seen_tasks.insert(key);
-            counts.insert(key, *n);
-        }
-        let tasks = book
-            .seen_tasks
-            .iter()
-            .map(|&(i, ty, st)| (i, ty, st, counts.get(&(i, ty, st)).copied().unwrap_or(0)))
-            .collect();
-        let oldest = aggregates
-            .oldest_unfinished
-            .iter()
-            .map(|((i, ty), v)| (book.instance(i), book.task_type(ty), *v))
-            .collect();
-        let progress = if self.task_progress {
-            aggregates
-                .progress
-                .iter()
-                .map(|((i, ty, st), job, p)| (book.instance(i), book.task_type(ty), *st, *job, *p))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let last_finished = last_finished
-            .into_iter()
-            .map(|((i, ty, st), v)| (book.instance(i), book.task_type(ty), st, v))
-            .collect();
-        let series = Series::from_book(&t.region, book, tasks, oldest, progress, last_finished);
-        drop(books);
-        self.published
-            .lock()
-            .expect("lock")
-            .insert(t.clone(), Arc::new(series));
     }
 
-    /// Drops the series of instances that are no longer monitored (a discovered instance left
-    /// the list and has no task in the window); takes effect at the next `publish`.
-    pub fn forget_instances<'a>(&self, t: &TargetId, ids: impl IntoIterator<Item = &'a str>) {
-        let mut books = self.books.lock().expect("lock");
-        let Some(book) = books.get_mut(t) else {
-            return;
-        };
-        for id in ids {
-            let Some(&ix) = book.instances.index.get(id) else {
-                continue;
-            };
-            if book.monitored[ix as usize] {
-                book.monitored_count -= 1;
-            }
-            book.monitored[ix as usize] = false;
-            book.finished[ix as usize] = [0; DENSE];
-            book.finished_other.retain(|(i, ..), _| *i != ix);
-            book.seen_tasks.retain(|(i, ..)| *i != ix);
-        }
+    /// Removes the gauges of a target that restarts (its next poll sets them again).
+    pub fn target_restarted(&self, t: &TargetId) {
+        remove_target_series(&self.last_poll_success, t);
+        remove_target_series(&self.last_success_ts, t);
+        remove_target_series(&self.poll_duration, t);
+        remove_target_series(&self.tasks_tracked, t);
+        remove_target_series(&self.guards.instances_over_limit, t);
+        remove_target_series(&self.guards.api_clock_skew, t);
     }
 
-    /// A target's instances as just listed, with the tag keys to copy into labels.
-    pub fn instances(&self, t: &TargetId, tag_keys: &[String], instances: Arc<Instances>) {
-        let inventory = Inventory {
-            region: t.region.to_string(),
-            tag_labels: tag_keys.iter().map(|k| tag_label(k)).collect(),
-            tag_keys: tag_keys.to_vec(),
-            instances,
-        };
-        self.inventories
-            .lock()
-            .expect("lock")
-            .insert(t.clone(), Arc::new(inventory));
-    }
-
-    /// Removes every series a target contributed (it left the config or restarts).
-    pub fn remove_target(&self, t: &TargetId) {
-        self.inventories.lock().expect("lock").remove(t);
-        self.books.lock().expect("lock").remove(t);
-        self.published.lock().expect("lock").remove(t);
-        let labels = [t.account.as_str(), t.region.as_str()];
-        let _ = self.last_poll_success.remove_label_values(&labels);
-        let _ = self.last_success_ts.remove_label_values(&labels);
-        let _ = self.poll_duration.remove_label_values(&labels);
-        let _ = self.tasks_tracked.remove_label_values(&labels);
-        let _ = self
-            .guards
-            .instances_over_limit
-            .remove_label_values(&labels);
-        let _ = self.guards.api_clock_skew.remove_label_values(&[
-            t.account.as_str(),
-            t.region.as_str(),
-            "cdb",
-        ]);
+    /// Removes every self-metric series of a target that left the config, counters included
+    /// (its task series leave with its [`TargetSeries`]).
+    pub fn forget_target(&self, t: &TargetId) {
+        self.target_restarted(t);
+        remove_target_series(&self.api_requests, t);
+        remove_target_series(&self.api_errors, t);
+        remove_target_series(&self.guards.task_types_folded, t);
     }
 
     /// The text exposition of every metric, whole.
-    pub fn render(&self) -> Vec<u8> {
+    pub fn render<'a>(&self, targets: impl IntoIterator<Item = &'a TargetSeries>) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 * 1024);
-        self.render_to(&mut out).expect("writing to memory");
+        self.render_to(&mut out, targets)
+            .expect("writing to memory");
         out
     }
 
     /// Writes the text exposition to `w`: the self-metrics, the task families from the latest
     /// snapshot of every target, then the process metrics. Stops at the first write error (a
     /// client that went away).
-    pub fn render_to(&self, w: &mut impl Write) -> io::Result<()> {
+    pub fn render_to<'a>(
+        &self,
+        w: &mut impl Write,
+        targets: impl IntoIterator<Item = &'a TargetSeries>,
+    ) -> io::Result<()> {
         // The self-metrics first, the snapshots after: a poll publishes its snapshot before it
         // sets its success time, so a page that shows a poll's success also shows its tasks.
         let own = self.registry.gather();
-        let snapshots: Vec<Arc<Series>> = self
-            .published
-            .lock()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect();
-        let inventories: Vec<Arc<Inventory>> = self
-            .inventories
-            .lock()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect();
+        let (snapshots, inventories): (Vec<_>, Vec<_>) =
+            targets.into_iter().map(TargetSeries::snapshot).unzip();
+        let snapshots: Vec<Arc<Series>> = snapshots.into_iter().flatten().collect();
+        let inventories: Vec<Arc<Inventory>> = inventories.into_iter().flatten().collect();
         let mut out = Text::new(w);
         render::gathered(&mut out, &own, "")?;
         render::render_tasks(&mut out, &snapshots, self.task_progress)?;
@@ -561,6 +434,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{TASK_TYPES, TaskStatus};
     use crate::tasks::{Scope, TaskStore};
 
     fn store_with_types(types: &[String]) -> TaskStore {
@@ -589,6 +463,7 @@ mod tests {
     #[test]
     fn unknown_types_leave_with_their_tasks_and_the_table_stays_small() {
         let m = Metrics::new(false, "t", "t");
+        let series = TargetSeries::default();
         let t = TargetId {
             account: "a".into(),
             region: "ap-guangzhou".into(),
@@ -599,19 +474,16 @@ mod tests {
             let types: Vec<String> = (0..30).map(|i| format!("wave{wave}_type{i}")).collect();
             let store = store_with_types(&types);
             for (n, ty) in types.iter().enumerate() {
-                m.task_finished(
-                    &t,
-                    &crate::tasks::Finished {
-                        job_id: n as i64,
-                        instances: vec!["cdb-aaaa1111".into()],
-                        task_type: ty.clone(),
-                        status: TaskStatus::Failed,
-                        duration: Some(10),
-                    },
-                );
+                series.task_finished(&crate::tasks::Finished {
+                    job_id: n as i64,
+                    instances: vec!["cdb-aaaa1111".into()],
+                    task_type: ty.clone(),
+                    status: TaskStatus::Failed,
+                    duration: Some(10),
+                });
             }
-            m.publish(&t, ["cdb-aaaa1111"], &store.aggregates(), []);
-            let text = String::from_utf8(m.render()).unwrap();
+            m.publish(&t, &series, ["cdb-aaaa1111"], &store.aggregates(), []);
+            let text = String::from_utf8(m.render([&series])).unwrap();
             assert!(text.contains(&format!("task_type=\"wave{wave}_type29\"")));
             if wave > 0 {
                 assert!(
@@ -627,8 +499,7 @@ mod tests {
                 .count();
             assert_eq!(finished, 30, "one counter per type of this wave");
         }
-        let books = m.books.lock().unwrap();
-        let size = books[&t].types.names.len();
+        let size = series.type_table_len();
         assert!(
             size <= TASK_TYPES.len() + 1 + 4 * crate::domain::MAX_OTHER_TASK_TYPES + 30,
             "{size}"
@@ -638,6 +509,7 @@ mod tests {
     #[test]
     fn monitored_instances_are_bounded_and_the_excess_counted() {
         let m = Metrics::new(false, "t", "t");
+        let series = TargetSeries::default();
         let t = TargetId {
             account: "a".into(),
             region: "ap-guangzhou".into(),
@@ -646,13 +518,19 @@ mod tests {
             .map(|i| format!("cdb-{i:08}"))
             .collect();
         let store = TaskStore::new(Scope::Region, 1, 1);
-        m.publish(&t, ids.iter().map(String::as_str), &store.aggregates(), []);
-        let text = String::from_utf8(m.render()).unwrap();
+        m.publish(
+            &t,
+            &series,
+            ids.iter().map(String::as_str),
+            &store.aggregates(),
+            [],
+        );
+        let text = String::from_utf8(m.render([&series])).unwrap();
         let zeros = text
             .lines()
             .filter(|l| l.starts_with("tencentcloud_cdb_tasks_finished_total{"))
             .count();
-        assert_eq!(zeros, MAX_MONITORED_INSTANCES * DENSE);
+        assert_eq!(zeros, MAX_MONITORED_INSTANCES * TASK_TYPES.len() * 4);
         assert!(
             text.contains(
                 "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 5"
@@ -660,14 +538,15 @@ mod tests {
             "the excess is counted"
         );
         // Instances that left make room for those waiting.
-        m.forget_instances(&t, ids[..10].iter().map(String::as_str));
+        series.forget_instances(ids[..10].iter().map(String::as_str));
         m.publish(
             &t,
+            &series,
             ids[10..].iter().map(String::as_str),
             &store.aggregates(),
             [],
         );
-        let text = String::from_utf8(m.render()).unwrap();
+        let text = String::from_utf8(m.render([&series])).unwrap();
         assert!(text.contains(
             "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 0"
         ));

@@ -317,10 +317,11 @@ async fn a_failing_listing_is_logged_once_per_change() {
 #[tokio::test]
 async fn a_listing_keeps_only_the_configured_tags() {
     use cdb_task_exporter::discovery::Discovery;
+    use cdb_task_exporter::metrics::TargetSeries;
     use cdb_task_exporter::metrics::{Metrics, TargetId};
     use cdb_task_exporter::poller::RateLimiter;
-    use cdb_task_exporter::server::TargetBoard;
     use cdb_task_exporter::shard::Shard;
+    use cdb_task_exporter::target::TargetHandle;
     use std::sync::Arc;
     let tagged = (0..200).fold(SimInstance::new(A, "orders"), |i, n| {
         i.tag(&format!("k{n}"), &"v".repeat(100))
@@ -346,32 +347,38 @@ async fn a_listing_keeps_only_the_configured_tags() {
             token: None,
         },
     );
-    let discovered: cdb_task_exporter::poller::Discovered = Arc::default();
-    let discovery = Discovery {
-        id: TargetId {
+    let state = cdb_task_exporter::state::SavedTarget::new(
+        None,
+        cdb_task_exporter::tasks::TaskStore::new(cdb_task_exporter::tasks::Scope::Region, 1, 1),
+    );
+    let handle = Arc::new(TargetHandle::new(
+        TargetId {
             account: "t".into(),
             region: "ap-guangzhou".into(),
         },
+        Shard::ALL,
+        Arc::new(std::sync::Mutex::new(state)),
+        TargetSeries::default(),
+    ));
+    let discovery = Discovery {
+        handle: handle.clone(),
         client: cdb_task_exporter::tencent::Client::new(options, Arc::new(provider)).unwrap(),
         limiter: Arc::new(RateLimiter::new(100.0)),
         metrics: Arc::new(Metrics::new(false, "t", "t")),
-        board: Arc::new(TargetBoard::default()),
-        discovered: discovered.clone(),
         interval: std::time::Duration::from_secs(600),
         tags: vec!["team".into()],
         listed: vec![A.into()],
-        shard: Shard::ALL,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(discovery.run(cancel.clone()));
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while discovered.read().unwrap().is_empty() {
+    while handle.instances().is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "no listing");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     cancel.cancel();
     run.await.unwrap();
-    let listed = discovered.read().unwrap().clone();
+    let listed = handle.instances();
     assert_eq!(
         listed.keys().collect::<Vec<_>>(),
         [A],

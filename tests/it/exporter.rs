@@ -5,7 +5,7 @@ use crate::common::*;
 use TaskStatus::*;
 use cdb_task_exporter::clock::Clock;
 use cdb_task_exporter::sim::{
-    DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Fault, Faults, Scenario, Shape, SimTask,
+    DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Fault, Faults, Scenario, Shape, SimInstance, SimTask,
 };
 use cdb_task_exporter::tencent::apitime::ApiZone;
 use cdb_task_exporter::tencent::model::{TaskStatus, task_type_from_code};
@@ -701,6 +701,83 @@ async fn a_reload_that_adds_a_region_keeps_the_other_targets_counters() {
         s.count("tencentcloud_cdb_exporter_last_poll_success", &[]),
         2
     );
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+/// A target removed by a reload leaves nothing behind: no series in `/metrics` (task families
+/// and self-metrics), no task in `/api/v1/tasks`, no line in `/readyz` or on the landing page,
+/// no entry in the next state file.
+#[tokio::test]
+async fn a_removed_target_leaves_nothing_behind() {
+    let tasks = vec![
+        SimTask::simple(1, "reboot", &[A], -60, 5, Failed),
+        SimTask::simple(2, "import_data", &[B], -60, 5, Failed).in_region("ap-shanghai"),
+    ];
+    let (sim, clock) = start_sim(Scenario {
+        instances: vec![
+            SimInstance::new(A, "orders"),
+            SimInstance::new(B, "billing"),
+        ],
+        ..scenario(tasks)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let poll = format!("state_file = \"{}\"", state.display());
+    let one = config_text(&sim.url(), &poll, &region("ap-guangzhou", &[]));
+    let two = format!("{one}{}", region("ap-shanghai", &[]));
+    let parse = |t: &str| cdb_task_exporter::config::Config::from_toml(t).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let exporter = Exporter::start_with_reloads(parse(&two), clock.clone(), Some(rx)).await;
+    let s = exporter.wait_targets_polled(2).await;
+    assert_eq!(s.tasks(B, "import_data", "failed"), 1.0);
+    let base = format!("http://{}", exporter.addr);
+    // (The simulator lists both instances in every region: B stays in Guangzhou's zeros.)
+    let shanghai = |text: &str| text.contains("ap-shanghai");
+    let page = exporter.scrape().await;
+    assert!(shanghai(&page), "present before the reload");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        saved.contains("ap-shanghai"),
+        "in the state file before the reload"
+    );
+
+    tx.send(cdb_task_exporter::app::Reload::Config(Box::new(parse(
+        &one,
+    ))))
+    .await
+    .unwrap();
+    let s = exporter
+        .wait_for(|s| {
+            s.count("tencentcloud_cdb_exporter_last_poll_success", &[]) == 1
+                && s.tasks(B, "import_data", "failed") == 0.0
+        })
+        .await;
+    // Guangzhou goes on; a poll after the reload writes the state file again.
+    clock.advance(1);
+    let now = cdb_task_exporter::clock::Clock::now(clock.as_ref());
+    exporter.wait_poll_after(now).await;
+    assert_eq!(s.tasks(A, "reboot", "failed"), 1.0);
+    let page = exporter.scrape().await;
+    let left: Vec<&str> = page.lines().filter(|l| shanghai(l)).collect();
+    assert!(left.is_empty(), "left in /metrics: {left:?}");
+    for path in ["/api/v1/tasks", "/readyz", "/", "/tasks"] {
+        let (status, body) = get(&format!("{base}{path}")).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            !shanghai(&body),
+            "{path} still shows the removed target: {body}"
+        );
+    }
+    let (_, tasks) = get(&format!("{base}/api/v1/tasks")).await;
+    assert!(tasks.contains(A), "the remaining target is served: {tasks}");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        !saved.contains("ap-shanghai"),
+        "left in the state file: {saved}"
+    );
+    assert!(saved.contains("ap-guangzhou"));
     exporter.stop().await;
     sim.stop().await;
 }

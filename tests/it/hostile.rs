@@ -3,7 +3,7 @@
 //! checks that it is bounded, counted and reported.
 
 use crate::common::*;
-use cdb_task_exporter::metrics::{Metrics, TargetId};
+use cdb_task_exporter::metrics::{Metrics, TargetId, TargetSeries};
 use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target, TargetParts};
 use cdb_task_exporter::secret::Secret;
 use cdb_task_exporter::shard::Shard;
@@ -11,6 +11,7 @@ use cdb_task_exporter::sim::{
     DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Fault, Faults, Scenario, SimServer, SimTask,
 };
 use cdb_task_exporter::state::SavedTarget;
+use cdb_task_exporter::target::TargetHandle;
 use cdb_task_exporter::tasks::{Scope, TaskStore};
 use cdb_task_exporter::tencent::apitime::ApiZone;
 use cdb_task_exporter::tencent::client::{ClientOptions, Endpoint};
@@ -30,7 +31,7 @@ fn with_faults(tasks: Vec<SimTask>, faults: Faults) -> Scenario {
 }
 
 /// A target polling `sim` region-wide with a session token, and the metrics it reports to.
-fn target(sim: &SimServer, settings: PollSettings) -> (Target, Arc<Metrics>) {
+fn target(sim: &SimServer, settings: PollSettings) -> (Target, Probe) {
     let options = ClientOptions {
         endpoint: Endpoint::parse(&sim.url()).unwrap(),
         region: "ap-guangzhou".into(),
@@ -48,22 +49,26 @@ fn target(sim: &SimServer, settings: PollSettings) -> (Target, Arc<Metrics>) {
         None,
         TaskStore::new(Scope::Region, 86_400, 0),
     )));
-    let t = Target::new(TargetParts {
-        id: TargetId {
+    let handle = Arc::new(TargetHandle::new(
+        TargetId {
             account: "hostile".into(),
             region: "ap-guangzhou".into(),
         },
+        Shard::ALL,
+        state,
+        TargetSeries::default(),
+    ));
+    let t = Target::new(TargetParts {
+        handle: handle.clone(),
         instances: vec![],
         client: Client::new(options, Arc::new(provider)).unwrap(),
         limiter: Arc::new(RateLimiter::new(1_000.0)),
         metrics: metrics.clone(),
         clock,
         settings,
-        state,
-        discovered: Default::default(),
         persister: None,
     });
-    (t, metrics)
+    (t, Probe { metrics, handle })
 }
 
 fn settings() -> PollSettings {
@@ -74,8 +79,15 @@ fn settings() -> PollSettings {
     )
 }
 
-fn scrape(metrics: &Metrics) -> Series {
-    Series::parse(&String::from_utf8(metrics.render()).unwrap())
+/// What a test reads back: the metrics, and the target's handle (its store and series).
+struct Probe {
+    metrics: Arc<Metrics>,
+    handle: Arc<TargetHandle>,
+}
+
+fn scrape(probe: &Probe) -> Series {
+    let page = probe.metrics.render([probe.handle.series()]);
+    Series::parse(&String::from_utf8(page).unwrap())
 }
 
 #[tokio::test]
@@ -397,8 +409,8 @@ async fn connections_are_capped_and_idle_ones_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_poll_waiting_for_its_store_does_not_block_the_runtime() {
     let (sim, _) = start_sim(Scenario::default()).await;
-    let (mut t, _metrics) = target(&sim, settings());
-    let state = t.state().clone();
+    let (mut t, probe) = target(&sim, settings());
+    let state = probe.handle.state().clone();
     let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     // A long scan: holds the store until the runtime proves it is still running.

@@ -243,7 +243,7 @@ proptest! {
 // recount written with plain strings, the way the prometheus-crate version kept them.
 
 use crate::common::Series;
-use cdb_task_exporter::metrics::{Metrics, TASK_DURATION_BUCKETS, TargetId};
+use cdb_task_exporter::metrics::{Metrics, TASK_DURATION_BUCKETS, TargetId, TargetSeries};
 use cdb_task_exporter::tencent::model::{TASK_TYPES, known_task_type_labels};
 
 type Labels = Vec<(String, String)>;
@@ -297,7 +297,9 @@ proptest! {
         let mut want: BTreeMap<(String, Labels), f64> = BTreeMap::new();
         let region = "ap-guangzhou";
         let mut hist: BTreeMap<(String, String), (Vec<u64>, f64, u64)> = BTreeMap::new();
+        let mut all_series = Vec::new();
         for (n, tasks) in case.targets.iter().enumerate() {
+            let series = TargetSeries::default();
             let id = TargetId { account: format!("acct{n}").into(), region: region.into() };
             // Baseline cutoff 0: tasks first seen terminal with an end after it are counted.
             let mut store = TaskStore::new(Scope::Region, 1_000_000, 0);
@@ -316,7 +318,7 @@ proptest! {
                     message: String::new(),
                 };
                 if let Some(f) = store.observe(Observation { task: task.clone(), via_instance: None }) {
-                    metrics.task_finished(&id, &f);
+                    series.task_finished(&f);
                     let inst = f.instances[0].clone();
                     *want
                         .entry(("tencentcloud_cdb_tasks_finished_total".into(), labels(&[("region", region), ("instance_id", &inst), ("task_type", ty), ("status", status.as_str())])))
@@ -365,7 +367,8 @@ proptest! {
                 }
             }
             let aggregates = store.aggregates();
-            metrics.publish(&id, monitored.iter().map(String::as_str), &aggregates, store.last_finished());
+            metrics.publish(&id, &series, monitored.iter().map(String::as_str), &aggregates, store.last_finished());
+            all_series.push(series);
         }
         for ((ty, st), (buckets, sum, count)) in &hist {
             let base = [("region", region), ("task_type", ty.as_str()), ("status", st.as_str())];
@@ -381,7 +384,7 @@ proptest! {
             want.insert(("tencentcloud_cdb_task_duration_seconds_sum".into(), labels(&base)), *sum);
             want.insert(("tencentcloud_cdb_task_duration_seconds_count".into(), labels(&base)), *count as f64);
         }
-        let text = String::from_utf8(metrics.render()).unwrap();
+        let text = String::from_utf8(metrics.render(&all_series)).unwrap();
         let got: BTreeMap<(String, Labels), f64> = Series::parse(&text)
             .samples
             .into_iter()
