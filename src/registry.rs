@@ -193,42 +193,24 @@ fn desired_targets(
 ) -> Result<BTreeMap<TargetId, Desired>, ApplyError> {
     let mut desired = BTreeMap::new();
     for (index, a) in config.accounts.iter().enumerate() {
-        let (source, provider) =
-            Provider::resolve(&a.credentials, env).map_err(|source| ApplyError::Credentials {
-                index,
-                account: a.name.clone(),
-                source,
-            })?;
-        tracing::info!(account = %a.name, %source, "credentials");
-        let provider = Arc::new(provider);
         // A target depends on its account's keys and endpoint, not on the account's other
         // regions: adding a region must not restart the others.
         let account = AccountConfig {
             regions: Vec::new(),
             ..a.clone()
         };
-        for r in &a.regions {
-            let target = TargetId {
-                account: a.name.clone(),
-                region: r.region.clone(),
-            };
+        let targets = a.regions.iter().filter_map(|r| {
             let shard = config.sharding;
             let mut region = r.clone();
             region.instances.retain(|i| shard.owns(i));
-            if !r.instances.is_empty() && region.instances.is_empty() {
-                continue; // every listed instance belongs to another shard
-            }
+            // A list whose every instance belongs to another shard is not this shard's.
+            let empty = !r.instances.is_empty() && region.instances.is_empty();
             let options = ClientOptions {
                 endpoint: account.endpoint_for(&region.region),
                 region: region.region.to_string(),
                 zone: config.poll.api_timezone,
                 timeout: config.poll.request_timeout,
             };
-            let client =
-                Client::new(options, provider.clone()).map_err(|source| ApplyError::Client {
-                    target: target.clone(),
-                    source,
-                })?;
             let spec = TargetSpec {
                 account: account.clone(),
                 region,
@@ -237,7 +219,28 @@ fn desired_targets(
                 task_events: config.log.task_events,
                 discovery: config.discovery.clone(),
             };
-            desired.insert(target, Desired { spec, client });
+            (!empty).then_some((spec, options))
+        });
+        let targets: Vec<(TargetSpec, ClientOptions)> = targets.collect();
+        let (source, provider) =
+            Provider::resolve(&a.credentials, env).map_err(|source| ApplyError::Credentials {
+                index,
+                account: a.name.clone(),
+                source,
+            })?;
+        tracing::info!(account = %a.name, %source, "credentials");
+        let provider = Arc::new(provider);
+        for (spec, options) in targets {
+            let id = TargetId {
+                account: a.name.clone(),
+                region: spec.region.region.clone(),
+            };
+            let client =
+                Client::new(options, provider.clone()).map_err(|source| ApplyError::Client {
+                    target: id.clone(),
+                    source,
+                })?;
+            desired.insert(id, Desired { spec, client });
         }
     }
     Ok(desired)
