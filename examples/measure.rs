@@ -3,9 +3,10 @@
 //!
 //! Run: `cargo run --release --example measure`
 
+use cdb_task_exporter::call::RateLimiter;
 use cdb_task_exporter::clock::{Clock, SystemClock};
 use cdb_task_exporter::metrics::{Metrics, TargetId, TargetSeries};
-use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target, TargetParts};
+use cdb_task_exporter::poller::{PollSettings, Target, TargetParts};
 use cdb_task_exporter::secret::Secret;
 use cdb_task_exporter::shard::Shard;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimTask, Simulator};

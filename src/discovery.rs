@@ -8,10 +8,11 @@
 //! zeros before their first task. A failed listing keeps the last good one; its error is
 //! counted under `action="DescribeDBInstances"` and logged when it changes.
 
+use crate::call::{CallContext, RateLimiter, call_with_retry};
 use crate::domain::{Instance, Instances};
 use crate::metrics::Metrics;
-use crate::poller::{CallContext, RateLimiter, call_with_retry};
 use crate::target::TargetHandle;
+use crate::tencent::paging::Pager;
 use crate::tencent::{Client, DESCRIBE_DB_INSTANCES, Error};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -69,11 +70,15 @@ impl Discovery {
             deadline: None,
         };
         let mut out = Vec::new();
-        let mut offset = 0u64;
+        let mut pager = Pager::with_max(PAGE_SIZE, PAGE_SIZE);
         for _ in 0..MAX_PAGES {
+            let Some(offset) = pager.next_offset() else {
+                return Ok(out);
+            };
             let client = &self.client;
+            let limit = pager.limit();
             let (page, _) =
-                call_with_retry(&cx, rng, || client.describe_db_instances(offset, PAGE_SIZE)).await;
+                call_with_retry(&cx, rng, || client.describe_db_instances(offset, limit)).await;
             let page = page?;
             if !page.malformed.is_empty() {
                 self.metrics.api_errors(
@@ -83,16 +88,16 @@ impl Discovery {
                     page.malformed.len() as u64,
                 );
             }
-            offset += page.item_count as u64;
+            pager.record(page.item_count, page.total_count);
             // Only what is exported is kept: this shard's (listed) instances, with the
             // configured tag keys (a listing may carry many more tags than anyone asked for).
             out.extend(self.keep(page.items).into_iter().map(|mut i| {
                 i.tags.retain(|(k, _)| self.tags.contains(k));
                 i
             }));
-            if page.item_count == 0 || offset >= page.total_count {
-                return Ok(out);
-            }
+        }
+        if pager.next_offset().is_none() {
+            return Ok(out);
         }
         Err(Error::PagingLimit(MAX_PAGES))
     }

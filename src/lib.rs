@@ -18,6 +18,7 @@
 //! - [`intern`]: the reference-counted string table the store keeps its strings in.
 //! - [`shard`]: which instances this process owns when the work is split (docs/configuration.md#sharding).
 //! - [`window`]: which start-time ranges to ask for next. Pure.
+//! - [`call`]: one API call: rate limit, retries with backoff, request and error counting.
 //! - [`poller`]: one target's loop: query plan, paging, retries, rate limit; client -> store ->
 //!   metrics.
 //! - [`discovery`]: instance metadata from `DescribeDBInstances`, on its own schedule
@@ -44,6 +45,7 @@
 // pedantic with the exceptions it lists).
 
 pub mod app;
+pub mod call;
 pub mod cli;
 pub mod clock;
 pub mod config;

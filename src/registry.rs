@@ -5,12 +5,13 @@
 //! effects. Removing a target is removing its entry: its store, series, status row and
 //! inventory go with the handle.
 
+use crate::call::RateLimiter;
 use crate::clock::SharedClock;
 use crate::config::{AccountConfig, Config, DiscoveryConfig, PollConfig, RegionConfig};
 use crate::discovery::Discovery;
 use crate::domain::{AccountName, TargetId};
 use crate::metrics::{Metrics, TargetSeries};
-use crate::poller::{PollSettings, RateLimiter, Target, TargetParts};
+use crate::poller::{PollSettings, Target, TargetParts};
 use crate::shard::Shard;
 use crate::state::{self, Loaded, Persistable, Persister, Saved, SavedTarget, StateWriter};
 use crate::target::TargetHandle;

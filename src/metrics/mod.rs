@@ -55,40 +55,6 @@ pub const API_DURATION_BUCKETS: &[f64] = &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 
 pub use crate::domain::TargetId;
 
-/// The metrics of what the exporter bounds and corrects: instances and task types past their
-/// limits, and the API's clock.
-#[derive(Debug)]
-struct Guards {
-    instances_over_limit: IntGaugeVec,
-    task_types_folded: IntCounterVec,
-    api_clock_skew: IntGaugeVec,
-}
-
-impl Guards {
-    fn register(r: &Registry) -> Guards {
-        Guards {
-            instances_over_limit: int_gauge(
-                r,
-                &format!("{EX}instances_over_limit"),
-                "Instances of the target past the limit of monitored instances: they get no zero series, only those of their own tasks.",
-                TARGET_LABELS,
-            ),
-            task_types_folded: counter(
-                r,
-                &format!("{EX}task_types_folded_total"),
-                "Task observations whose type was counted as task_type=\"other\": the target already had the most unknown task types it keeps as labels.",
-                TARGET_LABELS,
-            ),
-            api_clock_skew: int_gauge(
-                r,
-                &format!("{EX}api_clock_skew_seconds"),
-                "The API's clock minus this host's, from the Date header of its answers; signing and windows are corrected by it.",
-                &["account", "region", "product"],
-            ),
-        }
-    }
-}
-
 /// The exporter's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -100,17 +66,110 @@ pub struct Metrics {
     last_success_ts: GaugeVec,
     poll_duration: GaugeVec,
     tasks_tracked: IntGaugeVec,
-    guards: Guards,
+    instances_over_limit: IntGaugeVec,
+    task_types_folded: IntCounterVec,
+    api_clock_skew: IntGaugeVec,
     shard_info: IntGaugeVec,
     state_file_errors: IntCounterVec,
-    reload_successful: prometheus::IntGauge,
+    reload_successful: prometheus::Gauge,
     reload_success_ts: prometheus::Gauge,
     process: Registry,
     task_progress: bool,
 }
 
-fn help(text: &str) -> String {
-    format!("{text} {FROM_POLL}")
+/// One self-metric as it is registered: name (after `tencentcloud_cdb_exporter_`), HELP and
+/// label names. The table below lists them all.
+#[derive(Debug, Clone, Copy)]
+struct Def {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+}
+
+const TARGET: &[&str] = &["account", "region"];
+const BUILD_INFO: Def = Def {
+    name: "build_info",
+    help: "Always 1; labels carry the exporter's version and git revision.",
+    labels: &["version", "revision"],
+};
+const API_REQUESTS: Def = Def {
+    name: "api_requests_total",
+    help: "HTTP requests sent to the cloud API, retries included.",
+    labels: &["account", "region", "action"],
+};
+const API_ERRORS: Def = Def {
+    name: "api_errors_total",
+    help: "Failed cloud API requests and skipped malformed items, by error code.",
+    labels: &["account", "region", "action", "code"],
+};
+const API_DURATION: Def = Def {
+    name: "api_request_duration_seconds",
+    help: "Duration of cloud API requests.",
+    labels: &["action"],
+};
+const LAST_POLL_SUCCESS: Def = Def {
+    name: "last_poll_success",
+    help: "1 if the last poll of the target succeeded, else 0.",
+    labels: TARGET,
+};
+const LAST_SUCCESS_TS: Def = Def {
+    name: "last_successful_poll_timestamp_seconds",
+    help: "Unix time of the last successful poll of the target.",
+    labels: TARGET,
+};
+const POLL_DURATION: Def = Def {
+    name: "poll_duration_seconds",
+    help: "Duration of the last poll of the target.",
+    labels: TARGET,
+};
+const TASKS_TRACKED: Def = Def {
+    name: "tasks_tracked",
+    help: "Tasks held in memory for the target.",
+    labels: TARGET,
+};
+const INSTANCES_OVER_LIMIT: Def = Def {
+    name: "instances_over_limit",
+    help: "Instances of the target past the limit of monitored instances: they get no zero series, only those of their own tasks.",
+    labels: TARGET,
+};
+const TASK_TYPES_FOLDED: Def = Def {
+    name: "task_types_folded_total",
+    help: "Task observations whose type was counted as task_type=\"other\": the target already had the most unknown task types it keeps as labels.",
+    labels: TARGET,
+};
+const API_CLOCK_SKEW: Def = Def {
+    name: "api_clock_skew_seconds",
+    help: "The API's clock minus this host's, from the Date header of its answers; signing and windows are corrected by it.",
+    labels: &["account", "region", "product"],
+};
+const SHARD_INFO: Def = Def {
+    name: "shard_info",
+    help: "Always 1; labels carry this process's shard and the number of shards.",
+    labels: &["shard", "total_shards"],
+};
+const STATE_FILE_ERRORS: Def = Def {
+    name: "state_file_errors_total",
+    help: "Failed reads and writes of the state file, by operation; a failed read turns persistence off for the run.",
+    labels: &["operation"],
+};
+const RELOAD_SUCCESSFUL: Def = Def {
+    name: "config_last_reload_successful",
+    help: "1 if the last configuration load (start-up or SIGHUP) was applied, 0 if it was rejected and the previous one still runs.",
+    labels: &[],
+};
+const RELOAD_SUCCESS_TS: Def = Def {
+    name: "config_last_reload_success_timestamp_seconds",
+    help: "Unix time of the last configuration load that was applied.",
+    labels: &[],
+};
+
+impl Def {
+    fn opts(&self) -> Opts {
+        Opts::new(
+            format!("tencentcloud_cdb_exporter_{}", self.name),
+            format!("{} {FROM_POLL}", self.help),
+        )
+    }
 }
 
 /// Registers `m` in `r` and returns it.
@@ -119,40 +178,13 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M
     m
 }
 
-fn gauge(r: &Registry, name: &str, text: &str, labels: &[&str]) -> GaugeVec {
-    register(
-        r,
-        GaugeVec::new(Opts::new(name, help(text)), labels).expect("valid metric"),
-    )
-}
-
-fn int_gauge(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntGaugeVec {
-    register(
-        r,
-        IntGaugeVec::new(Opts::new(name, help(text)), labels).expect("valid metric"),
-    )
-}
-
-fn counter(r: &Registry, name: &str, text: &str, labels: &[&str]) -> IntCounterVec {
-    register(
-        r,
-        IntCounterVec::new(Opts::new(name, help(text)), labels).expect("valid metric"),
-    )
-}
-
-fn histogram(
+/// Makes and registers one metric vector of `def`.
+fn vec<M: prometheus::core::Collector + Clone + 'static>(
     r: &Registry,
-    name: &str,
-    text: &str,
-    labels: &[&str],
-    buckets: &[f64],
-) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help(text)).buckets(buckets.to_vec()),
-        labels,
-    )
-    .expect("valid metric");
-    register(r, h)
+    def: &Def,
+    make: impl FnOnce(Opts, &[&str]) -> prometheus::Result<M>,
+) -> M {
+    register(r, make(def.opts(), def.labels).expect("valid metric"))
 }
 
 /// Removes every series of `vec` labelled with the target's account and region, whatever its
@@ -191,97 +223,44 @@ fn process_registry() -> Registry {
     process
 }
 
-const TARGET_LABELS: &[&str] = &["account", "region"];
-const EX: &str = "tencentcloud_cdb_exporter_";
-
 impl Metrics {
     /// Creates and registers every metric; `task_progress` enables the opt-in progress gauge.
     pub fn new(task_progress: bool, version: &str, revision: &str) -> Metrics {
         let r = Registry::new();
-        let build_info = int_gauge(
-            &r,
-            &format!("{EX}build_info"),
-            "Always 1; labels carry the exporter's version and git revision.",
-            &["version", "revision"],
-        );
+        let build_info = vec(&r, &BUILD_INFO, IntGaugeVec::new);
         build_info.with_label_values(&[version, revision]).set(1);
-        let api_duration = histogram(
+        let api_duration = register(
             &r,
-            &format!("{EX}api_request_duration_seconds"),
-            "Duration of cloud API requests.",
-            &["action"],
-            API_DURATION_BUCKETS,
+            HistogramVec::new(
+                HistogramOpts::from(API_DURATION.opts()).buckets(API_DURATION_BUCKETS.to_vec()),
+                API_DURATION.labels,
+            )
+            .expect("valid metric"),
         );
+        let single = |def: &Def| {
+            register(
+                &r,
+                prometheus::Gauge::with_opts(def.opts()).expect("valid metric"),
+            )
+        };
         Metrics {
-            api_requests: counter(
-                &r,
-                &format!("{EX}api_requests_total"),
-                "HTTP requests sent to the cloud API, retries included.",
-                &["account", "region", "action"],
-            ),
-            api_errors: counter(
-                &r,
-                &format!("{EX}api_errors_total"),
-                "Failed cloud API requests and skipped malformed items, by error code.",
-                &["account", "region", "action", "code"],
-            ),
+            api_requests: vec(&r, &API_REQUESTS, IntCounterVec::new),
+            api_errors: vec(&r, &API_ERRORS, IntCounterVec::new),
             api_duration,
-            last_poll_success: int_gauge(
-                &r,
-                &format!("{EX}last_poll_success"),
-                "1 if the last poll of the target succeeded, else 0.",
-                TARGET_LABELS,
-            ),
-            last_success_ts: gauge(
-                &r,
-                &format!("{EX}last_successful_poll_timestamp_seconds"),
-                "Unix time of the last successful poll of the target.",
-                TARGET_LABELS,
-            ),
-            poll_duration: gauge(
-                &r,
-                &format!("{EX}poll_duration_seconds"),
-                "Duration of the last poll of the target.",
-                TARGET_LABELS,
-            ),
-            tasks_tracked: int_gauge(
-                &r,
-                &format!("{EX}tasks_tracked"),
-                "Tasks held in memory for the target.",
-                TARGET_LABELS,
-            ),
-            guards: Guards::register(&r),
-            shard_info: int_gauge(
-                &r,
-                &format!("{EX}shard_info"),
-                "Always 1; labels carry this process's shard and the number of shards.",
-                &["shard", "total_shards"],
-            ),
-            state_file_errors: counter(
-                &r,
-                &format!("{EX}state_file_errors_total"),
-                "Failed reads and writes of the state file, by operation; a failed read turns persistence off for the run.",
-                &["operation"],
-            ),
-            reload_successful: register(
-                &r,
-                prometheus::IntGauge::with_opts(Opts::new(
-                    format!("{EX}config_last_reload_successful"),
-                    help("1 if the last configuration load (start-up or SIGHUP) was applied, 0 if it was rejected and the previous one still runs."),
-                ))
-                .expect("valid metric"),
-            ),
-            reload_success_ts: register(
-                &r,
-                prometheus::Gauge::with_opts(Opts::new(
-                    format!("{EX}config_last_reload_success_timestamp_seconds"),
-                    help("Unix time of the last configuration load that was applied."),
-                ))
-                .expect("valid metric"),
-            ),
-            registry: r,
+            last_poll_success: vec(&r, &LAST_POLL_SUCCESS, IntGaugeVec::new),
+            last_success_ts: vec(&r, &LAST_SUCCESS_TS, GaugeVec::new),
+            poll_duration: vec(&r, &POLL_DURATION, GaugeVec::new),
+            tasks_tracked: vec(&r, &TASKS_TRACKED, IntGaugeVec::new),
+            instances_over_limit: vec(&r, &INSTANCES_OVER_LIMIT, IntGaugeVec::new),
+            task_types_folded: vec(&r, &TASK_TYPES_FOLDED, IntCounterVec::new),
+            api_clock_skew: vec(&r, &API_CLOCK_SKEW, IntGaugeVec::new),
+            shard_info: vec(&r, &SHARD_INFO, IntGaugeVec::new),
+            state_file_errors: vec(&r, &STATE_FILE_ERRORS, IntCounterVec::new),
+            reload_successful: single(&RELOAD_SUCCESSFUL),
+            reload_success_ts: single(&RELOAD_SUCCESS_TS),
             process: process_registry(),
             task_progress,
+            registry: r,
         }
     }
 
@@ -295,7 +274,7 @@ impl Metrics {
 
     /// A configuration load (start-up or reload) at `at` was applied, or rejected.
     pub fn config_loaded(&self, applied: bool, at: i64) {
-        self.reload_successful.set(i64::from(applied));
+        self.reload_successful.set(f64::from(u8::from(applied)));
         if applied {
             self.reload_success_ts.set(at as f64);
         }
@@ -342,16 +321,14 @@ impl Metrics {
 
     /// `n` task observations of a target had their type folded into `other`.
     pub fn task_types_folded(&self, t: &TargetId, n: u64) {
-        self.guards
-            .task_types_folded
+        self.task_types_folded
             .with_label_values(&[t.account.as_str(), t.region.as_str()])
             .inc_by(n);
     }
 
     /// The API's clock minus this host's, as a target's answers tell it (docs/semantics.md#clock-skew).
     pub fn api_clock_skew(&self, t: &TargetId, seconds: i64) {
-        self.guards
-            .api_clock_skew
+        self.api_clock_skew
             .with_label_values(&[t.account.as_str(), t.region.as_str(), "cdb"])
             .set(seconds);
     }
@@ -374,8 +351,7 @@ impl Metrics {
             last_finished,
             self.task_progress,
         );
-        self.guards
-            .instances_over_limit
+        self.instances_over_limit
             .with_label_values(&[t.account.as_str(), t.region.as_str()])
             .set(over);
     }
@@ -386,8 +362,8 @@ impl Metrics {
         remove_target_series(&self.last_success_ts, t);
         remove_target_series(&self.poll_duration, t);
         remove_target_series(&self.tasks_tracked, t);
-        remove_target_series(&self.guards.instances_over_limit, t);
-        remove_target_series(&self.guards.api_clock_skew, t);
+        remove_target_series(&self.instances_over_limit, t);
+        remove_target_series(&self.api_clock_skew, t);
     }
 
     /// Removes every self-metric series of a target that left the config, counters included
@@ -396,7 +372,7 @@ impl Metrics {
         self.target_restarted(t);
         remove_target_series(&self.api_requests, t);
         remove_target_series(&self.api_errors, t);
-        remove_target_series(&self.guards.task_types_folded, t);
+        remove_target_series(&self.task_types_folded, t);
     }
 
     /// The text exposition of every metric, whole.

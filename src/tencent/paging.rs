@@ -15,8 +15,14 @@ pub struct Pager {
 impl Pager {
     /// A pager asking for `limit` items a page (capped at [`MAX_LIMIT`], at least 1).
     pub fn new(limit: u64) -> Self {
+        Pager::with_max(limit, MAX_LIMIT)
+    }
+
+    /// A pager for an action whose pages may hold up to `max` items (`DescribeDBInstances`
+    /// allows 2,000).
+    pub fn with_max(limit: u64, max: u64) -> Self {
         Pager {
-            limit: limit.clamp(1, MAX_LIMIT),
+            limit: limit.clamp(1, max.max(1)),
             offset: 0,
             done: false,
         }

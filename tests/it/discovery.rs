@@ -316,10 +316,10 @@ async fn a_failing_listing_is_logged_once_per_change() {
 /// a listing carrying thousands of tags costs no memory past the page that brought them.
 #[tokio::test]
 async fn a_listing_keeps_only_the_configured_tags() {
+    use cdb_task_exporter::call::RateLimiter;
     use cdb_task_exporter::discovery::Discovery;
     use cdb_task_exporter::metrics::TargetSeries;
     use cdb_task_exporter::metrics::{Metrics, TargetId};
-    use cdb_task_exporter::poller::RateLimiter;
     use cdb_task_exporter::shard::Shard;
     use cdb_task_exporter::target::TargetHandle;
     use std::sync::Arc;

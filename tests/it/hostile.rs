@@ -3,8 +3,9 @@
 //! checks that it is bounded, counted and reported.
 
 use crate::common::*;
+use cdb_task_exporter::call::RateLimiter;
 use cdb_task_exporter::metrics::{Metrics, TargetId, TargetSeries};
-use cdb_task_exporter::poller::{PollSettings, RateLimiter, Target, TargetParts};
+use cdb_task_exporter::poller::{PollSettings, Target, TargetParts};
 use cdb_task_exporter::secret::Secret;
 use cdb_task_exporter::shard::Shard;
 use cdb_task_exporter::sim::{
