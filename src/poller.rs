@@ -16,7 +16,7 @@ use crate::tencent::{Client, DESCRIBE_TASKS, Error};
 use crate::window::{self, LOOKUP_SPAN_SECS, Range};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often (in polls) a target that chose per-instance queries re-measures the region volume.
@@ -273,7 +273,7 @@ impl Target {
     /// by page (a poll never holds more than one page of tasks) and published to the metrics at
     /// the end. Never panics on API input; a failure leaves the last good values.
     pub async fn poll(&mut self, cancel: &CancellationToken) -> PollReport {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         self.deadline = tokio::time::Instant::now() + self.settings.deadline;
         // The API's clock (docs/semantics.md#clock-skew): windows and the covered time are on it.
         let local = self.clock.now();
@@ -358,7 +358,7 @@ impl Target {
         &mut self,
         report: &PollReport,
         (local, now): (i64, i64),
-        started: Instant,
+        started: tokio::time::Instant,
     ) {
         let ok = report.failure.is_none();
         let offset = self.client.clock_offset();

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -902,9 +902,7 @@ fn endless_page(body: &[u8], seq: u64) -> HttpResponse {
     let offset = req.offset.unwrap_or(0).max(0);
     let limit = req.limit.unwrap_or(20).clamp(1, 100);
     let zone = ApiZone::beijing();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = real_now();
     let items: Vec<Value> = (offset..offset + limit)
         .map(|n| {
             json!({"JobId": 7_000_000 + n, "TaskStatus": "RUNNING", "TaskType": "REBOOT",
@@ -917,11 +915,10 @@ fn endless_page(body: &[u8], seq: u64) -> HttpResponse {
     respond(StatusCode::OK, "application/json", body.to_string())
 }
 
-/// The machine's time, unix seconds.
+/// The machine's time, unix seconds: the API's clock is real, whatever clock the scenario's
+/// task times follow.
 fn real_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    SystemClock::new().now()
 }
 
 /// `resp` with the `Date` header of an answer sent at `now` (the API sends one; the exporter

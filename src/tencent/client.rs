@@ -9,7 +9,7 @@ use super::model::{
 };
 use super::sign::{SignInput, sign};
 use super::{DESCRIBE_DB_INSTANCES, DESCRIBE_TASKS, Error, MAX_BODY_BYTES, SERVICE, VERSION};
-use crate::clock::SystemClock;
+use crate::clock::{SharedClock, SystemClock};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,10 +102,19 @@ pub fn user_agent() -> String {
 }
 
 impl Client {
-    /// A client. The signing timestamp is the real system time corrected by the API's clock
-    /// offset: the API checks it against its own clock, whatever clock the rest of the exporter
-    /// is given.
+    /// A client that signs with the system's time, corrected by the API's clock offset: the
+    /// API checks the timestamp against its own (real) clock, whatever clock the rest of the
+    /// exporter is given.
     pub fn new(options: ClientOptions, credentials: Arc<Provider>) -> Result<Client, Error> {
+        Client::with_clock(options, credentials, SystemClock::shared())
+    }
+
+    /// A client whose signing timestamps come from `clock` (corrected by the API's offset).
+    pub fn with_clock(
+        options: ClientOptions,
+        credentials: Arc<Provider>,
+        clock: SharedClock,
+    ) -> Result<Client, Error> {
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
@@ -118,7 +127,7 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Transport(e.to_string()))?;
-        let clock = Arc::new(ApiClock::new(SystemClock::shared(), &options.endpoint.url));
+        let clock = Arc::new(ApiClock::new(clock, &options.endpoint.url));
         Ok(Client {
             http,
             options,

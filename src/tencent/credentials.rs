@@ -6,6 +6,7 @@
 //! metadata service, refreshed before it expires.
 
 use super::Error;
+use crate::clock::{SharedClock, SystemClock};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::fmt;
@@ -357,11 +358,23 @@ impl Cached {
 
 /// Temporary keys, cached until they should be fetched again; concurrent callers share one
 /// fetch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KeyCache {
+    /// Expiry times are wall-clock times: the real one unless a test gives another.
+    clock: SharedClock,
     cached: Mutex<Option<Cached>>,
     /// Held while fetching: concurrent callers wait for that fetch instead of making theirs.
     fetching: tokio::sync::Mutex<()>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            clock: SystemClock::shared(),
+            cached: Mutex::default(),
+            fetching: tokio::sync::Mutex::default(),
+        }
+    }
 }
 
 impl KeyCache {
@@ -372,7 +385,7 @@ impl KeyCache {
         F: FnOnce(i64) -> Fut,
         Fut: std::future::Future<Output = Result<(Credential, i64), Error>>,
     {
-        let now = chrono::Utc::now().timestamp();
+        let now = self.clock.now();
         let usable = || {
             self.cached
                 .lock()
