@@ -459,14 +459,9 @@ pub fn is_valid_region(r: &str) -> bool {
         })
 }
 
-/// An instance id: `cdb-` followed by lower-case letters and digits.
+/// A CDB instance id, as its product checks it.
 pub fn is_valid_instance_id(id: &str) -> bool {
-    id.strip_prefix("cdb-").is_some_and(|rest| {
-        (4..=32).contains(&rest.len())
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    })
+    crate::product::default_product().valid_id(id)
 }
 
 impl Config {

@@ -13,14 +13,12 @@ use crate::domain::{Instance, Instances};
 use crate::metrics::Metrics;
 use crate::target::TargetHandle;
 use crate::tencent::paging::Pager;
-use crate::tencent::{Client, DESCRIBE_DB_INSTANCES, Error};
+use crate::tencent::{Client, Error};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Instances per page: the API's maximum, so that most regions take one request.
-pub const PAGE_SIZE: u64 = 2000;
 /// Pages one listing may take (200,000 instances): a server that never ends paging is broken.
 pub const MAX_PAGES: u64 = 100;
 
@@ -63,14 +61,15 @@ impl Discovery {
     ) -> Result<Vec<Instance>, Error> {
         let cx = CallContext {
             id: self.handle.id(),
-            action: DESCRIBE_DB_INSTANCES,
+            action: self.client.product().listing_action(),
             limiter: &self.limiter,
             metrics: &self.metrics,
             cancel,
             deadline: None,
         };
         let mut out = Vec::new();
-        let mut pager = Pager::with_max(PAGE_SIZE, PAGE_SIZE);
+        let limit = self.client.product().listing_page_limit();
+        let mut pager = Pager::with_max(limit, limit);
         for _ in 0..MAX_PAGES {
             let Some(offset) = pager.next_offset() else {
                 return Ok(out);
@@ -83,7 +82,7 @@ impl Discovery {
             if !page.malformed.is_empty() {
                 self.metrics.api_errors(
                     self.handle.id(),
-                    DESCRIBE_DB_INSTANCES,
+                    self.client.product().listing_action(),
                     "Decode",
                     page.malformed.len() as u64,
                 );

@@ -13,6 +13,8 @@
 //!   mappings ([`tencent::model`]), naive API times ([`tencent::apitime`]), paging
 //!   ([`tencent::paging`]), one signed call ([`tencent::client`]), credentials
 //!   ([`tencent::credentials`]).
+//! - [`product`]: the product seam: what differs between database products (service, version,
+//!   actions, wire fields, status and type mappings, ids, metric prefix), one module each.
 //! - [`tasks`]: the task store of one target: latest state by `JobId` in 48-byte slots,
 //!   exactly-once accounting of finished tasks, eviction. Pure.
 //! - [`intern`]: the reference-counted string table the store keeps its strings in.
@@ -58,6 +60,7 @@ pub mod intern;
 pub mod logging;
 pub mod metrics;
 pub mod poller;
+pub mod product;
 pub mod registry;
 pub mod secret;
 pub mod server;

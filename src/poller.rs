@@ -12,7 +12,7 @@ use crate::target::TargetHandle;
 use crate::tasks::{Observation, Scope, Unfinished};
 use crate::tencent::model::{TaskQuery, sanitize};
 use crate::tencent::paging::Pager;
-use crate::tencent::{Client, DESCRIBE_TASKS, Error};
+use crate::tencent::{Client, Error};
 use crate::window::{self, LOOKUP_SPAN_SECS, Range};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -42,9 +42,6 @@ pub fn poll_deadline(interval: Duration) -> Duration {
 
 /// The most tasks the first poll reserves room for from a page's `TotalCount`.
 const MAX_RESERVE: usize = 2_000_000;
-
-/// The status codes that mean "not finished" and can be filtered on (`WAITING` cannot).
-const UNFINISHED_CODES: [i64; 4] = [-1, 0, 1, 6];
 
 /// How a target asks for its tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,7 +318,7 @@ impl Target {
                 .fetch_each(
                     &units,
                     range,
-                    &UNFINISHED_CODES,
+                    self.client.product().filterable_unfinished(),
                     Pass::Follow,
                     cancel,
                     &mut report,
@@ -501,7 +498,7 @@ impl Target {
         &mut self,
         units: &[Option<String>],
         range: Range,
-        statuses: &[i64],
+        statuses: &[TaskStatus],
         pass: Pass,
         cancel: &CancellationToken,
         report: &mut PollReport,
@@ -615,8 +612,12 @@ impl Target {
             pages += 1;
             if pages > ceiling {
                 let e = Error::PagingLimit(ceiling);
-                self.metrics
-                    .api_errors(&self.id, DESCRIBE_TASKS, e.as_label(), 1);
+                self.metrics.api_errors(
+                    &self.id,
+                    self.client.product().task_action(),
+                    e.as_label(),
+                    1,
+                );
                 return Err(e);
             }
             q.offset = offset;
@@ -669,7 +670,7 @@ impl Target {
     ) -> Result<crate::tencent::model::TaskPage, Error> {
         let context = CallContext {
             id: &self.id,
-            action: DESCRIBE_TASKS,
+            action: self.client.product().task_action(),
             limiter: &self.limiter,
             metrics: &self.metrics,
             cancel,
@@ -683,7 +684,7 @@ impl Target {
         if !page.malformed.is_empty() {
             self.metrics.api_errors(
                 &self.id,
-                DESCRIBE_TASKS,
+                self.client.product().task_action(),
                 "Decode",
                 page.malformed.len() as u64,
             );
@@ -777,7 +778,7 @@ fn scope_of(instances: &[String]) -> Scope {
     }
 }
 
-fn query(unit: &Option<String>, range: Range, statuses: &[i64]) -> TaskQuery {
+fn query(unit: &Option<String>, range: Range, statuses: &[TaskStatus]) -> TaskQuery {
     TaskQuery {
         instance_id: unit.clone(),
         task_status: statuses.to_vec(),
@@ -785,14 +786,6 @@ fn query(unit: &Option<String>, range: Range, statuses: &[i64]) -> TaskQuery {
         start_time_end: Some(range.end),
         ..TaskQuery::default()
     }
-}
-
-/// Statuses a status-filtered unfinished query returns (for documentation and tests).
-pub fn filterable_unfinished() -> Vec<TaskStatus> {
-    UNFINISHED_CODES
-        .iter()
-        .map(|c| TaskStatus::from_code(*c))
-        .collect()
 }
 
 /// One task event (docs/semantics.md#task-events): a status change, or a first sighting (no `from`). Strings
@@ -818,19 +811,6 @@ fn log_task_event(id: &TargetId, from: Option<TaskStatus>, task: &Task) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_filterable_statuses_are_asked_for_as_unfinished() {
-        assert_eq!(
-            filterable_unfinished(),
-            [
-                TaskStatus::Undefined,
-                TaskStatus::Initial,
-                TaskStatus::Running,
-                TaskStatus::Paused
-            ]
-        );
-    }
 
     #[test]
     fn the_query_plan_picks_the_cheaper_mode() {

@@ -4,12 +4,11 @@
 use super::apiclock::ApiClock;
 use super::apitime::ApiZone;
 use super::credentials::Provider;
-use super::model::{
-    Envelope, InstancePage, TaskPage, TaskQuery, decode_instances, decode_response,
-};
+use super::model::{Envelope, InstancePage, TaskPage, TaskQuery};
 use super::sign::{SignInput, sign};
-use super::{DESCRIBE_DB_INSTANCES, DESCRIBE_TASKS, Error, MAX_BODY_BYTES, SERVICE, VERSION};
+use super::{Error, MAX_BODY_BYTES};
 use crate::clock::{SharedClock, SystemClock};
+use crate::product::Product;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,14 +30,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The API's own host for `region`: finance regions (`*-fsi`) have their own, every other
-    /// region the default host. An `endpoint` in the config (http allowed) replaces it.
+    /// CDB's own host for `region` (see [`Endpoint::of`]).
     pub fn default_for(region: &str) -> Endpoint {
-        let host = if region.ends_with("-fsi") {
-            format!("{SERVICE}.{region}.tencentcloudapi.com")
-        } else {
-            format!("{SERVICE}.tencentcloudapi.com")
-        };
+        Endpoint::of(crate::product::default_product(), region)
+    }
+
+    /// `product`'s own host for `region`: finance regions (`*-fsi`) have their own, every other
+    /// region the default host. An `endpoint` in the config (http allowed) replaces it.
+    pub fn of(product: &dyn Product, region: &str) -> Endpoint {
+        let host = product.host(region);
         Endpoint {
             url: format!("https://{host}/"),
             host,
@@ -94,6 +94,8 @@ pub struct Client {
     credentials: Arc<Provider>,
     /// The endpoint's clock, learnt from its answers; shared by the clones of this client.
     clock: Arc<ApiClock>,
+    /// What it asks and how the answers decode.
+    product: &'static dyn Product,
 }
 
 /// `User-Agent` and `X-TC-RequestClient`.
@@ -105,14 +107,18 @@ impl Client {
     /// A client that signs with the system's time, corrected by the API's clock offset: the
     /// API checks the timestamp against its own (real) clock, whatever clock the rest of the
     /// exporter is given.
+    /// It speaks CDB's API.
     pub fn new(options: ClientOptions, credentials: Arc<Provider>) -> Result<Client, Error> {
-        Client::with_clock(options, credentials, SystemClock::shared())
+        let product = crate::product::default_product();
+        Client::with(options, credentials, product, SystemClock::shared())
     }
 
-    /// A client whose signing timestamps come from `clock` (corrected by the API's offset).
-    pub fn with_clock(
+    /// A client of `product`'s API whose signing timestamps come from `clock` (corrected by
+    /// the API's offset).
+    pub fn with(
         options: ClientOptions,
         credentials: Arc<Provider>,
+        product: &'static dyn Product,
         clock: SharedClock,
     ) -> Result<Client, Error> {
         crate::install_crypto_provider();
@@ -133,6 +139,7 @@ impl Client {
             options,
             credentials,
             clock,
+            product,
         })
     }
 
@@ -146,25 +153,37 @@ impl Client {
         &self.options
     }
 
-    /// One `DescribeTasks` call: one page.
-    pub async fn describe_tasks(&self, query: &TaskQuery) -> Result<TaskPage, Error> {
-        let request = query.to_request(self.options.zone);
-        let body = serde_json::to_vec(&request).map_err(|e| Error::Decode(e.to_string()))?;
-        let bytes = self.call(DESCRIBE_TASKS, body).await?;
-        page_or_error(decode_response(&bytes, self.options.zone).map_err(|e| Error::Decode(e.0))?)
+    /// The product this client speaks for.
+    pub fn product(&self) -> &'static dyn Product {
+        self.product
     }
 
-    /// One `DescribeDBInstances` call: the page of at most `limit` instances from `offset`.
+    /// One call of the product's task action: one page.
+    pub async fn describe_tasks(&self, query: &TaskQuery) -> Result<TaskPage, Error> {
+        let zone = self.options.zone;
+        let body = self.product.task_request(query, zone);
+        let bytes = self.call(self.product.task_action(), body).await?;
+        page_or_error(
+            self.product
+                .decode_tasks(&bytes, zone)
+                .map_err(|e| Error::Decode(e.0))?,
+        )
+    }
+
+    /// One call of the product's listing action: the page of at most `limit` instances from
+    /// `offset`.
     pub async fn describe_db_instances(
         &self,
         offset: u64,
         limit: u64,
     ) -> Result<InstancePage, Error> {
-        let body = serde_json::json!({"Offset": offset, "Limit": limit});
-        let bytes = self
-            .call(DESCRIBE_DB_INSTANCES, body.to_string().into_bytes())
-            .await?;
-        page_or_error(decode_instances(&bytes).map_err(|e| Error::Decode(e.0))?)
+        let body = self.product.listing_request(offset, limit);
+        let bytes = self.call(self.product.listing_action(), body).await?;
+        page_or_error(
+            self.product
+                .decode_listing(&bytes)
+                .map_err(|e| Error::Decode(e.0))?,
+        )
     }
 
     /// Sends one signed request and returns the body of a 200 answer, at most
@@ -186,9 +205,9 @@ impl Client {
                 .as_ref()
                 .map(super::super::secret::Secret::expose),
             host: &self.options.endpoint.host,
-            service: SERVICE,
+            service: self.product.service(),
             action,
-            version: VERSION,
+            version: self.product.version(),
             region: &self.options.region,
             timestamp: signed_at,
             content_type: CONTENT_TYPE,

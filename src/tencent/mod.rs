@@ -13,14 +13,6 @@ pub use client::{Client, ClientOptions};
 
 use std::sync::{Mutex, OnceLock};
 
-/// The product and version this exporter speaks.
-pub const SERVICE: &str = "cdb";
-/// API version of `DescribeTasks`.
-pub const VERSION: &str = "2017-03-20";
-/// The action.
-pub const DESCRIBE_TASKS: &str = "DescribeTasks";
-/// The instance listing action (docs/metrics.md#instance-metadata), same version.
-pub const DESCRIBE_DB_INSTANCES: &str = "DescribeDBInstances";
 /// Responses larger than this are rejected (docs/semantics.md#faults).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 

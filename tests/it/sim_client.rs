@@ -278,12 +278,17 @@ async fn every_filter_is_applied() {
     assert_eq!(jobs(by_type).await, [1, 5]);
     // WAITING has no code: a status filter never returns task 3.
     let unfinished = TaskQuery {
-        task_status: vec![-1, 0, 1, 6],
+        task_status: vec![
+            TaskStatus::Undefined,
+            TaskStatus::Initial,
+            TaskStatus::Running,
+            TaskStatus::Paused,
+        ],
         ..query()
     };
     assert_eq!(jobs(unfinished).await, [2]);
     let failed = TaskQuery {
-        task_status: vec![3],
+        task_status: vec![TaskStatus::Failed],
         ..query()
     };
     assert_eq!(jobs(failed).await, [1]);
