@@ -1,0 +1,271 @@
+//! The store's rules, tested with plain values.
+
+use super::*;
+use TaskStatus::*;
+
+fn task(id: i64, status: TaskStatus, start: i64, end: Option<i64>, inst: &[&str]) -> Task {
+    Task {
+        job_id: id,
+        task_type: "import_data".into(),
+        status,
+        start_time: start,
+        end_time: end,
+        progress: 0,
+        instance_ids: inst.iter().map(std::string::ToString::to_string).collect(),
+        async_request_id: String::new(),
+        code: None,
+        message: String::new(),
+    }
+}
+
+fn obs(t: Task) -> Observation {
+    Observation {
+        task: t,
+        via_instance: None,
+    }
+}
+
+#[test]
+fn a_slot_is_48_bytes() {
+    assert_eq!(std::mem::size_of::<Slot>(), 48);
+}
+
+#[test]
+fn the_job_table_agrees_with_a_hash_map() {
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut table = JobTable::default();
+    let mut model: HashMap<i64, i64> = HashMap::new();
+    let slot = |start: i64| Slot {
+        start,
+        duration: NO_END,
+        request: [0; 4],
+        instances: Sym::EMPTY,
+        task_type: Sym::EMPTY,
+        message: Sym::EMPTY,
+        code: 0,
+        status: Running,
+        progress: 0,
+        flags: 0,
+        missed: 0,
+    };
+    for step in 0..20_000 {
+        let id = rng.i64(0..500);
+        match rng.u8(0..3) {
+            0 | 1 => {
+                table.insert(id, slot(step));
+                model.insert(id, step);
+            }
+            _ => assert_eq!(table.remove(id).map(|s| s.start), model.remove(&id)),
+        }
+        if step % 1000 == 0 {
+            table.shrink_to_fit();
+        }
+    }
+    assert_eq!(table.len(), model.len());
+    for (id, start) in &model {
+        assert_eq!(table.get(*id).map(|s| s.start), Some(*start));
+    }
+    let mut keys: Vec<i64> = table.keys().collect();
+    keys.sort_unstable();
+    let mut want: Vec<i64> = model.keys().copied().collect();
+    want.sort_unstable();
+    assert_eq!(keys, want);
+}
+
+#[test]
+fn baseline_is_in_the_gauge_not_the_counter() {
+    let mut s = TaskStore::new(Scope::Region, 86_400, 1_000);
+    assert!(
+        s.observe(obs(task(1, Failed, 100, Some(900), &["cdb-a"])))
+            .is_none()
+    );
+    // Ended after the process started: counted even though first seen terminal.
+    let f = s
+        .observe(obs(task(2, Failed, 100, Some(1_100), &["cdb-a"])))
+        .unwrap();
+    assert_eq!((f.job_id, f.duration), (2, Some(1_000)));
+    let sum = s.summary();
+    assert_eq!(
+        sum.tasks[&("cdb-a".into(), "import_data".into(), Failed)],
+        2
+    );
+}
+
+#[test]
+fn a_transition_counts_once_and_never_regresses() {
+    let mut s = TaskStore::new(Scope::Region, 86_400, 1_000);
+    assert!(
+        s.observe(obs(task(1, Running, 500, None, &["cdb-a"])))
+            .is_none()
+    );
+    assert!(
+        s.observe(obs(task(1, Failed, 500, Some(600), &["cdb-a"])))
+            .is_some()
+    );
+    assert!(
+        s.observe(obs(task(1, Failed, 500, Some(600), &["cdb-a"])))
+            .is_none()
+    );
+    assert!(
+        s.observe(obs(task(1, Running, 500, None, &["cdb-a"])))
+            .is_none()
+    );
+    assert_eq!(s.get(1).unwrap().status, Failed);
+    assert!(
+        s.observe(obs(task(1, Removed, 500, Some(600), &["cdb-a"])))
+            .is_none()
+    );
+}
+
+#[test]
+fn long_tasks_stay_until_they_end_then_age_out() {
+    let mut s = TaskStore::new(Scope::Region, 100, 0);
+    s.observe(obs(task(1, Running, 10, None, &["cdb-a"])));
+    assert_eq!(s.evict(10_000), 0);
+    assert_eq!(s.unfinished_before(11).len(), 1);
+    assert!(
+        s.observe(obs(task(1, Succeed, 10, Some(9_000), &["cdb-a"])))
+            .is_some()
+    );
+    assert_eq!(s.evict(10_000), 1);
+    assert!(s.is_empty());
+    assert_eq!(s.strings(), 2, "the last-finished entry keeps its labels");
+    // A late re-report of an evicted task is ignored.
+    assert!(
+        s.observe(obs(task(1, Succeed, 10, Some(9_000), &["cdb-a"])))
+            .is_none()
+    );
+    assert!(s.is_empty());
+    // So is an unknown task that started before the horizon and ended while watched: it
+    // could be an evicted one.
+    assert!(
+        s.observe(obs(task(2, Failed, 9_800, Some(9_950), &["cdb-a"])))
+            .is_none()
+    );
+    assert!(
+        s.observe(obs(task(3, Failed, 9_950, Some(9_990), &["cdb-a"])))
+            .is_some()
+    );
+}
+
+#[test]
+fn attribution_follows_the_scope() {
+    let listed = Scope::Listed(["cdb-a".to_string()].into());
+    let mut s = TaskStore::new(listed, 86_400, 0);
+    let f = s
+        .observe(obs(task(1, Failed, 5, Some(6), &["cdb-a", "cdb-b"])))
+        .unwrap();
+    assert_eq!(f.instances, ["cdb-a"]);
+    assert!(
+        s.observe(obs(task(2, Failed, 5, Some(6), &["cdb-b"])))
+            .is_none()
+    );
+    assert!(s.observe(obs(task(3, Failed, 5, Some(6), &[]))).is_none());
+    let via = Observation {
+        task: task(4, Failed, 5, Some(6), &[]),
+        via_instance: Some("cdb-a".into()),
+    };
+    assert_eq!(s.observe(via).unwrap().instances, ["cdb-a"]);
+
+    let mut r = TaskStore::new(Scope::Region, 86_400, 0);
+    let f = r.observe(obs(task(1, Failed, 5, Some(6), &[]))).unwrap();
+    assert_eq!(f.instances, [""]);
+    let f = r
+        .observe(obs(task(2, Failed, 5, Some(6), &["cdb-a", "cdb-b"])))
+        .unwrap();
+    assert_eq!(f.instances, ["cdb-a", "cdb-b"]);
+    let sum = r.summary();
+    assert_eq!(
+        sum.tasks[&("cdb-b".into(), "import_data".into(), Failed)],
+        1
+    );
+    assert_eq!(sum.tasks[&(String::new(), "import_data".into(), Failed)], 1);
+}
+
+#[test]
+fn vanished_tasks_are_dropped_after_repeated_misses() {
+    let mut s = TaskStore::new(Scope::Region, 100, 0);
+    s.observe(obs(task(1, Waiting, 10, None, &["cdb-a"])));
+    assert_eq!(s.missed(&[1]), 0);
+    assert_eq!(s.missed(&[1]), 0);
+    s.observe(obs(task(1, Waiting, 10, None, &["cdb-a"])));
+    assert_eq!(s.missed(&[1]), 0);
+    assert_eq!(s.missed(&[1]), 0);
+    assert_eq!(s.missed(&[1]), 1);
+    assert!(s.is_empty());
+    assert_eq!(s.strings(), 0);
+}
+
+#[test]
+fn fields_round_trip_through_the_compact_slot() {
+    let mut s = TaskStore::new(Scope::Region, 86_400, 0);
+    let mut t = task(7, Failed, 50, Some(80), &["cdb-a", "cdb-b"]);
+    t.async_request_id = "5e4d0000-0000-4000-8000-00000000002a".into();
+    let strings = s.strings();
+    let mut g = task(9, Succeed, 40, Some(45), &["cdb-a"]);
+    g.async_request_id = "a6040589-3b098df5-b551d9e5-81c6bfdc".into();
+    s.observe(obs(g.clone()));
+    assert_eq!(s.get(9).unwrap(), g);
+    assert_eq!(
+        s.strings(),
+        strings + 2,
+        "instance and type; the id is kept as 16 bytes"
+    );
+    t.code = Some(-1);
+    t.message = "import failed: <bad file>\nline 2".into();
+    t.progress = 42;
+    s.observe(obs(t.clone()));
+    assert_eq!(s.get(7).unwrap(), t);
+    // Not a UUID (upper case would not round-trip): kept as a string.
+    let mut u = task(8, Running, 60, None, &["cdb-a"]);
+    u.async_request_id = "5E4D0000-0000-4000-8000-00000000002A".into();
+    s.observe(obs(u.clone()));
+    assert_eq!(s.get(8).unwrap(), u);
+    // A new message replaces the old one, and the old string is freed.
+    let before = s.strings();
+    u.message = "done".into();
+    u.status = Succeed;
+    u.end_time = Some(70);
+    s.observe(obs(u.clone()));
+    assert_eq!(s.get(8).unwrap(), u);
+    assert_eq!(s.strings(), before + 1, "one message added, none freed yet");
+    s.evict(1_000_000);
+    assert_eq!(s.len(), 0);
+    assert_eq!(
+        s.strings(),
+        3,
+        "only the last-finished labels stay: cdb-a, cdb-b, import_data"
+    );
+}
+
+#[test]
+fn summary_and_last_finished() {
+    let mut s = TaskStore::new(Scope::Region, 86_400, 0);
+    s.observe(obs(task(1, Running, 50, None, &["cdb-a"])));
+    s.observe(obs(task(2, Running, 40, None, &["cdb-a"])));
+    s.observe(obs(task(3, Succeed, 10, Some(20), &["cdb-a"])));
+    s.observe(obs(task(4, Succeed, 10, Some(30), &["cdb-a"])));
+    let sum = s.summary();
+    assert_eq!(
+        sum.oldest_unfinished[&("cdb-a".into(), "import_data".into())],
+        40
+    );
+    assert_eq!(sum.progress.len(), 2);
+    let lf: Vec<_> = s.last_finished().collect();
+    assert_eq!(lf, [(("cdb-a", "import_data", Succeed), 30)]);
+    let json = serde_json::to_string(&s).unwrap();
+    let mut back: TaskStore = serde_json::from_str(&json).unwrap();
+    back.set_scope(Scope::Region, 86_400);
+    assert_eq!(back, s);
+}
+
+#[test]
+fn rescoping_drops_and_trims() {
+    let mut s = TaskStore::new(Scope::Region, 86_400, 0);
+    s.observe(obs(task(1, Running, 50, None, &["cdb-a", "cdb-b"])));
+    s.observe(obs(task(2, Succeed, 10, Some(20), &["cdb-b"])));
+    s.set_scope(Scope::Listed(["cdb-a".to_string()].into()), 86_400);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.get(1).unwrap().instance_ids, ["cdb-a"]);
+    assert_eq!(s.last_finished().count(), 0);
+}
