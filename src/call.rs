@@ -177,4 +177,33 @@ mod tests {
             "never zero"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_spaces_requests() {
+        let l = RateLimiter::new(2.0);
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..6 {
+            l.acquire().await;
+        }
+        // Two from the burst, then one every half second (paused time: exact).
+        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_refills_while_idle() {
+        let l = RateLimiter::new(4.0);
+        for _ in 0..4 {
+            l.acquire().await; // the burst
+        }
+        // Idle for a second: the bucket is full again, so four more go at once.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..4 {
+            l.acquire().await;
+        }
+        assert_eq!(t0.elapsed(), Duration::ZERO, "refilled while idle");
+        // A fifth waits a quarter second.
+        l.acquire().await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(250));
+    }
 }

@@ -2,6 +2,8 @@
 //! jittered exponential backoff, the account's rate limit, and shutdown. It drives
 //! client -> store -> metrics; it never stops on an API failure.
 
+mod plan;
+
 use crate::call::{CallContext, RateLimiter, call_with_retry};
 use crate::clock::SharedClock;
 use crate::domain::{Instances, TargetId, Task, TaskStatus};
@@ -14,13 +16,11 @@ use crate::tencent::model::{TaskQuery, sanitize};
 use crate::tencent::paging::Pager;
 use crate::tencent::{Client, Error};
 use crate::window::{self, LOOKUP_SPAN_SECS, Range};
+pub use plan::{QueryInputs, QueryMode, REPROBE_EVERY, plan_query};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// How often (in polls) a target that chose per-instance queries re-measures the region volume.
-pub const REPROBE_EVERY: u32 = 60;
 
 /// A generous ceiling on the tasks one region starts in a day: 20 a second, all day. The
 /// API's own rate limit (100 requests a second of 100 tasks) could list more, but no account
@@ -42,15 +42,6 @@ pub fn poll_deadline(interval: Duration) -> Duration {
 
 /// The most tasks the first poll reserves room for from a page's `TotalCount`.
 const MAX_RESERVE: usize = 2_000_000;
-
-/// How a target asks for its tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryMode {
-    /// One query per region (no `InstanceId`); with listed instances, filtered locally.
-    RegionWide,
-    /// One query per listed instance.
-    PerInstance,
-}
 
 /// Settings of a target's loop.
 #[derive(Debug, Clone)]
@@ -716,60 +707,6 @@ impl Target {
     }
 }
 
-/// What the query plan depends on.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QueryInputs {
-    /// Instances listed in the config (0: the whole region).
-    pub listed: usize,
-    /// Tasks a region-wide recent query returned last time, once measured.
-    pub region_volume: Option<f64>,
-    /// The mode in use.
-    pub current: Option<QueryMode>,
-    /// Polls since the region volume was last measured.
-    pub polls_since_probe: u32,
-}
-
-/// The query mode for the next poll, and why. Pure. Region-wide costs one request per 100
-/// tasks of the region; per-instance one request per listed instance (most return one page):
-/// the cheaper wins, measured by a region-wide poll first and re-measured every
-/// [`REPROBE_EVERY`] polls while per-instance.
-pub fn plan_query(q: &QueryInputs) -> (QueryMode, String) {
-    let n = q.listed;
-    if n == 0 {
-        return (QueryMode::RegionWide, "no instances listed".into());
-    }
-    if n == 1 {
-        return (QueryMode::PerInstance, "one instance listed".into());
-    }
-    match q.region_volume {
-        None => (
-            QueryMode::RegionWide,
-            format!("{n} instances listed, region volume not measured yet"),
-        ),
-        Some(_)
-            if q.current == Some(QueryMode::PerInstance)
-                && q.polls_since_probe >= REPROBE_EVERY =>
-        {
-            (
-                QueryMode::RegionWide,
-                "re-measuring the region volume".into(),
-            )
-        }
-        Some(v) => {
-            let region_cost = (v / 100.0).ceil().max(1.0);
-            let per_instance_cost = n as f64;
-            let reason = format!(
-                "region-wide ~{v:.0} tasks per poll = {region_cost} request(s) vs {per_instance_cost} per-instance request(s)"
-            );
-            if region_cost < per_instance_cost {
-                (QueryMode::RegionWide, reason)
-            } else {
-                (QueryMode::PerInstance, reason)
-            }
-        }
-    }
-}
-
 fn scope_of(instances: &[String]) -> Scope {
     if instances.is_empty() {
         Scope::Region
@@ -806,81 +743,4 @@ fn log_task_event(id: &TargetId, from: Option<TaskStatus>, task: &Task) {
         code = task.code,
         message = %sanitize(&task.message),
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_query_plan_picks_the_cheaper_mode() {
-        let q = |listed, region_volume, current, polls_since_probe| {
-            plan_query(&QueryInputs {
-                listed,
-                region_volume,
-                current,
-                polls_since_probe,
-            })
-            .0
-        };
-        use QueryMode::{PerInstance, RegionWide};
-        assert_eq!(q(0, None, None, 0), RegionWide, "the whole region");
-        assert_eq!(
-            q(1, None, None, 0),
-            PerInstance,
-            "one instance: its own query"
-        );
-        assert_eq!(q(5, None, None, 0), RegionWide, "measure the region first");
-        // 350 tasks region-wide = 4 requests: cheaper than 5 instances, dearer than 3.
-        assert_eq!(q(5, Some(350.0), Some(RegionWide), 0), RegionWide);
-        assert_eq!(q(3, Some(350.0), Some(RegionWide), 0), PerInstance);
-        assert_eq!(
-            q(4, Some(350.0), Some(RegionWide), 0),
-            PerInstance,
-            "a tie goes per-instance"
-        );
-        assert_eq!(
-            q(2, Some(0.0), Some(PerInstance), 0),
-            RegionWide,
-            "an idle region: one request"
-        );
-        // Per-instance re-measures the region every REPROBE_EVERY polls.
-        assert_eq!(
-            q(3, Some(350.0), Some(PerInstance), REPROBE_EVERY - 1),
-            PerInstance
-        );
-        assert_eq!(
-            q(3, Some(350.0), Some(PerInstance), REPROBE_EVERY),
-            RegionWide
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn rate_limiter_spaces_requests() {
-        let l = RateLimiter::new(2.0);
-        let t0 = tokio::time::Instant::now();
-        for _ in 0..6 {
-            l.acquire().await;
-        }
-        // Two from the burst, then one every half second (paused time: exact).
-        assert_eq!(t0.elapsed(), Duration::from_secs(2));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn rate_limiter_refills_while_idle() {
-        let l = RateLimiter::new(4.0);
-        for _ in 0..4 {
-            l.acquire().await; // the burst
-        }
-        // Idle for a second: the bucket is full again, so four more go at once.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let t0 = tokio::time::Instant::now();
-        for _ in 0..4 {
-            l.acquire().await;
-        }
-        assert_eq!(t0.elapsed(), Duration::ZERO, "refilled while idle");
-        // A fifth waits a quarter second.
-        l.acquire().await;
-        assert_eq!(t0.elapsed(), Duration::from_millis(250));
-    }
 }
