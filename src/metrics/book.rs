@@ -345,6 +345,18 @@ pub struct Series {
 }
 
 impl Series {
+    /// About how many samples it renders.
+    pub(super) fn series_count(&self) -> usize {
+        let monitored = self.monitored.iter().filter(|m| **m).count();
+        self.tasks.len()
+            + monitored * DENSE
+            + self.finished_other.len()
+            + self.durations.len() * (TASK_DURATION_BUCKETS.len() + 3)
+            + self.last_finished.len()
+            + self.oldest.len()
+            + self.progress.len()
+    }
+
     pub(super) fn inst(&self, i: InstIx) -> &str {
         &self.instances[i as usize]
     }
@@ -607,6 +619,14 @@ impl TargetSeries {
     #[cfg(test)]
     pub(super) fn type_table_len(&self) -> usize {
         self.book.lock().expect("lock").types.names.len()
+    }
+
+    /// About how many samples the target's last snapshot and listing put on a page (a
+    /// histogram's buckets count one each), for choosing how to serve it.
+    pub fn series_count(&self) -> usize {
+        let (series, inventory) = self.snapshot();
+        let tasks = series.map_or(0, |s| s.series_count());
+        tasks + inventory.map_or(0, |i| i.instances.len())
     }
 
     /// What a scrape renders: the last snapshot and the last listing.

@@ -976,3 +976,50 @@ async fn two_accounts_in_one_region_are_merged() {
     exporter.stop().await;
     sim.stop().await;
 }
+
+/// A small page is rendered at once (it has a `Content-Length`); a large one is streamed in
+/// chunks (no length). Both, plain or gzipped, carry the same series.
+#[tokio::test]
+async fn large_pages_stream_and_small_pages_do_not() {
+    use std::io::Read;
+    let ids: Vec<String> = (0..250).map(|i| format!("cdb-big{i:05}")).collect();
+    let listed: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let (sim, clock) = start_sim(scenario(vec![])).await;
+    let small = config_text(&sim.url(), "", &region("ap-guangzhou", &listed[..2]));
+    let large = config_text(&sim.url(), "", &region("ap-guangzhou", &listed));
+    let http = reqwest::Client::new();
+    for (config, zeros, streamed) in [(small, 2 * 48, false), (large, 250 * 48, true)] {
+        let exporter = Exporter::start(
+            cdb_task_exporter::config::Config::from_toml(&config).unwrap(),
+            clock.clone(),
+        )
+        .await;
+        exporter.wait_targets_polled(1).await;
+        let url = format!("http://{}/metrics", exporter.addr);
+        let plain = http.get(&url).send().await.unwrap();
+        assert_eq!(plain.content_length().is_none(), streamed, "{zeros} zeros");
+        let plain = plain.text().await.unwrap();
+        let gzipped = http
+            .get(&url)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let mut unzipped = String::new();
+        flate2::read::GzDecoder::new(&gzipped[..])
+            .read_to_string(&mut unzipped)
+            .unwrap();
+        let finished = |page: &str| {
+            page.lines()
+                .filter(|l| l.starts_with("tencentcloud_cdb_tasks_finished_total{"))
+                .count()
+        };
+        assert_eq!(finished(&plain), zeros);
+        assert_eq!(finished(&unzipped), zeros);
+        exporter.stop().await;
+    }
+    sim.stop().await;
+}
