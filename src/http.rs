@@ -69,7 +69,7 @@ pub struct ChunkWriter {
 
 impl ChunkWriter {
     /// Chunk size: large enough for few wake-ups, small enough to keep memory flat.
-    pub const CHUNK: usize = 256 * 1024;
+    pub const CHUNK: usize = 64 * 1024;
 
     /// A writer and the body it feeds.
     pub fn new() -> (ChunkWriter, Body) {

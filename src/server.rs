@@ -5,6 +5,7 @@ use crate::details::{self, Filter, Source, escape};
 use crate::domain::TargetId;
 use crate::http::{Body, ChunkWriter, HttpResponse, Peer, ServeOptions, TlsSource, respond, serve};
 use crate::metrics::Metrics;
+use crate::metrics::SMALL_PAGE_SERIES;
 use crate::metrics::text::Text;
 use crate::registry::Targets;
 use crate::target::TargetStatus;
@@ -342,19 +343,15 @@ fn html_response(status: StatusCode, body: String) -> HttpResponse {
     response
 }
 
-/// Pages of up to this many series are rendered at once, into one buffer, on the request's own
-/// task: no blocking thread and no channel, which at a few thousand series cost more than the
-/// render itself. Larger pages (about 1 MiB and up) are streamed in chunks from a blocking
-/// thread, so memory stays flat at scale.
-pub const INLINE_PAGE_SERIES: usize = 8_000;
-
-/// `/metrics`: rendered from the targets' latest snapshots, at once when the page is small,
-/// streamed while the client reads when it is large.
+/// `/metrics`: rendered from the targets' latest snapshots, at once into one buffer on the
+/// request's own task when the page is small (a blocking thread and a channel would cost more
+/// than the render: see [`SMALL_PAGE_SERIES`]), streamed in chunks from a blocking thread while
+/// the client reads when it is large.
 fn metrics_page(state: &ServerState, gzip: bool) -> HttpResponse {
     let metrics = state.metrics.clone();
     let targets = state.targets.handles();
     let series: usize = targets.iter().map(|h| h.series().series_count()).sum();
-    let body = if series <= INLINE_PAGE_SERIES {
+    let body = if series <= SMALL_PAGE_SERIES {
         let mut page = Vec::with_capacity(64 * 1024);
         metrics
             .render_to(&mut page, targets.iter().map(|h| h.series()))

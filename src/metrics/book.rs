@@ -346,7 +346,7 @@ pub struct Series {
 
 impl Series {
     /// About how many samples it renders.
-    pub(super) fn series_count(&self) -> usize {
+    pub fn series_count(&self) -> usize {
         let monitored = self.monitored.iter().filter(|m| **m).count();
         self.tasks.len()
             + monitored * DENSE

@@ -75,6 +75,39 @@ pub struct Metrics {
     reload_success_ts: prometheus::Gauge,
     process: Registry,
     task_progress: bool,
+    /// The task families of a small page as last rendered, and the snapshots they came from.
+    small_page: std::sync::Mutex<Option<RenderedTasks>>,
+}
+
+/// Pages of up to this many task samples are small: their task families are kept rendered
+/// between polls (at most about 1 MiB), and the server renders them at once instead of
+/// streaming. A larger page is rendered afresh, in chunks, at every scrape, so memory stays
+/// flat at scale.
+pub const SMALL_PAGE_SERIES: usize = 8_000;
+
+/// Rendered task families, valid while the targets' snapshots are the same `Arc`s (a snapshot
+/// is immutable; a poll or a listing replaces it). It holds them, so that an address is never
+/// reused by another snapshot while it is compared.
+#[derive(Debug)]
+struct RenderedTasks {
+    snapshots: Vec<Arc<Series>>,
+    inventories: Vec<Arc<Inventory>>,
+    text: Arc<[u8]>,
+}
+
+impl RenderedTasks {
+    fn of(&self, snapshots: &[Arc<Series>], inventories: &[Arc<Inventory>]) -> bool {
+        let same = |a: &[Arc<Series>], b: &[Arc<Series>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+        };
+        same(&self.snapshots, snapshots)
+            && self.inventories.len() == inventories.len()
+            && self
+                .inventories
+                .iter()
+                .zip(inventories)
+                .all(|(x, y)| Arc::ptr_eq(x, y))
+    }
 }
 
 /// One self-metric as it is registered: name (after `tencentcloud_cdb_exporter_`), HELP and
@@ -260,6 +293,7 @@ impl Metrics {
             reload_success_ts: single(&RELOAD_SUCCESS_TS),
             process: process_registry(),
             task_progress,
+            small_page: std::sync::Mutex::new(None),
             registry: r,
         }
     }
@@ -400,10 +434,43 @@ impl Metrics {
         let inventories: Vec<Arc<Inventory>> = inventories.into_iter().flatten().collect();
         let mut out = Text::new(w);
         render::gathered(&mut out, &own, "")?;
-        render::render_tasks(&mut out, &snapshots, self.task_progress)?;
-        render::render_instances(&mut out, &inventories)?;
+        let samples: usize = snapshots.iter().map(|s| s.series_count()).sum::<usize>()
+            + inventories.iter().map(|i| i.instances.len()).sum::<usize>();
+        if samples <= SMALL_PAGE_SERIES {
+            let text = self.small_task_text(&snapshots, &inventories);
+            out.raw(&text)?;
+        } else {
+            render::render_tasks(&mut out, &snapshots, self.task_progress)?;
+            render::render_instances(&mut out, &inventories)?;
+        }
         render::gathered(&mut out, &self.process.gather(), PROCESS_NOTE)?;
         out.finish()
+    }
+}
+
+impl Metrics {
+    /// The task and instance families of a small page: kept from the last scrape while no
+    /// snapshot changed, else rendered and kept.
+    fn small_task_text(
+        &self,
+        snapshots: &[Arc<Series>],
+        inventories: &[Arc<Inventory>],
+    ) -> Arc<[u8]> {
+        let mut kept = self.small_page.lock().expect("lock");
+        if let Some(r) = kept.as_ref().filter(|r| r.of(snapshots, inventories)) {
+            return r.text.clone();
+        }
+        let mut out = Text::new(Vec::with_capacity(64 * 1024));
+        render::render_tasks(&mut out, snapshots, self.task_progress)
+            .and_then(|()| render::render_instances(&mut out, inventories))
+            .expect("writing to memory");
+        let text: Arc<[u8]> = out.into_inner().into();
+        *kept = Some(RenderedTasks {
+            snapshots: snapshots.to_vec(),
+            inventories: inventories.to_vec(),
+            text: text.clone(),
+        });
+        text
     }
 }
 
@@ -526,5 +593,44 @@ mod tests {
         assert!(text.contains(
             "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 0"
         ));
+    }
+
+    #[test]
+    fn a_small_page_is_rendered_again_only_after_a_publication() {
+        let m = Metrics::new(false, "t", "t");
+        let series = TargetSeries::default();
+        let t = TargetId {
+            account: "a".into(),
+            region: "ap-guangzhou".into(),
+        };
+        let finished = |n: i64| crate::tasks::Finished {
+            job_id: n,
+            instances: vec!["cdb-aaaa1111".into()],
+            task_type: "reboot".into(),
+            status: TaskStatus::Failed,
+            duration: Some(10),
+        };
+        let store = TaskStore::new(Scope::Region, 1, 1);
+        let failed = |page: &[u8]| {
+            String::from_utf8_lossy(page)
+                .lines()
+                .find(|l| {
+                    l.starts_with("tencentcloud_cdb_tasks_finished_total{")
+                        && l.contains("status=\"failed\",task_type=\"reboot\"")
+                })
+                .map(str::to_string)
+        };
+        series.task_finished(&finished(1));
+        m.publish(&t, &series, ["cdb-aaaa1111"], &store.aggregates(), []);
+        let first = m.small_task_text(&[series.snapshot().0.unwrap()], &[]);
+        assert!(failed(&m.render([&series])).unwrap().ends_with(" 1"));
+        // Unchanged snapshots: the kept text itself.
+        let again = m.small_task_text(&[series.snapshot().0.unwrap()], &[]);
+        assert!(Arc::ptr_eq(&first, &again));
+        // A count not yet published is not shown; once published, it is.
+        series.task_finished(&finished(2));
+        assert!(failed(&m.render([&series])).unwrap().ends_with(" 1"));
+        m.publish(&t, &series, ["cdb-aaaa1111"], &store.aggregates(), []);
+        assert!(failed(&m.render([&series])).unwrap().ends_with(" 2"));
     }
 }

@@ -48,6 +48,8 @@ pub trait Exposition {
     fn family(&mut self, name: &str, help: &str, kind: Kind) -> io::Result<()>;
     /// One sample of the family last started; `name` carries any suffix (`_bucket`, ...).
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Num) -> io::Result<()>;
+    /// Text this format wrote earlier (families of the same page, kept), as is.
+    fn raw(&mut self, text: &[u8]) -> io::Result<()>;
     /// The page is complete.
     fn finish(&mut self) -> io::Result<()>;
 }
@@ -105,6 +107,10 @@ impl<W: Write> Exposition for Text<W> {
         w.write_all(b" ")?;
         write_num(w, value)?;
         w.write_all(b"\n")
+    }
+
+    fn raw(&mut self, text: &[u8]) -> io::Result<()> {
+        self.w.write_all(text)
     }
 
     fn finish(&mut self) -> io::Result<()> {

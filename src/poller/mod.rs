@@ -614,13 +614,14 @@ impl Target {
             q.offset = offset;
             let page = self.call(&q, cancel, report).await?;
             if self.first_poll && offset == 0 && matches!(pass, Pass::Recent { .. }) {
-                // Size the store once for the first ingest; bounded, since the count is the
-                // network's word.
-                self.lock().store.reserve(
-                    usize::try_from(page.total_count)
-                        .unwrap_or(0)
-                        .min(MAX_RESERVE),
-                );
+                // Size the store once for the first ingest, with room for the tasks that start
+                // meanwhile: a vector that outgrows its reservation by one task doubles (at
+                // 100k tasks, 5.6 MB more, and both copies at once while it moves). Bounded,
+                // since the count is the network's word.
+                let total = usize::try_from(page.total_count)
+                    .unwrap_or(0)
+                    .min(MAX_RESERVE);
+                self.lock().store.reserve(total + total / 8);
             }
             pager.record(page.item_count, page.total_count);
             out.total = page.total_count;
