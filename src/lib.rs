@@ -1,5 +1,6 @@
 //! `cdb-task-exporter`: a Prometheus exporter for the background tasks of Tencent Cloud CDB
-//! (MySQL) instances, read from the `DescribeTasks` API.
+//! (MySQL) instances, read from the `DescribeTasks` API. The reference users depend on (metrics,
+//! configuration, counting rules, endpoints) is in `docs/`, which the comments here cite.
 //!
 //! # Layout
 //!
@@ -9,10 +10,10 @@
 //! - [`secret`]: the type that keeps keys out of logs.
 //! - [`logging`]: logs on stderr, text (fields quoted logfmt-style) or JSON.
 //! - [`clock`]: wall-clock time as an injected dependency.
-//! - [`tencent`]: the cloud API and nothing else: signing ([`tencent::sign`]), wire types and enum
-//!   mappings ([`tencent::model`]), naive API times ([`tencent::apitime`]), paging
-//!   ([`tencent::paging`]), one signed call ([`tencent::client`]), credentials
-//!   ([`tencent::credentials`]).
+//! - [`tencent`]: the cloud API and nothing else: signing ([`tencent::sign`]), the answer
+//!   envelope, the common task query and page ([`tencent::model`]), naive API times
+//!   ([`tencent::apitime`]), paging ([`tencent::paging`]), one signed call ([`tencent::client`]),
+//!   credentials ([`tencent::credentials`]).
 //! - [`product`]: the product seam: what differs between database products (service, version,
 //!   actions, wire fields, status and type mappings, ids, metric prefix), one module each.
 //! - [`tasks`]: the task store of one target: latest state by `JobId` in 48-byte slots,
@@ -25,8 +26,10 @@
 //!   metrics.
 //! - [`discovery`]: instance metadata from `DescribeDBInstances`, on its own schedule
 //!   (docs/metrics.md#instance-metadata).
-//! - [`metrics`]: every metric, its HELP and labels, behind verb methods; the task families as
-//!   per-target snapshots rendered straight to text.
+//! - [`metrics`]: in three parts: the self-metrics as a table of definitions
+//!   ([`metrics::Metrics`]), the task series of a target ([`metrics::TargetSeries`]: book,
+//!   snapshot, saved counters) and the text format ([`metrics::text`], an `Exposition` a
+//!   second format can sit beside).
 //! - [`details`]: task details for responders: the query, selection and rendering of
 //!   `/api/v1/tasks` and `/tasks` (docs/http.md#task-details).
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/`.
@@ -41,7 +44,8 @@
 //!   and the reload loop; shutdown.
 //! - [`fuzz`]: the fuzz targets' entry points, shared with the stable test that replays their
 //!   corpora.
-//! - [`sim`]: the simulated CDB API (scenarios, signature check, faults) for the demo and tests.
+//! - [`sim`]: the simulated API (scenarios, signature check, faults) for the demo and tests; the
+//!   signature's service picks the product, whose answers live in a module of their own.
 
 // Lints: the [lints] table of Cargo.toml (unsafe code forbidden, docs required, clippy
 // pedantic with the exceptions it lists).

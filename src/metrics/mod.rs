@@ -1,4 +1,6 @@
 //! Every metric of docs/metrics.md: names, HELP, labels, series lifetime, behind verb methods.
+//! In three parts: the self-metrics here (a table of definitions), a target's task series in
+//! `book` ([`TargetSeries`]), and the text format in [`text`], written by `render`.
 //! Nothing here knows about JSON or the API; the poller calls the verbs, the server renders.
 //!
 //! # Two kinds of metric, two mechanisms
@@ -7,13 +9,14 @@
 //! `prometheus` crate registry, and so does the process collector.
 //!
 //! The task families can have tens of thousands of series (48 zero-initialised counters per
-//! instance alone), so they bypass the general machinery: each target keeps a compact [`Book`]
+//! instance alone), so they bypass the general machinery: each target keeps a compact `Book`
 //! (instance ids stored once, counters in dense arrays indexed by task type and terminal status),
 //! and at the end of each poll publishes an immutable [`Series`] snapshot behind an `Arc`. A
 //! scrape takes the current snapshots and writes the text straight from them, so it never sees a
 //! poll half-applied (counters and gauges of one poll are published together), never blocks a
-//! poll while it writes, and needs no cache of the whole page: the text can be streamed out in
-//! chunks ([`Metrics::render_to`]).
+//! poll while it writes, and needs no cache of a large page: the text is streamed out in chunks
+//! ([`Metrics::render_to`]). A small page (up to [`SMALL_PAGE_SERIES`]) keeps its rendered task
+//! families until a snapshot changes, so a scrape between polls costs a copy.
 //!
 //! Several targets may share a label set (two accounts polling one region region-wide both have
 //! `instance_id=""`), so series are merged across the targets of a region when rendered: counts

@@ -188,7 +188,7 @@ pub fn request(query: &TaskQuery, zone: ApiZone) -> DescribeTasksRequest {
 }
 
 /// Decodes a response body. `Err` only when the body as a whole is unusable (not JSON, no
-/// `Response`, no usable `Items`); a bad item is reported in [`Page::malformed`].
+/// `Response`, no usable `Items`); a bad item is reported in [`crate::tencent::model::Page::malformed`].
 pub fn decode_response(body: &[u8], zone: ApiZone) -> Result<Envelope, DecodeError> {
     decode_with(body, |item| decode_item(item, zone))
 }

@@ -20,7 +20,7 @@
 //!
 //! # Memory
 //!
-//! A tracked task is one 48-byte [`Slot`] in a hash map keyed by `JobId`: times as integers, type
+//! A tracked task is one 48-byte `Slot` in a hash map keyed by `JobId`: times as integers, type
 //! and status as small codes, and the strings (instance list, task type, message, a request id
 //! that is not a UUID) as handles into a reference-counted [`Symbols`] table, so a thousand
 //! tasks of one instance share one copy of its id. A UUID request id is kept as its 16 bytes.
