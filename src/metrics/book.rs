@@ -337,6 +337,8 @@ pub struct Series {
     pub(super) tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
     pub(super) finished: Vec<[u64; DENSE]>,
     pub(super) monitored: Vec<bool>,
+    /// How many are monitored (each renders its 48 counters).
+    pub(super) monitored_count: usize,
     pub(super) finished_other: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
     pub(super) durations: Vec<(TypeIx, TaskStatus, Histogram)>,
     pub(super) last_finished: Vec<(InstIx, TypeIx, TaskStatus, i64)>,
@@ -347,9 +349,8 @@ pub struct Series {
 impl Series {
     /// About how many samples it renders.
     pub fn series_count(&self) -> usize {
-        let monitored = self.monitored.iter().filter(|m| **m).count();
         self.tasks.len()
-            + monitored * DENSE
+            + self.monitored_count * DENSE
             + self.finished_other.len()
             + self.durations.len() * (TASK_DURATION_BUCKETS.len() + 3)
             + self.last_finished.len()
@@ -468,6 +469,7 @@ impl Series {
             tasks: Vec::new(),
             finished: book.finished.clone(),
             monitored: book.monitored.clone(),
+            monitored_count: book.monitored_count,
             finished_other: book
                 .finished_other
                 .iter()

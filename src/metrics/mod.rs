@@ -100,16 +100,10 @@ struct RenderedTasks {
 
 impl RenderedTasks {
     fn of(&self, snapshots: &[Arc<Series>], inventories: &[Arc<Inventory>]) -> bool {
-        let same = |a: &[Arc<Series>], b: &[Arc<Series>]| {
+        fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
-        };
-        same(&self.snapshots, snapshots)
-            && self.inventories.len() == inventories.len()
-            && self
-                .inventories
-                .iter()
-                .zip(inventories)
-                .all(|(x, y)| Arc::ptr_eq(x, y))
+        }
+        same(&self.snapshots, snapshots) && same(&self.inventories, inventories)
     }
 }
 
