@@ -6,9 +6,7 @@
 //! reported without losing the rest of the page.
 
 use super::Product;
-use crate::domain::{
-    Instance, TASK_TYPES, Task, TaskStatus, task_type_from_code, task_type_from_wire,
-};
+use crate::domain::{Instance, Task, TaskStatus, task_type_from_code, task_type_from_wire};
 use crate::tencent::apitime::ApiZone;
 use crate::tencent::model::{
     DecodeError, Envelope, InstancePage, MAX_MESSAGE_CHARS, MAX_REQUEST_ID_CHARS, TaskPage,
@@ -83,10 +81,6 @@ impl Product for Cdb {
         ]
     }
 
-    fn known_task_types(&self) -> Vec<&'static str> {
-        TASK_TYPES.iter().map(|t| t.2).collect()
-    }
-
     fn valid_id(&self, id: &str) -> bool {
         // `cdb-` and 4 to 32 lower-case letters and digits (`cdb-c1nl9rpv`).
         id.strip_prefix("cdb-").is_some_and(|rest| {
@@ -95,10 +89,6 @@ impl Product for Cdb {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
-    }
-
-    fn metric_prefix(&self) -> &'static str {
-        "tencentcloud_cdb"
     }
 }
 
@@ -299,7 +289,7 @@ pub fn decode_item(item: &Value, zone: ApiZone) -> Result<Task, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::task_type_wire;
+    use crate::domain::{TASK_TYPES, task_type_wire};
     use crate::tencent::model::MAX_LOGGED_CHARS;
 
     #[test]

@@ -3,10 +3,11 @@
 //!
 //! A product says which service and API version it speaks, which actions list its tasks and
 //! its instances, how a task query is written on the wire and how an answer's page decodes
-//! into the common [`Task`](crate::domain::Task) model, which statuses it can filter on, which
-//! task types it knows in advance, what its instance ids look like and which prefix its metric
-//! families carry. The client, the poller, discovery and the simulator ask it; none of them
-//! names a wire field.
+//! into the common [`Task`](crate::domain::Task) model, which statuses it can filter on and what
+//! its instance ids look like. The client, the poller, discovery, the config and the simulator
+//! ask it; none of them names a wire field. (The metric families and the table of known task
+//! types are still CDB's alone, in `metrics` and `domain`: they join the seam with the second
+//! product, when something reads them.)
 //!
 //! Adding a product: its module here (the trait), its line in [`PRODUCTS`], its simulator
 //! module under `sim/`, its docs and tests.
@@ -45,12 +46,8 @@ pub trait Product: Send + Sync + std::fmt::Debug {
     /// The unfinished statuses its task action can filter on (the follow-up of old unfinished
     /// tasks asks for these).
     fn filterable_unfinished(&self) -> &'static [TaskStatus];
-    /// The task types it documents, as label values (their zero series exist in advance).
-    fn known_task_types(&self) -> Vec<&'static str>;
     /// Whether `id` is one of its instance ids, as a config lists them.
     fn valid_id(&self, id: &str) -> bool;
-    /// The prefix of its task metric families (`tencentcloud_cdb`).
-    fn metric_prefix(&self) -> &'static str;
 
     /// The API host for `region`: `<service>.tencentcloudapi.com`, or in a finance region
     /// (`*-fsi`), which only answers on its own host, `<service>.<region>.tencentcloudapi.com`.
