@@ -318,6 +318,8 @@ async fn main() {
     }
     let ingest = t0.elapsed();
     let rss_ingest = status_value(pid, "VmRSS:");
+    let anon_ingest = status_value(pid, "RssAnon:");
+    let file_ingest = status_value(pid, "RssFile:");
 
     // 2. Steady state: requests of `cycles` polls, classified by what they ask for.
     tokio::time::sleep(Duration::from_secs(a.interval)).await;
@@ -393,6 +395,11 @@ async fn main() {
         ingest.as_secs_f64()
     );
     println!("| RSS after the first ingest | {} |", mib(rss_ingest));
+    println!(
+        "| of which anonymous / file-backed | {} / {} |",
+        mib(anon_ingest),
+        mib(file_ingest)
+    );
     println!("| RSS after {} scrapes | {} |", times.len(), mib(rss_end));
     println!("| peak RSS (VmHWM) | {} |", mib(peak));
     println!("| threads | {threads} |");
