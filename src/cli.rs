@@ -223,16 +223,22 @@ pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<St
             a.name.as_str()
         );
         for r in &a.regions {
-            let endpoint = a.endpoint_for(&r.region);
+            let endpoint = a.endpoint_for(&r.region, r.product);
             let instances = if r.instances.is_empty() {
-                "every instance in the region".to_string()
+                format!(
+                    "every {} in the region",
+                    &r.product.list_key()[..r.product.list_key().len() - 1]
+                )
             } else {
                 r.instances.join(", ")
             };
             let _ = writeln!(
                 out,
-                "  region {} via {}: {}",
-                r.region, endpoint.url, instances
+                "  region {} product {} via {}: {}",
+                r.region,
+                r.product.name(),
+                endpoint.url,
+                instances
             );
         }
     }

@@ -85,18 +85,59 @@ name!(
     InstanceId
 );
 
-/// Identity of a target: an account and one of its regions.
+/// The id a series unit belongs to: a TDSQL-C task counts under `cluster/instance` (or
+/// `cluster/` for a cluster-level task), owned by its cluster; every other unit is its own
+/// owner. Config lists, sharding and discovery speak owners.
+pub fn owner(unit: &str) -> &str {
+    unit.split_once('/').map_or(unit, |(cluster, _)| cluster)
+}
+
+/// A unit split into its `cluster_id` and `instance_id` label values: `("", unit)` for a
+/// product without clusters.
+pub fn split_unit(unit: &str) -> (&str, &str) {
+    unit.split_once('/').unwrap_or(("", unit))
+}
+
+/// Identity of a target: an account, one of its regions, and the product watched there.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TargetId {
     /// Account name.
     pub account: AccountName,
     /// Region.
     pub region: Region,
+    /// The product's name (`cdb`, `cynosdb`, `postgres`): the `product` label.
+    pub product: &'static str,
+}
+
+impl TargetId {
+    /// A target of `product`.
+    pub fn new(
+        account: impl Into<AccountName>,
+        region: impl Into<Region>,
+        product: &'static str,
+    ) -> Self {
+        TargetId {
+            account: account.into(),
+            region: region.into(),
+            product,
+        }
+    }
+
+    /// A CDB target.
+    pub fn cdb(account: impl Into<AccountName>, region: impl Into<Region>) -> Self {
+        Self::new(account, region, "cdb")
+    }
 }
 
 impl std::fmt::Display for TargetId {
+    /// `account/region` for CDB (the key of the first releases' state files), and
+    /// `account/region/product` for the other products.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.account, self.region)
+        write!(f, "{}/{}", self.account, self.region)?;
+        if self.product != "cdb" {
+            write!(f, "/{}", self.product)?;
+        }
+        Ok(())
     }
 }
 
@@ -122,8 +163,7 @@ pub fn known_task_type_labels() -> impl Iterator<Item = &'static str> {
 }
 
 /// A task's status, with the label values of docs/metrics.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TaskStatus {
     /// `UNDEFINED` (-1)
     Undefined,
@@ -145,6 +185,33 @@ pub enum TaskStatus {
     Waiting,
     /// anything else
     Unknown,
+    /// A status of a product that documents none (TDSQL-C), outside the mapping: its slug,
+    /// by its place in [`open_statuses`]. Not terminal.
+    Other(u8),
+}
+
+/// The statuses outside the mappings, by slug, in order of first sight (process-wide, at most
+/// [`MAX_OPEN_STATUSES`]; later ones are `unknown`).
+fn open_statuses() -> &'static std::sync::Mutex<Vec<&'static str>> {
+    static OPEN: std::sync::OnceLock<std::sync::Mutex<Vec<&'static str>>> =
+        std::sync::OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+/// The most distinct statuses outside the mappings kept as label values of their own.
+pub const MAX_OPEN_STATUSES: usize = 64;
+
+impl Serialize for TaskStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let label = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(TaskStatus::from_label(&label).unwrap_or_else(|| TaskStatus::open(&label)))
+    }
 }
 
 impl TaskStatus {
@@ -183,7 +250,58 @@ impl TaskStatus {
             TaskStatus::Paused => "paused",
             TaskStatus::Waiting => "waiting",
             TaskStatus::Unknown => "unknown",
+            TaskStatus::Other(ix) => open_statuses()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(ix as usize)
+                .copied()
+                .unwrap_or("unknown"),
         }
+    }
+
+    /// A status outside the mappings, by its raw value: its slug (as a task type's), kept
+    /// as a label value of its own (logged at warn level the first time), or `unknown` once
+    /// [`MAX_OPEN_STATUSES`] are.
+    pub fn open(raw: &str) -> Self {
+        let slug = slug(raw);
+        if let Some(known) = Self::ALL.into_iter().find(|s| s.as_str() == slug) {
+            return known;
+        }
+        let mut open = open_statuses()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(ix) = open.iter().position(|s| *s == slug) {
+            return TaskStatus::Other(ix as u8);
+        }
+        if open.len() == MAX_OPEN_STATUSES {
+            return TaskStatus::Unknown;
+        }
+        tracing::warn!(
+            status = %slug,
+            "a task status the mapping does not know: kept as its own label value, not terminal"
+        );
+        open.push(Box::leak(slug.into_boxed_str()));
+        TaskStatus::Other((open.len() - 1) as u8)
+    }
+
+    /// One byte for the status (the task store keeps it so): the known ones by their place
+    /// in [`TaskStatus::ALL`], the open ones after them.
+    pub fn pack(self) -> u8 {
+        match self {
+            TaskStatus::Other(ix) => Self::ALL.len() as u8 + ix,
+            known => Self::ALL
+                .iter()
+                .position(|s| *s == known)
+                .expect("every other status is in ALL") as u8,
+        }
+    }
+
+    /// The inverse of [`TaskStatus::pack`].
+    pub fn unpack(b: u8) -> Self {
+        Self::ALL
+            .get(b as usize)
+            .copied()
+            .unwrap_or_else(|| TaskStatus::Other(b - Self::ALL.len() as u8))
     }
 
     /// The response string (`SUCCEED`, ...); `UNKNOWN` for [`TaskStatus::Unknown`].
@@ -198,7 +316,7 @@ impl TaskStatus {
             TaskStatus::Removed => "REMOVED",
             TaskStatus::Paused => "PAUSED",
             TaskStatus::Waiting => "WAITING",
-            TaskStatus::Unknown => "UNKNOWN",
+            TaskStatus::Unknown | TaskStatus::Other(_) => "UNKNOWN",
         }
     }
 
@@ -213,7 +331,7 @@ impl TaskStatus {
             TaskStatus::Killed => Some(4),
             TaskStatus::Removed => Some(5),
             TaskStatus::Paused => Some(6),
-            TaskStatus::Waiting | TaskStatus::Unknown => None,
+            TaskStatus::Waiting | TaskStatus::Unknown | TaskStatus::Other(_) => None,
         }
     }
 
@@ -234,9 +352,19 @@ impl TaskStatus {
             .unwrap_or(TaskStatus::Unknown)
     }
 
-    /// Parses a label value (the inverse of [`TaskStatus::as_str`]).
+    /// Parses a label value (the inverse of [`TaskStatus::as_str`]), open ones included.
     pub fn from_label(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .or_else(|| {
+                open_statuses()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .position(|o| *o == s)
+                    .map(|ix| TaskStatus::Other(ix as u8))
+            })
     }
 
     /// Whether the task is over (`succeed`, `failed`, `killed`, `removed`).
@@ -252,8 +380,32 @@ pub fn task_type_from_wire(s: &str) -> String {
     if let Some(t) = TASK_TYPES.iter().find(|t| t.1.eq_ignore_ascii_case(upper)) {
         return t.2.to_string();
     }
+    slug(upper)
+}
+
+/// The label value of a camelCase `TaskType` (TDSQL-C, PostgreSQL): the words split at each
+/// upper-case letter that follows a lower-case one or a digit, then [`slug`]:
+/// `taskCreateCluster` -> `task_create_cluster`, `RestoreDatabase` -> `restore_database`.
+pub fn camel_task_type(s: &str) -> String {
+    let mut spaced = String::with_capacity(s.len() + 8);
+    let mut prev: Option<char> = None;
+    for c in s.trim().chars() {
+        if c.is_ascii_uppercase()
+            && prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
+        {
+            spaced.push('_');
+        }
+        spaced.push(c);
+        prev = Some(c);
+    }
+    slug(&spaced)
+}
+
+/// `s` as a label value: lower-cased, every run of characters outside `[a-z0-9]` one `_`,
+/// no `_` at either end, at most 40 characters; `unknown` when nothing is left.
+pub fn slug(s: &str) -> String {
     let mut slug = String::new();
-    for c in upper.chars() {
+    for c in s.chars() {
         let c = c.to_ascii_lowercase();
         if c.is_ascii_lowercase() || c.is_ascii_digit() {
             slug.push(c);

@@ -6,7 +6,7 @@
 //! inventory go with the handle.
 
 use crate::call::RateLimiter;
-use crate::clock::SharedClock;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{AccountConfig, Config, DiscoveryConfig, PollConfig, RegionConfig};
 use crate::discovery::Discovery;
 use crate::domain::{AccountName, TargetId};
@@ -207,7 +207,7 @@ fn desired_targets(
             // A list whose every instance belongs to another shard is not this shard's.
             let empty = !r.instances.is_empty() && region.instances.is_empty();
             let options = ClientOptions {
-                endpoint: account.endpoint_for(&region.region),
+                endpoint: account.endpoint_for(&region.region, region.product),
                 region: region.region.to_string(),
                 zone: config.poll.api_timezone,
                 timeout: config.poll.request_timeout,
@@ -232,12 +232,10 @@ fn desired_targets(
         tracing::info!(account = %a.name, %source, "credentials");
         let provider = Arc::new(provider);
         for (spec, options) in targets {
-            let id = TargetId {
-                account: a.name.clone(),
-                region: spec.region.region.clone(),
-            };
-            let client =
-                Client::new(options, provider.clone()).map_err(|source| ApplyError::Client {
+            let product = spec.region.product;
+            let id = TargetId::new(a.name.clone(), spec.region.region.clone(), product.name());
+            let client = Client::with(options, provider.clone(), product, SystemClock::shared())
+                .map_err(|source| ApplyError::Client {
                     target: id.clone(),
                     source,
                 })?;
@@ -426,7 +424,10 @@ impl Registry {
         let Desired { spec, client } = desired;
         let handle = Arc::new(handle);
         let id = handle.id().clone();
-        let limiter = self.limiter(&id.account, spec.poll.requests_per_second);
+        let limiter = self.limiter(
+            &format!("{}/{}", id.account, id.product),
+            spec.poll.requests_per_second,
+        );
         let settings = PollSettings {
             task_events: spec.task_events,
             ..PollSettings::new(spec.poll.interval, spec.poll.lookback, spec.shard)
@@ -524,6 +525,7 @@ region = "ap-guangzhou"
         TargetId {
             account: account.into(),
             region: region.into(),
+            product: "cdb",
         }
     }
 

@@ -506,6 +506,7 @@ mod tests {
         let id = TargetId {
             account: "acct".into(),
             region: "ap-guangzhou".into(),
+            product: "cdb",
         };
         let mut s = TargetStatus::default();
         assert_eq!(

@@ -49,9 +49,10 @@ impl Shard {
         (fnv1a_64(instance_id.as_bytes()) % u64::from(total)) as u32
     }
 
-    /// Whether this shard owns an instance id (`""`: tasks without an instance).
+    /// Whether this shard owns an instance id (`""`: tasks without an instance), or a
+    /// TDSQL-C cluster with its instances ([`crate::domain::owner`]).
     pub fn owns(self, instance_id: &str) -> bool {
-        Self::of(instance_id, self.total) == self.index
+        Self::of(crate::domain::owner(instance_id), self.total) == self.index
     }
 }
 

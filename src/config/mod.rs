@@ -3,6 +3,7 @@
 //! typed [`Config`]. Every error names the key and the file.
 
 use crate::domain::{AccountName, InstanceId, Region};
+use crate::product::Product;
 use crate::tencent::apitime::ApiZone;
 use crate::tencent::client::Endpoint;
 use crate::tencent::credentials::CredentialSpec;
@@ -151,16 +152,20 @@ pub struct AccountConfig {
 pub struct RegionConfig {
     /// `region`
     pub region: Region,
-    /// `instances`; empty means every instance in the region.
+    /// `product` (default `cdb`).
+    pub product: &'static dyn Product,
+    /// The ids the product's list key names (`instances`, or `clusters` for `cynosdb`); empty
+    /// means every one in the region.
     pub instances: Vec<InstanceId>,
 }
 
 impl AccountConfig {
-    /// The endpoint of one of this account's regions.
-    pub fn endpoint_for(&self, region: &str) -> Endpoint {
+    /// The endpoint of one of this account's regions for `product`: the account's override
+    /// (for every product), or the product's own host.
+    pub fn endpoint_for(&self, region: &str, product: &dyn Product) -> Endpoint {
         self.endpoint
             .clone()
-            .unwrap_or_else(|| Endpoint::default_for(region))
+            .unwrap_or_else(|| Endpoint::of(product, region))
     }
 }
 

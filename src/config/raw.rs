@@ -3,7 +3,7 @@
 
 use super::{
     AccountConfig, Config, ConfigError, DiscoveryConfig, LogConfig, MetricsConfig, PollConfig,
-    RegionConfig, ServerConfig, Shard, defaults, is_valid_instance_id, is_valid_region, tag_label,
+    RegionConfig, ServerConfig, Shard, defaults, is_valid_region, tag_label,
 };
 use crate::domain::InstanceId;
 use crate::secret::Secret;
@@ -99,7 +99,9 @@ struct RawAccount {
 #[serde(deny_unknown_fields)]
 struct RawRegion {
     region: Option<String>,
+    product: Option<String>,
     instances: Option<Vec<String>>,
+    clusters: Option<Vec<String>>,
 }
 
 fn parse_duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
@@ -371,7 +373,7 @@ impl RawRegion {
         i: usize,
         j: usize,
         account: &str,
-        seen: &mut HashSet<String>,
+        seen: &mut HashSet<(String, &'static str)>,
     ) -> Result<RegionConfig, ConfigError> {
         let rk = |field: &str| format!("accounts[{i}].regions[{j}].{field}");
         let region = self.region.unwrap_or_default();
@@ -381,29 +383,63 @@ impl RawRegion {
                 format!("invalid region {region:?} (expected e.g. ap-guangzhou)"),
             ));
         }
-        if !seen.insert(region.clone()) {
+        let product = match self.product.as_deref() {
+            None => crate::product::default_product(),
+            Some(name) => crate::product::named(name).ok_or_else(|| {
+                let known: Vec<&str> = crate::product::PRODUCTS.iter().map(|p| p.name()).collect();
+                key_error(
+                    rk("product"),
+                    format!(
+                        "unknown product {name:?} (expected one of {})",
+                        known.join(", ")
+                    ),
+                )
+            })?,
+        };
+        if !seen.insert((region.clone(), product.name())) {
             return Err(key_error(
                 rk("region"),
-                format!("region {region:?} is listed twice for account {account:?}"),
+                format!(
+                    "region {region:?} is listed twice for product {:?} of account {account:?}",
+                    product.name()
+                ),
             ));
         }
-        let instances = self.instances.unwrap_or_default();
-        let mut ids = HashSet::new();
-        for (n, id) in instances.iter().enumerate() {
-            let key = format!("{}[{n}]", rk("instances"));
-            if !is_valid_instance_id(id) {
+        let list_key = product.list_key();
+        for (key, given) in [("instances", &self.instances), ("clusters", &self.clusters)] {
+            if key != list_key && given.is_some() {
                 return Err(key_error(
-                    key,
-                    format!("invalid instance id {id:?} (expected cdb-xxxxxxxx)"),
+                    rk(key),
+                    format!(
+                        "not a key of product {:?}: list its ids in `{list_key}`",
+                        product.name()
+                    ),
                 ));
             }
-            if !ids.insert(id) {
-                return Err(key_error(key, format!("instance {id:?} is listed twice")));
+        }
+        let ids = if list_key == "clusters" {
+            self.clusters
+        } else {
+            self.instances
+        }
+        .unwrap_or_default();
+        let mut unique = HashSet::new();
+        for (n, id) in ids.iter().enumerate() {
+            let key = format!("{}[{n}]", rk(list_key));
+            if !product.valid_id(id) {
+                return Err(key_error(
+                    key,
+                    format!("invalid id {id:?} (expected {})", product.id_example()),
+                ));
+            }
+            if !unique.insert(id) {
+                return Err(key_error(key, format!("{id:?} is listed twice")));
             }
         }
         Ok(RegionConfig {
             region: region.into(),
-            instances: instances.into_iter().map(InstanceId::from).collect(),
+            product,
+            instances: ids.into_iter().map(InstanceId::from).collect(),
         })
     }
 }

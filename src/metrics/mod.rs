@@ -507,6 +507,7 @@ mod tests {
         let t = TargetId {
             account: "a".into(),
             region: "ap-guangzhou".into(),
+            product: "cdb",
         };
         // Waves of new types, each leaving before the next: the series follow, and the type
         // table is compacted instead of growing towards its index limit.
@@ -553,6 +554,7 @@ mod tests {
         let t = TargetId {
             account: "a".into(),
             region: "ap-guangzhou".into(),
+            product: "cdb",
         };
         let ids: Vec<String> = (0..MAX_MONITORED_INSTANCES + 5)
             .map(|i| format!("cdb-{i:08}"))
@@ -599,6 +601,7 @@ mod tests {
         let t = TargetId {
             account: "a".into(),
             region: "ap-guangzhou".into(),
+            product: "cdb",
         };
         let finished = |n: i64| crate::tasks::Finished {
             job_id: n,

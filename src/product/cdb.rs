@@ -5,7 +5,7 @@
 //! `Data[].InstanceId`). Items are decoded one by one, so a malformed item is skipped and
 //! reported without losing the rest of the page.
 
-use super::Product;
+use super::{InfoFamily, Product};
 use crate::domain::{Instance, Task, TaskStatus, task_type_from_code, task_type_from_wire};
 use crate::tencent::apitime::ApiZone;
 use crate::tencent::model::{
@@ -18,6 +18,17 @@ use serde_json::Value;
 /// CDB for MySQL.
 #[derive(Debug, Clone, Copy)]
 pub struct Cdb;
+
+/// The label values of the 12 documented task types.
+const KNOWN_TYPES: [&str; 12] = {
+    let mut out = [""; 12];
+    let mut i = 0;
+    while i < 12 {
+        out[i] = crate::domain::TASK_TYPES[i].2;
+        i += 1;
+    }
+    out
+};
 
 /// The task list action.
 pub const DESCRIBE_TASKS: &str = "DescribeTasks";
@@ -81,14 +92,28 @@ impl Product for Cdb {
         ]
     }
 
+    fn id_example(&self) -> &'static str {
+        "cdb-xxxxxxxx"
+    }
+
+    fn known_task_types(&self) -> &'static [&'static str] {
+        &KNOWN_TYPES
+    }
+
+    fn info_family(&self) -> InfoFamily {
+        InfoFamily {
+            name: "tencentcloud_cdb_instance_info",
+            help: "Always 1: an instance as DescribeDBInstances lists it, with its name, type, engine version, zone and configured tags, for joins.",
+            id: "instance_id",
+            name_label: "instance_name",
+            version: "engine_version",
+            instance_type: true,
+        }
+    }
+
     fn valid_id(&self, id: &str) -> bool {
-        // `cdb-` and 4 to 32 lower-case letters and digits (`cdb-c1nl9rpv`).
-        id.strip_prefix("cdb-").is_some_and(|rest| {
-            (4..=32).contains(&rest.len())
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
+        // `cdb-c1nl9rpv`
+        super::id_with_prefix(id, "cdb-")
     }
 }
 

@@ -13,6 +13,9 @@
 //! module under `sim/`, its docs and tests.
 
 pub mod cdb;
+pub mod cynosdb;
+mod open;
+pub mod postgres;
 
 use crate::domain::TaskStatus;
 use crate::tencent::apitime::ApiZone;
@@ -46,8 +49,32 @@ pub trait Product: Send + Sync + std::fmt::Debug {
     /// The unfinished statuses its task action can filter on (the follow-up of old unfinished
     /// tasks asks for these).
     fn filterable_unfinished(&self) -> &'static [TaskStatus];
-    /// Whether `id` is one of its instance ids, as a config lists them.
+    /// Whether `id` is one of the ids its config list key names.
     fn valid_id(&self, id: &str) -> bool;
+    /// What such an id looks like, for error messages (`cdb-xxxxxxxx`).
+    fn id_example(&self) -> &'static str;
+    /// The config key listing what a target watches: `instances`, or `clusters`.
+    fn list_key(&self) -> &'static str {
+        "instances"
+    }
+    /// Whether its tasks belong to clusters, so that its series carry `cluster_id` beside
+    /// `instance_id` and shards split it by cluster.
+    fn has_clusters(&self) -> bool {
+        false
+    }
+    /// The label values of the task types it documents, whose finished counters exist at 0
+    /// from an instance's first poll; the products that document none have theirs appear at
+    /// first sight of each type.
+    fn known_task_types(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// The info family of its listing (docs/metrics.md#instance-metadata).
+    fn info_family(&self) -> InfoFamily;
+
+    /// The prefix of its task families: `tencentcloud_<name>`.
+    fn metric_prefix(&self) -> String {
+        format!("tencentcloud_{}", self.name())
+    }
 
     /// The API host for `region`: `<service>.tencentcloudapi.com`, or in a finance region
     /// (`*-fsi`), which only answers on its own host, `<service>.<region>.tencentcloudapi.com`.
@@ -60,8 +87,43 @@ pub trait Product: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The names of an info family and its labels (the listing's id, name and version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InfoFamily {
+    /// The family, e.g. `tencentcloud_cdb_instance_info`.
+    pub name: &'static str,
+    /// HELP text.
+    pub help: &'static str,
+    /// The id label: `instance_id` or `cluster_id`.
+    pub id: &'static str,
+    /// The name label: `instance_name` or `cluster_name`.
+    pub name_label: &'static str,
+    /// The version label: `engine_version` or `db_version`.
+    pub version: &'static str,
+    /// Whether the `instance_type` label is written (CDB's).
+    pub instance_type: bool,
+}
+
+impl PartialEq for dyn Product {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for dyn Product {}
+
 /// Every product the exporter knows, by name.
-pub static PRODUCTS: &[&dyn Product] = &[&cdb::Cdb];
+pub static PRODUCTS: &[&dyn Product] = &[&cdb::Cdb, &cynosdb::Cynosdb, &postgres::Postgres];
+
+/// Whether `id` is `prefix` and 4 to 32 lower-case letters and digits.
+pub(crate) fn id_with_prefix(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|rest| {
+        (4..=32).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    })
+}
 
 /// The product called `name`.
 pub fn named(name: &str) -> Option<&'static dyn Product> {

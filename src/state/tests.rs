@@ -9,6 +9,7 @@ fn id(account: &str, region: &str) -> TargetId {
     TargetId {
         account: account.into(),
         region: region.into(),
+        product: "cdb",
     }
 }
 

@@ -193,7 +193,7 @@ impl TaskStore {
     pub fn set_scope(&mut self, scope: Scope, lookback_secs: i64) {
         self.lookback = lookback_secs;
         if let Scope::Listed(list) = &scope {
-            self.retain_instances(|i| list.contains(i));
+            self.retain_instances(|i| list.contains(crate::domain::owner(i)));
         }
         self.scope = scope;
     }
@@ -268,7 +268,7 @@ impl TaskStore {
 
     /// A tracked task's status.
     pub fn status_of(&self, job_id: i64) -> Option<TaskStatus> {
-        self.tasks.get(job_id).map(|s| s.status)
+        self.tasks.get(job_id).map(|s| s.status())
     }
 
     /// Every tracked task, in no particular order.
@@ -291,7 +291,7 @@ impl TaskStore {
         Task {
             job_id,
             task_type: self.symbols.get(s.task_type).to_string(),
-            status: s.status,
+            status: s.status(),
             start_time: s.start,
             end_time: s.end(),
             progress: if s.progress == NO_PROGRESS {
@@ -324,7 +324,7 @@ impl TaskStore {
             Scope::Region => ids.iter().map(String::as_str).collect(),
             Scope::Listed(list) => ids
                 .iter()
-                .filter(|i| list.contains(*i))
+                .filter(|i| list.contains(crate::domain::owner(i)))
                 .map(String::as_str)
                 .collect(),
         };
@@ -372,7 +372,7 @@ impl TaskStore {
         slot.duration = task.end_time.map_or(NO_END, |e| {
             (e - task.start_time).clamp(0, i64::from(NO_END - 1)) as u32
         });
-        slot.status = task.status;
+        slot.packed_status = task.status.pack();
         slot.progress = u8::try_from(task.progress.clamp(0, 100)).unwrap_or(0);
     }
 
@@ -408,7 +408,7 @@ impl TaskStore {
                     task_type: Sym::EMPTY,
                     message: Sym::EMPTY,
                     code: 0,
-                    status: task.status,
+                    packed_status: task.status.pack(),
                     progress: NO_PROGRESS,
                     flags: if counted { COUNTED } else { 0 },
                     missed: 0,
@@ -423,7 +423,7 @@ impl TaskStore {
             }
             Some(mut slot) => {
                 slot.missed = 0;
-                let was_terminal = slot.status.is_terminal();
+                let was_terminal = slot.status().is_terminal();
                 if was_terminal && !task.status.is_terminal() {
                     self.tasks.insert(job_id, slot);
                     return None; // a stale page; an end is final
@@ -498,7 +498,7 @@ impl TaskStore {
             .values()
             .filter(|t| t.start >= begin && t.start <= end)
             .fold((0, 0), |(n, u), t| {
-                let open = !t.status.is_terminal() && t.start <= unfinished_until;
+                let open = !t.status().is_terminal() && t.start <= unfinished_until;
                 (n + 1, u + usize::from(open))
             })
     }
@@ -508,7 +508,7 @@ impl TaskStore {
         let mut v: Vec<_> = self
             .tasks
             .iter()
-            .filter(|(_, t)| !t.status.is_terminal() && t.start < before)
+            .filter(|(_, t)| !t.status().is_terminal() && t.start < before)
             .map(|(id, t)| Unfinished {
                 job_id: id,
                 start: t.start,
@@ -546,7 +546,7 @@ impl TaskStore {
         let gone: Vec<i64> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.status.is_terminal() && t.start < horizon)
+            .filter(|(_, t)| t.status().is_terminal() && t.start < horizon)
             .map(|(id, _)| id)
             .collect();
         for id in &gone {
@@ -568,9 +568,9 @@ impl TaskStore {
         let mut progress_sym = Vec::new();
         for (id, t) in self.tasks.iter() {
             *by_sym
-                .entry((t.instances, t.task_type, t.status))
+                .entry((t.instances, t.task_type, t.status()))
                 .or_default() += 1;
-            if !t.status.is_terminal() {
+            if !t.status().is_terminal() {
                 let slot = oldest_sym
                     .entry((t.instances, t.task_type))
                     .or_insert(t.start);
@@ -580,7 +580,7 @@ impl TaskStore {
                 } else {
                     i64::from(t.progress)
                 };
-                progress_sym.push((t.instances, t.task_type, t.status, id, p));
+                progress_sym.push((t.instances, t.task_type, t.status(), id, p));
             }
         }
         let s = &self.symbols;

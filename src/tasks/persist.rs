@@ -104,7 +104,7 @@ impl<'de> Deserialize<'de> for TaskStore {
                 task_type: Sym::EMPTY,
                 message: Sym::EMPTY,
                 code: 0,
-                status: r.task.status,
+                packed_status: r.task.status.pack(),
                 progress: NO_PROGRESS,
                 flags: if r.counted { COUNTED } else { 0 },
                 missed: r.missed,

@@ -34,7 +34,8 @@ pub(super) struct Slot {
     pub(super) task_type: Sym,
     pub(super) message: Sym,
     pub(super) code: i32,
-    pub(super) status: TaskStatus,
+    /// [`TaskStatus::pack`]ed.
+    pub(super) packed_status: u8,
     pub(super) progress: u8,
     pub(super) flags: u8,
     /// Consecutive final-state look-ups that did not find it.
@@ -44,6 +45,10 @@ pub(super) struct Slot {
 impl Slot {
     pub(super) fn end(&self) -> Option<i64> {
         (self.duration != NO_END).then(|| self.start + i64::from(self.duration))
+    }
+
+    pub(super) fn status(&self) -> TaskStatus {
+        TaskStatus::unpack(self.packed_status)
     }
 
     pub(super) fn counted(&self) -> bool {
@@ -77,7 +82,7 @@ impl<'a> TaskView<'a> {
 
     /// Status.
     pub fn status(&self) -> TaskStatus {
-        self.slot.status
+        self.slot.status()
     }
 
     /// Task type label value.

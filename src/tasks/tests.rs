@@ -43,7 +43,7 @@ fn the_job_table_agrees_with_a_hash_map() {
         task_type: Sym::EMPTY,
         message: Sym::EMPTY,
         code: 0,
-        status: Running,
+        packed_status: Running.pack(),
         progress: 0,
         flags: 0,
         missed: 0,

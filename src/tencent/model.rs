@@ -107,13 +107,23 @@ pub enum Envelope<P = TaskPage> {
     },
 }
 
-/// Opens a body and decodes each item with `decode`.
+/// Opens a body and decodes each item of `Items` with `decode`.
 pub(crate) fn decode_with<T>(
     body: &[u8],
     decode: impl Fn(&Value) -> Result<T, DecodeError>,
 ) -> Result<Envelope<Page<T>>, DecodeError> {
+    decode_list(body, "Items", decode)
+}
+
+/// Opens a body and decodes each item of the array `list` (`Items`, `TaskList`, `TaskSet`,
+/// ...) with `decode`.
+pub(crate) fn decode_list<T>(
+    body: &[u8],
+    list: &str,
+    decode: impl Fn(&Value) -> Result<T, DecodeError>,
+) -> Result<Envelope<Page<T>>, DecodeError> {
     let root = parse_body(body)?;
-    let opened = match open_response(&root)? {
+    let opened = match open_response(&root, list)? {
         Ok(opened) => opened,
         Err(api_error) => return Ok(api_error),
     };
@@ -144,9 +154,12 @@ fn parse_body(body: &[u8]) -> Result<Value, DecodeError> {
     serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}").into())
 }
 
-/// Reads `Response.Items` and `TotalCount`, or `Response.Error` (the inner `Err`); the outer
+/// Reads `Response.<list>` and `TotalCount`, or `Response.Error` (the inner `Err`); the outer
 /// `Err` says the body is unusable.
-fn open_response<P>(root: &Value) -> Result<Result<Opened<'_>, Envelope<P>>, DecodeError> {
+fn open_response<'a, P>(
+    root: &'a Value,
+    list: &str,
+) -> Result<Result<Opened<'a>, Envelope<P>>, DecodeError> {
     let response = root
         .get("Response")
         .and_then(Value::as_object)
@@ -166,10 +179,10 @@ fn open_response<P>(root: &Value) -> Result<Result<Opened<'_>, Envelope<P>>, Dec
             request_id,
         }));
     }
-    let items = match response.get("Items") {
+    let items = match response.get(list) {
         None | Some(Value::Null) => &[][..],
         Some(Value::Array(items)) => items.as_slice(),
-        Some(_) => return Err("Response.Items is not an array".into()),
+        Some(_) => return Err(format!("Response.{list} is not an array").into()),
     };
     let total_count = match response.get("TotalCount") {
         Some(v) => int_of(v)

@@ -355,6 +355,7 @@ async fn a_listing_keeps_only_the_configured_tags() {
         TargetId {
             account: "t".into(),
             region: "ap-guangzhou".into(),
+            product: "cdb",
         },
         Shard::ALL,
         Arc::new(std::sync::Mutex::new(state)),

@@ -54,6 +54,7 @@ fn target(sim: &SimServer, settings: PollSettings) -> (Target, Probe) {
         TargetId {
             account: "hostile".into(),
             region: "ap-guangzhou".into(),
+            product: "cdb",
         },
         Shard::ALL,
         state,

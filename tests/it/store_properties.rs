@@ -300,7 +300,7 @@ proptest! {
         let mut all_series = Vec::new();
         for (n, tasks) in case.targets.iter().enumerate() {
             let series = TargetSeries::default();
-            let id = TargetId { account: format!("acct{n}").into(), region: region.into() };
+            let id = TargetId { account: format!("acct{n}").into(), region: region.into(), product: "cdb" };
             // Baseline cutoff 0: tasks first seen terminal with an end after it are counted.
             let mut store = TaskStore::new(Scope::Region, 1_000_000, 0);
             for (k, (inst, ty, status, start, end)) in tasks.iter().enumerate() {
