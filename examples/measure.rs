@@ -86,6 +86,7 @@ async fn requests_per_cycle(listed: Vec<String>, label: &str) {
         TargetId {
             account: "m".into(),
             region: "ap-guangzhou".into(),
+            product: "cdb",
         },
         Shard::ALL,
         Arc::new(Mutex::new(state)),
@@ -141,6 +142,7 @@ fn render_at(n_instances: usize) {
     let t = TargetId {
         account: "m".into(),
         region: "ap-guangzhou".into(),
+        product: "cdb",
     };
     let mut aggregates = Aggregates::default();
     for (k, id) in ids.iter().enumerate() {

@@ -37,6 +37,10 @@ pub const MAX_VALUES: usize = 100;
 /// The filters of a task query; lists are OR-ed within a name, names AND-ed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
+    /// `product`
+    pub products: Vec<String>,
+    /// `job_id`
+    pub job_ids: Vec<i64>,
     /// `region`
     pub regions: Vec<String>,
     /// `instance_id`
@@ -56,6 +60,8 @@ pub struct Filter {
 impl Default for Filter {
     fn default() -> Self {
         Filter {
+            products: Vec::new(),
+            job_ids: Vec::new(),
             regions: Vec::new(),
             instance_ids: Vec::new(),
             task_types: Vec::new(),
@@ -114,6 +120,11 @@ impl Filter {
             // a query's cost stays bounded whatever its length.
             // (values so far, whether this one is among them)
             let seen = match name.as_ref() {
+                "product" => Some((f.products.len(), f.products.iter().any(|x| x == v))),
+                "job_id" => Some((
+                    f.job_ids.len(),
+                    f.job_ids.iter().any(|x| v.parse() == Ok(*x)),
+                )),
                 "region" => Some((f.regions.len(), f.regions.iter().any(|x| x == v))),
                 "instance_id" => {
                     Some((f.instance_ids.len(), f.instance_ids.iter().any(|x| x == v)))
@@ -130,20 +141,32 @@ impl Filter {
                 _ => {}
             }
             match name.as_ref() {
+                "product" => {
+                    let known: Vec<&str> =
+                        crate::product::PRODUCTS.iter().map(|p| p.name()).collect();
+                    if !known.contains(&v) {
+                        return Err(bad(format!(
+                            "unknown product {v:?} (expected one of {})",
+                            known.join(", ")
+                        )));
+                    }
+                    f.products.push(v.to_string());
+                }
+                "job_id" => f.job_ids.push(
+                    v.parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| bad(format!("{v:?} is not a job id")))?,
+                ),
                 "region" if is_slug(v, b"-", 64) => f.regions.push(v.to_string()),
                 "instance_id" if is_slug(v, b"-", 64) => f.instance_ids.push(v.to_string()),
                 "task_type" if is_slug(v, b"_", 40) => f.task_types.push(v.to_string()),
-                "status" => f.statuses.push(
-                    TaskStatus::ALL
-                        .into_iter()
-                        .find(|s| s.as_str() == v)
-                        .ok_or_else(|| {
-                            bad(format!(
-                                "unknown status {v:?} (expected one of {})",
-                                TaskStatus::ALL.map(TaskStatus::as_str).join(", ")
-                            ))
-                        })?,
-                ),
+                "status" => f.statuses.push(TaskStatus::from_label(v).ok_or_else(|| {
+                    bad(format!(
+                        "unknown status {v:?} (expected one of {})",
+                        TaskStatus::ALL.map(TaskStatus::as_str).join(", ")
+                    ))
+                })?),
                 "since" => {
                     f.since_text = v.to_string();
                     f.since = Some(parse_since(v).ok_or_else(|| {
@@ -171,11 +194,16 @@ impl Filter {
     }
 
     fn keeps(&self, t: &TaskView<'_>) -> bool {
-        (self.statuses.is_empty() || self.statuses.contains(&t.status()))
+        // A TDSQL-C unit (`cluster/instance`) matches its cluster id or its instance id.
+        let unit_matches = |unit: &str, x: &str| {
+            unit == x || unit.split_once('/').is_some_and(|(c, i)| c == x || i == x)
+        };
+        (self.job_ids.is_empty() || self.job_ids.contains(&t.job_id()))
+            && (self.statuses.is_empty() || self.statuses.contains(&t.status()))
             && (self.task_types.is_empty() || self.task_types.iter().any(|x| x == t.task_type()))
             && (self.instance_ids.is_empty()
                 || t.instance_ids()
-                    .any(|i| self.instance_ids.iter().any(|x| x == i)))
+                    .any(|i| self.instance_ids.iter().any(|x| unit_matches(i, x))))
             && self
                 .since
                 .is_none_or(|s| t.start() >= s || t.end().is_some_and(|e| e >= s))
@@ -189,7 +217,13 @@ pub struct Row {
     pub account: String,
     /// Region.
     pub region: String,
-    /// The task.
+    /// The product (`cdb`, `cynosdb`, `postgres`).
+    pub product: &'static str,
+    /// The TDSQL-C cluster; `""` for the other products.
+    pub cluster_id: String,
+    /// The cluster's name, when listed; `""` otherwise.
+    pub cluster_name: String,
+    /// The task, its `instance_ids` as responders see them (no cluster in them).
     pub task: Task,
     /// Instance names, in the order of `task.instance_ids`; `""` where unknown.
     pub instance_names: Vec<String>,
@@ -241,6 +275,10 @@ pub fn select(sources: &[Source], filter: &Filter) -> Selection {
         if !filter.regions.is_empty() && !filter.regions.iter().any(|r| source.id.region == *r) {
             continue;
         }
+        if !filter.products.is_empty() && !filter.products.iter().any(|p| p == source.id.product) {
+            continue;
+        }
+        let clusters = crate::product::named(source.id.product).is_some_and(|p| p.has_clusters());
         let state = source.state.lock().expect("lock");
         for view in state.store.views() {
             if !filter.keeps(&view) {
@@ -251,22 +289,31 @@ pub fn select(sources: &[Source], filter: &Filter) -> Selection {
             if heap.len() >= filter.limit && heap.peek().is_some_and(|worst| key >= worst.key) {
                 continue;
             }
-            let task = view.task();
-            let instance_names = task
-                .instance_ids
-                .iter()
-                .map(|i| {
-                    source
-                        .instances
-                        .get(i)
-                        .map_or_else(String::new, |x| x.name.clone())
-                })
-                .collect();
+            let mut task = view.task();
+            let (cluster_id, instance_ids) = crate::domain::cluster_and_instances(
+                task.instance_ids.iter().map(String::as_str),
+                clusters,
+            );
+            let (cluster_id, instance_ids): (String, Vec<String>) = (
+                cluster_id.to_string(),
+                instance_ids.into_iter().map(str::to_string).collect(),
+            );
+            task.instance_ids = instance_ids;
+            let name_of = |id: &str| {
+                source
+                    .instances
+                    .get(id)
+                    .map_or_else(String::new, |x| x.name.clone())
+            };
+            let instance_names = task.instance_ids.iter().map(|i| name_of(i)).collect();
             heap.push(Candidate {
                 key,
                 row: Row {
                     account: source.id.account.to_string(),
                     region: source.id.region.to_string(),
+                    product: source.id.product,
+                    cluster_name: name_of(&cluster_id),
+                    cluster_id,
                     task,
                     instance_names,
                     progress: view.progress(),
@@ -297,6 +344,8 @@ struct JsonTask<'a> {
     async_request_id: &'a str,
     account: &'a str,
     region: &'a str,
+    product: &'a str,
+    cluster_id: &'a str,
     instance_ids: &'a [String],
     instance_names: &'a [String],
     task_type: &'a str,
@@ -325,6 +374,8 @@ pub fn to_json(selection: &Selection) -> String {
             async_request_id: &r.task.async_request_id,
             account: &r.account,
             region: &r.region,
+            product: r.product,
+            cluster_id: &r.cluster_id,
             instance_ids: &r.task.instance_ids,
             instance_names: &r.instance_names,
             task_type: &r.task.task_type,
@@ -435,6 +486,10 @@ fn choice(out: &mut String, label: &str, name: &str, chosen: &[String], options:
 
 fn form(out: &mut String, filter: &Filter) {
     out.push_str("<form method=\"get\" action=\"/tasks\">");
+    let products: Vec<&str> = crate::product::PRODUCTS.iter().map(|p| p.name()).collect();
+    choice(out, "product", "product", &filter.products, &products);
+    let jobs: Vec<String> = filter.job_ids.iter().map(i64::to_string).collect();
+    field(out, "job id", "job_id", &jobs.join(" "), "1234");
     field(
         out,
         "region",
@@ -488,8 +543,12 @@ fn page(title: &str, body: &str) -> String {
 
 fn row_html(out: &mut String, r: &Row, now: i64) {
     let t = &r.task;
-    let instances: String = if t.instance_ids.is_empty() {
-        "<small>none</small>".into()
+    let mut instances: String = if t.instance_ids.is_empty() {
+        if r.cluster_id.is_empty() {
+            "<small>none</small>".into()
+        } else {
+            String::new()
+        }
     } else {
         t.instance_ids
             .iter()
@@ -504,12 +563,25 @@ fn row_html(out: &mut String, r: &Row, now: i64) {
             .collect::<Vec<_>>()
             .join("<br>")
     };
+    if !r.cluster_id.is_empty() {
+        let name = if r.cluster_name.is_empty() {
+            String::new()
+        } else {
+            format!("<br><small>{}</small>", escape(&r.cluster_name))
+        };
+        let sep = if instances.is_empty() { "" } else { "<br>" };
+        instances = format!(
+            "<small>cluster</small> {}{name}{sep}{instances}",
+            escape(&r.cluster_id)
+        );
+    }
     let time = |x: i64| format!("<span title=\"{}\">{}</span>", rfc3339(x), ago(now, x));
     let status = t.status.as_str();
     let _ = write!(
         out,
-        "<tr><td>{}<br><small>{} {}</small></td><td>{instances}</td><td>{}</td><td class=\"{status}\">{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"msg\">{}</td></tr>",
+        "<tr><td>{}<br><small>{} {} {}</small></td><td>{instances}</td><td>{}</td><td class=\"{status}\">{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"msg\">{}</td></tr>",
         t.job_id,
+        r.product,
         escape(&r.account),
         escape(&r.region),
         escape(&t.task_type),
@@ -541,19 +613,19 @@ pub fn to_html(selection: &Selection, filter: &Filter, now: i64) -> String {
             ""
         }
     );
-    body.push_str("<table><thead><tr><th>job id</th><th>instance</th><th>type</th><th>status</th><th>start</th><th>end</th><th>duration</th><th>progress</th><th>code</th><th>message</th></tr></thead><tbody>");
+    body.push_str("<table><thead><tr><th>job id</th><th>cluster / instance</th><th>type</th><th>status</th><th>start</th><th>end</th><th>duration</th><th>progress</th><th>code</th><th>message</th></tr></thead><tbody>");
     for r in &selection.rows {
         row_html(&mut body, r, now);
     }
     body.push_str("</tbody></table>");
-    page("CDB tasks", &body)
+    page("Database tasks", &body)
 }
 
 /// `/tasks` answering a bad query: the message and a fresh form.
 pub fn html_error(e: &BadParam) -> String {
     let mut body = format!("<p class=\"failed\">{}</p>", escape(&e.to_string()));
     form(&mut body, &Filter::default());
-    page("CDB tasks", &body)
+    page("Database tasks", &body)
 }
 
 #[cfg(test)]

@@ -92,10 +92,28 @@ pub fn owner(unit: &str) -> &str {
     unit.split_once('/').map_or(unit, |(cluster, _)| cluster)
 }
 
-/// A unit split into its `cluster_id` and `instance_id` label values: `("", unit)` for a
-/// product without clusters.
-pub fn split_unit(unit: &str) -> (&str, &str) {
-    unit.split_once('/').unwrap_or(("", unit))
+/// A task's units as responders see them: its `cluster_id` (`""` outside TDSQL-C) and its
+/// instance ids (no `""`). `clusters`: whether the product has clusters.
+pub fn cluster_and_instances<'a>(
+    units: impl IntoIterator<Item = &'a str>,
+    clusters: bool,
+) -> (&'a str, Vec<&'a str>) {
+    let mut cluster = "";
+    let mut instances = Vec::new();
+    for unit in units {
+        let (c, i) = if clusters {
+            unit.split_once('/').unwrap_or((unit, ""))
+        } else {
+            ("", unit)
+        };
+        if cluster.is_empty() {
+            cluster = c;
+        }
+        if !i.is_empty() && !instances.contains(&i) {
+            instances.push(i);
+        }
+    }
+    (cluster, instances)
 }
 
 /// Identity of a target: an account, one of its regions, and the product watched there.

@@ -382,7 +382,12 @@ impl Registry {
             .handle
             .clone();
         let counters = old.counters();
-        let series = TargetSeries::restored(&counters, desired.spec.shard, &desired.spec.keeps());
+        let series = TargetSeries::restored(
+            desired.spec.region.product,
+            &counters,
+            desired.spec.shard,
+            &desired.spec.keeps(),
+        );
         let handle = TargetHandle::new(id.clone(), desired.spec.shard, old.state().clone(), series);
         self.metrics.target_restarted(id);
         tracing::info!(target_id = %id, "target changed; restarting it");
@@ -392,7 +397,12 @@ impl Registry {
     /// A new target's handle: restored from the state file, or empty with its baseline now.
     fn first_handle(&mut self, id: &TargetId, spec: &TargetSpec) -> TargetHandle {
         let (saved, series) = if let Some(saved) = self.restored.targets.remove(&id.to_string()) {
-            let (saved, series) = saved.resume(spec.shard, &spec.keeps(), self.process_start);
+            let (saved, series) = saved.resume(
+                spec.region.product,
+                spec.shard,
+                &spec.keeps(),
+                self.process_start,
+            );
             tracing::info!(target_id = %id, tasks = saved.store.len(), "restored from the state file");
             (saved, series)
         } else {
@@ -402,7 +412,10 @@ impl Registry {
                 spec.poll.lookback.as_secs() as i64,
                 self.clock.now(),
             );
-            (SavedTarget::new(None, store), TargetSeries::default())
+            (
+                SavedTarget::new(None, store),
+                TargetSeries::of(spec.region.product),
+            )
         };
         TargetHandle::new(id.clone(), spec.shard, Arc::new(Mutex::new(saved)), series)
     }

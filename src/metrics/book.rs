@@ -5,6 +5,7 @@
 use super::{MAX_MONITORED_INSTANCES, TASK_DURATION_BUCKETS};
 use crate::config::tag_label;
 use crate::domain::{Instances, TASK_TYPES, TaskStatus};
+use crate::product::Product;
 use crate::tasks::{Aggregates, Finished, KeyRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,10 @@ impl Labels {
 /// The mutable accounting of one target: what its series are made of between publications.
 #[derive(Debug)]
 pub(super) struct Book {
+    /// Whether its product documents its task types (CDB): their counters are dense and exist
+    /// at 0 for every monitored instance. Otherwise every type is counted in
+    /// `finished_other`, its zeros written at first sight of each (instance, type).
+    pub(super) dense: bool,
     pub(super) instances: Labels,
     pub(super) types: Labels,
     /// Per instance: finished counters of known types, `[type * 4 + terminal status]`.
@@ -96,8 +101,9 @@ pub(super) struct Book {
 }
 
 impl Book {
-    pub(super) fn new() -> Book {
+    pub(super) fn new(dense: bool) -> Book {
         Book {
+            dense,
             instances: Labels::default(),
             types: base_types(),
             finished: Vec::new(),
@@ -280,7 +286,7 @@ impl Book {
             let ix = self.instance(&f.instance);
             let ty = self.task_type(&f.task_type);
             match terminal_ix(f.status) {
-                Some(s) if (ty as usize) < TASK_TYPES.len() => {
+                Some(s) if self.dense && (ty as usize) < TASK_TYPES.len() => {
                     self.finished[ix as usize][ty as usize * 4 + s] += f.value;
                 }
                 _ => *self.finished_other.entry((ix, ty, f.status)).or_default() += f.value,
@@ -327,6 +333,9 @@ pub(super) type Key3<'a> = (&'a str, &'a str, &'static str);
 /// One target's series as of its last poll: immutable, shared by the scrapes rendering it.
 #[derive(Debug)]
 pub struct Series {
+    pub(super) product: &'static dyn Product,
+    /// [`Book::dense`]
+    pub(super) dense: bool,
     pub(super) region: Box<str>,
     pub(super) instances: Arc<Vec<Box<str>>>,
     pub(super) types: Arc<Vec<Box<str>>>,
@@ -426,7 +435,7 @@ impl Series {
             let dense = &self.finished[i as usize];
             let all = self.monitored[i as usize];
             self.type_order.iter().flat_map(move |&t| {
-                let known = (t as usize) < TASK_TYPES.len();
+                let known = self.dense && (t as usize) < TASK_TYPES.len();
                 let dense_rows = statuses.into_iter().filter_map(move |st| {
                     if !known {
                         return None;
@@ -447,6 +456,7 @@ impl Series {
 
 impl Series {
     pub(super) fn from_book(
+        product: &'static dyn Product,
         region: &str,
         book: &Book,
         mut tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
@@ -461,6 +471,8 @@ impl Series {
         let mut type_order: Vec<TypeIx> = (0..types.len() as TypeIx).collect();
         type_order.sort_by(|a, b| types[*a as usize].cmp(&types[*b as usize]));
         let mut s = Series {
+            product,
+            dense: book.dense,
             region: region.into(),
             instances,
             types,
@@ -512,6 +524,7 @@ impl Series {
 /// A target's instances as last listed, for `tencentcloud_cdb_instance_info`.
 #[derive(Debug)]
 pub(super) struct Inventory {
+    pub(super) product: &'static dyn Product,
     pub(super) region: String,
     /// `tag_<key>` label names, in the order of `tag_keys`.
     pub(super) tag_labels: Vec<String>,
@@ -524,6 +537,7 @@ pub(super) struct Inventory {
 /// that goes takes all of them with it.
 #[derive(Debug)]
 pub struct TargetSeries {
+    product: &'static dyn Product,
     book: Mutex<Book>,
     /// The last published snapshot; none before the first publication.
     published: Mutex<Option<Arc<Series>>>,
@@ -532,30 +546,39 @@ pub struct TargetSeries {
 }
 
 impl Default for TargetSeries {
+    /// A CDB target's.
     fn default() -> Self {
-        TargetSeries {
-            book: Mutex::new(Book::new()),
-            published: Mutex::new(None),
-            inventory: Mutex::new(None),
-        }
+        TargetSeries::of(crate::product::default_product())
     }
 }
 
 impl TargetSeries {
+    /// The series of a target of `product`.
+    pub fn of(product: &'static dyn Product) -> Self {
+        TargetSeries {
+            product,
+            book: Mutex::new(Book::new(!product.known_task_types().is_empty())),
+            published: Mutex::new(None),
+            inventory: Mutex::new(None),
+        }
+    }
+
     /// Series that start from saved counter values (a restart, or a reload that restarts the
     /// target): what it had counted, for the instances `keep` accepts. Visible from the next
     /// publication.
     pub fn restored(
+        product: &'static dyn Product,
         saved: &SavedCounters,
         shard: crate::shard::Shard,
         keep: &dyn Fn(&str) -> bool,
     ) -> Self {
-        let mut book = Book::new();
-        book.restore(saved, shard, keep);
-        TargetSeries {
-            book: Mutex::new(book),
-            ..TargetSeries::default()
-        }
+        let series = TargetSeries::of(product);
+        series
+            .book
+            .lock()
+            .expect("lock")
+            .restore(saved, shard, keep);
+        series
     }
 
     /// The values of the task counters and histograms, for the state file. The state writer
@@ -573,7 +596,7 @@ impl TargetSeries {
         for i in &f.instances {
             let ix = book.instance(i);
             match terminal_ix(f.status) {
-                Some(s) if (ty as usize) < TASK_TYPES.len() => {
+                Some(s) if book.dense && (ty as usize) < TASK_TYPES.len() => {
                     book.finished[ix as usize][ty as usize * 4 + s] += 1;
                 }
                 _ => *book.finished_other.entry((ix, ty, f.status)).or_default() += 1,
@@ -590,11 +613,16 @@ impl TargetSeries {
     /// Drops the series of instances that are no longer monitored (a discovered instance left
     /// the list and has no task in the window); takes effect at the next publication.
     pub fn forget_instances<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let gone: HashSet<&str> = ids.into_iter().collect();
         let mut book = self.book.lock().expect("lock");
-        for id in ids {
-            let Some(&ix) = book.instances.index.get(id) else {
-                continue;
-            };
+        // A TDSQL-C cluster takes its `cluster/instance` units with it.
+        let names = book.instances.names.clone();
+        let units = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| gone.contains(crate::domain::owner(n)))
+            .map(|(ix, _)| ix as InstIx);
+        for ix in units {
             if book.monitored[ix as usize] {
                 book.monitored_count -= 1;
             }
@@ -609,6 +637,7 @@ impl TargetSeries {
     /// labels.
     pub fn set_inventory(&self, region: &str, tag_keys: &[String], instances: Arc<Instances>) {
         let inventory = Inventory {
+            product: self.product,
             region: region.to_string(),
             tag_labels: tag_keys.iter().map(|k| tag_label(k)).collect(),
             tag_keys: tag_keys.to_vec(),
@@ -650,7 +679,12 @@ impl TargetSeries {
         with_progress: bool,
     ) -> i64 {
         let mut book = self.book.lock().expect("lock");
-        let over = book.monitor(monitored);
+        // Without documented types there are no zeros in advance: they come at first sight.
+        let over = if book.dense {
+            book.monitor(monitored)
+        } else {
+            0
+        };
         // Task types outside the known table leave with their last task: their series go, and
         // the table keeps room for the types the API sends next.
         let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
@@ -660,6 +694,9 @@ impl TargetSeries {
             let key = (book.instance(i), book.task_type(ty), *st);
             book.seen_tasks.insert(key);
             counts.insert(key, *n);
+        }
+        if !book.dense {
+            book.zeros_at_first_sight();
         }
         let tasks = book
             .seen_tasks
@@ -684,7 +721,15 @@ impl TargetSeries {
             .into_iter()
             .map(|((i, ty, st), v)| (book.instance(i), book.task_type(ty), st, v))
             .collect();
-        let series = Series::from_book(region, &book, tasks, oldest, progress, last_finished);
+        let series = Series::from_book(
+            self.product,
+            region,
+            &book,
+            tasks,
+            oldest,
+            progress,
+            last_finished,
+        );
         drop(book);
         *self.published.lock().expect("lock") = Some(Arc::new(series));
         over
@@ -692,6 +737,19 @@ impl TargetSeries {
 }
 
 impl Book {
+    /// The finished counters of every (instance, type) pair seen in the gauge, at 0 for the
+    /// terminal statuses not counted yet: a product without documented types gets its zero
+    /// series when a type first shows, so that `increase()` sees the first failure after it.
+    fn zeros_at_first_sight(&mut self) {
+        let pairs: HashSet<(InstIx, TypeIx)> =
+            self.seen_tasks.iter().map(|&(i, t, _)| (i, t)).collect();
+        for (i, t) in pairs {
+            for st in TaskStatus::TERMINAL {
+                self.finished_other.entry((i, t, st)).or_default();
+            }
+        }
+    }
+
     /// Marks `instances` monitored (their zero counters exist), up to the bound; returns how
     /// many were past it. Each monitored instance brings 48 zero series: past the bound an
     /// instance gets only the series of its own tasks.

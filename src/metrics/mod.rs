@@ -116,7 +116,7 @@ struct Def {
     labels: &'static [&'static str],
 }
 
-const TARGET: &[&str] = &["account", "region"];
+const TARGET: &[&str] = &["account", "region", "product"];
 const BUILD_INFO: Def = Def {
     name: "build_info",
     help: "Always 1; labels carry the exporter's version and git revision.",
@@ -125,17 +125,17 @@ const BUILD_INFO: Def = Def {
 const API_REQUESTS: Def = Def {
     name: "api_requests_total",
     help: "HTTP requests sent to the cloud API, retries included.",
-    labels: &["account", "region", "action"],
+    labels: &["account", "region", "product", "action"],
 };
 const API_ERRORS: Def = Def {
     name: "api_errors_total",
     help: "Failed cloud API requests and skipped malformed items, by error code.",
-    labels: &["account", "region", "action", "code"],
+    labels: &["account", "region", "product", "action", "code"],
 };
 const API_DURATION: Def = Def {
     name: "api_request_duration_seconds",
     help: "Duration of cloud API requests.",
-    labels: &["action"],
+    labels: &["product", "action"],
 };
 const LAST_POLL_SUCCESS: Def = Def {
     name: "last_poll_success",
@@ -170,7 +170,7 @@ const TASK_TYPES_FOLDED: Def = Def {
 const API_CLOCK_SKEW: Def = Def {
     name: "api_clock_skew_seconds",
     help: "The API's clock minus this host's, from the Date header of its answers; signing and windows are corrected by it.",
-    labels: &["account", "region", "product"],
+    labels: TARGET,
 };
 const SHARD_INFO: Def = Def {
     name: "shard_info",
@@ -217,8 +217,8 @@ fn vec<M: prometheus::core::Collector + Clone + 'static>(
     register(r, make(def.opts(), def.labels).expect("valid metric"))
 }
 
-/// Removes every series of `vec` labelled with the target's account and region, whatever its
-/// other labels.
+/// Removes every series of `vec` labelled with the target's account, region and product,
+/// whatever its other labels.
 fn remove_target_series<B: prometheus::core::MetricVecBuilder>(
     vec: &prometheus::core::MetricVec<B>,
     t: &TargetId,
@@ -233,6 +233,7 @@ fn remove_target_series<B: prometheus::core::MetricVecBuilder>(
                 .collect();
             if labels.get("account") == Some(&t.account.as_str())
                 && labels.get("region") == Some(&t.region.as_str())
+                && labels.get("product") == Some(&t.product)
             {
                 let _ = vec.remove(&labels);
             }
@@ -319,23 +320,29 @@ impl Metrics {
     /// One HTTP attempt to the API and how long it took.
     pub fn api_request(&self, t: &TargetId, action: &str, seconds: f64) {
         self.api_requests
-            .with_label_values(&[t.account.as_str(), t.region.as_str(), action])
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), t.product, action])
             .inc();
         self.api_duration
-            .with_label_values(&[action])
+            .with_label_values(&[t.product, action])
             .observe(seconds);
     }
 
     /// `n` API errors with this code (a failed attempt, or malformed items with `Decode`).
     pub fn api_errors(&self, t: &TargetId, action: &str, code: &str, n: u64) {
         self.api_errors
-            .with_label_values(&[t.account.as_str(), t.region.as_str(), action, code])
+            .with_label_values(&[
+                t.account.as_str(),
+                t.region.as_str(),
+                t.product,
+                action,
+                code,
+            ])
             .inc_by(n);
     }
 
     /// The end of a poll of a target.
     pub fn poll_done(&self, t: &TargetId, ok: bool, now: i64, seconds: f64, tracked: usize) {
-        let labels = [t.account.as_str(), t.region.as_str()];
+        let labels = [t.account.as_str(), t.region.as_str(), t.product];
         self.last_poll_success
             .with_label_values(&labels)
             .set(i64::from(ok));
@@ -353,14 +360,14 @@ impl Metrics {
     /// `n` task observations of a target had their type folded into `other`.
     pub fn task_types_folded(&self, t: &TargetId, n: u64) {
         self.task_types_folded
-            .with_label_values(&[t.account.as_str(), t.region.as_str()])
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), t.product])
             .inc_by(n);
     }
 
     /// The API's clock minus this host's, as a target's answers tell it (docs/semantics.md#clock-skew).
     pub fn api_clock_skew(&self, t: &TargetId, seconds: i64) {
         self.api_clock_skew
-            .with_label_values(&[t.account.as_str(), t.region.as_str(), "cdb"])
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), t.product])
             .set(seconds);
     }
 
@@ -383,7 +390,7 @@ impl Metrics {
             self.task_progress,
         );
         self.instances_over_limit
-            .with_label_values(&[t.account.as_str(), t.region.as_str()])
+            .with_label_values(&[t.account.as_str(), t.region.as_str(), t.product])
             .set(over);
     }
 
@@ -575,7 +582,7 @@ mod tests {
         assert_eq!(zeros, MAX_MONITORED_INSTANCES * TASK_TYPES.len() * 4);
         assert!(
             text.contains(
-                "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 5"
+                "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",product=\"cdb\",region=\"ap-guangzhou\"} 5"
             ),
             "the excess is counted"
         );
@@ -590,7 +597,7 @@ mod tests {
         );
         let text = String::from_utf8(m.render([&series])).unwrap();
         assert!(text.contains(
-            "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",region=\"ap-guangzhou\"} 0"
+            "tencentcloud_cdb_exporter_instances_over_limit{account=\"a\",product=\"cdb\",region=\"ap-guangzhou\"} 0"
         ));
     }
 

@@ -6,25 +6,55 @@ use super::book::{Inventory, Key3, Series};
 use super::text::{Exposition, Kind, Num};
 use super::{FROM_POLL, TASK_DURATION_BUCKETS};
 use crate::domain::Instance;
+use crate::product::{PRODUCTS, Product};
 use prometheus::proto::{MetricFamily, MetricType};
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
-const TASKS: &str = "tencentcloud_cdb_tasks";
-const FINISHED: &str = "tencentcloud_cdb_tasks_finished_total";
-const DURATION: &str = "tencentcloud_cdb_task_duration_seconds";
-const LAST_FINISHED: &str = "tencentcloud_cdb_task_last_finished_timestamp_seconds";
-const OLDEST: &str = "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds";
-const PROGRESS: &str = "tencentcloud_cdb_task_progress_ratio";
-const INSTANCE_INFO: &str = "tencentcloud_cdb_instance_info";
-const INSTANCE_INFO_HELP: &str = "Always 1: an instance as DescribeDBInstances lists it, with its name, type, engine version, zone and configured tags, for joins.";
+/// The task family names of one product: `<prefix>_tasks`, ...
+struct Names {
+    tasks: String,
+    finished: String,
+    duration: String,
+    last_finished: String,
+    oldest: String,
+    progress: String,
+    /// Whether its series carry `cluster_id` before `instance_id`.
+    clusters: bool,
+}
+
+impl Names {
+    fn of(product: &dyn Product) -> Names {
+        let p = product.metric_prefix();
+        Names {
+            tasks: format!("{p}_tasks"),
+            finished: format!("{p}_tasks_finished_total"),
+            duration: format!("{p}_task_duration_seconds"),
+            last_finished: format!("{p}_task_last_finished_timestamp_seconds"),
+            oldest: format!("{p}_task_oldest_unfinished_start_timestamp_seconds"),
+            progress: format!("{p}_task_progress_ratio"),
+            clusters: product.has_clusters(),
+        }
+    }
+
+    /// The unit's labels, `cluster_id` and `instance_id`, and how many of them to skip: the
+    /// first, for a product without clusters (callers slice `[skip..]`).
+    fn unit<'a>(&self, unit: &'a str) -> (usize, [(&'static str, &'a str); 2]) {
+        if self.clusters {
+            let (cluster, instance) = unit.split_once('/').unwrap_or((unit, ""));
+            (0, [("cluster_id", cluster), ("instance_id", instance)])
+        } else {
+            (1, [("cluster_id", ""), ("instance_id", unit)])
+        }
+    }
+}
 
 /// HELP texts of the task families (without [`FROM_POLL`]).
 const TASKS_HELP: &str = "Tasks that started inside the lookback window or are still unfinished, by their latest known status.";
 const FINISHED_HELP: &str = "Tasks that reached a terminal status, each job counted once when the exporter first saw it terminal.";
 const DURATION_HELP: &str =
-    "EndTime - StartTime of each task counted in tencentcloud_cdb_tasks_finished_total.";
+    "EndTime - StartTime of each task counted in the finished counter of its product.";
 const LAST_FINISHED_HELP: &str = "EndTime (unix seconds) of the newest finished task seen.";
 const OLDEST_HELP: &str =
     "StartTime (unix seconds) of the oldest unfinished task; absent when there is none.";
@@ -104,6 +134,7 @@ where
 /// A family labelled `instance_id`, `region`, `status`, `task_type`: one sample per row key.
 fn by_key<'a, V, I>(
     out: &mut impl Exposition,
+    names: &Names,
     regions: &BTreeMap<&'a str, Vec<&'a Series>>,
     mut family: Family<'_>,
     rows: impl Fn(&'a Series) -> I + Copy,
@@ -115,50 +146,52 @@ where
 {
     for (region, group) in regions {
         each_row(group, rows, fold, |(i, ty, st), v| {
-            let labels = [
-                ("instance_id", i),
-                ("region", *region),
-                ("status", st),
-                ("task_type", ty),
-            ];
-            family.sample(out, &labels, num(v))
+            let (skip, [c, i]) = names.unit(i);
+            let labels = [c, i, ("region", *region), ("status", st), ("task_type", ty)];
+            family.sample(out, &labels[skip..], num(v))
         })?;
     }
     Ok(())
 }
 
-/// `tencentcloud_cdb_instance_info`, by region and instance id; an instance two targets list
-/// (the same account configured twice) is written once.
+/// The info family of each product (`tencentcloud_cdb_instance_info`, ...), by region and id;
+/// an id two targets list (the same account configured twice) is written once.
 pub(super) fn render_instances(
     out: &mut impl Exposition,
     inventories: &[Arc<Inventory>],
 ) -> io::Result<()> {
-    let mut rows: BTreeMap<(&str, &str), (&Inventory, &Instance)> = BTreeMap::new();
-    for inv in inventories {
-        for i in inv.instances.values() {
-            rows.entry((inv.region.as_str(), i.instance_id.as_str()))
-                .or_insert((inv, i));
+    for product in PRODUCTS {
+        let mut rows: BTreeMap<(&str, &str), (&Inventory, &Instance)> = BTreeMap::new();
+        for inv in inventories.iter().filter(|i| i.product == *product) {
+            for i in inv.instances.values() {
+                rows.entry((inv.region.as_str(), i.instance_id.as_str()))
+                    .or_insert((inv, i));
+            }
         }
-    }
-    let mut f = Family::new(INSTANCE_INFO, INSTANCE_INFO_HELP, Kind::Gauge);
-    for ((region, id), (inv, i)) in rows {
-        let mut labels: Vec<(&str, &str)> = vec![
-            ("engine_version", &i.engine_version),
-            ("instance_id", id),
-            ("instance_name", &i.name),
-            ("instance_type", i.instance_type),
-            ("region", region),
-            ("zone", &i.zone),
-        ];
-        for (label, key) in inv.tag_labels.iter().zip(&inv.tag_keys) {
-            let value = i
-                .tags
-                .iter()
-                .find(|(k, _)| k == key)
-                .map_or("", |(_, v)| v.as_str());
-            labels.push((label, value));
+        let info = product.info_family();
+        let mut f = Family::new(info.name, info.help, Kind::Gauge);
+        for ((region, id), (inv, i)) in rows {
+            let mut labels: Vec<(&str, &str)> = vec![
+                (info.version, &i.engine_version),
+                (info.id, id),
+                (info.name_label, &i.name),
+                ("region", region),
+                ("zone", &i.zone),
+            ];
+            if info.instance_type {
+                labels.push(("instance_type", i.instance_type));
+            }
+            labels.sort_unstable_by_key(|l| l.0);
+            for (label, key) in inv.tag_labels.iter().zip(&inv.tag_keys) {
+                let value = i
+                    .tags
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or("", |(_, v)| v.as_str());
+                labels.push((label, value));
+            }
+            f.sample(out, &labels, Num::U(1))?;
         }
-        f.sample(out, &labels, Num::U(1))?;
     }
     Ok(())
 }
@@ -172,47 +205,66 @@ pub(super) fn render_tasks(
     snapshots: &[Arc<Series>],
     progress: bool,
 ) -> io::Result<()> {
-    let mut regions: Regions<'_> = BTreeMap::new();
-    for s in snapshots {
-        regions.entry(&s.region).or_default().push(s);
+    for product in PRODUCTS {
+        let mut regions: Regions<'_> = BTreeMap::new();
+        for s in snapshots.iter().filter(|s| s.product == *product) {
+            regions.entry(&s.region).or_default().push(s);
+        }
+        if !regions.is_empty() {
+            render_product(out, &Names::of(*product), &regions, progress)?;
+        }
     }
+    Ok(())
+}
+
+/// The task families of one product.
+fn render_product(
+    out: &mut impl Exposition,
+    names: &Names,
+    regions: &Regions<'_>,
+    progress: bool,
+) -> io::Result<()> {
     let sum = |a: &mut u64, b: u64| *a += b;
-    render_durations(out, &regions)?;
+    render_durations(out, names, regions)?;
     by_key(
         out,
-        &regions,
-        Family::new(LAST_FINISHED, LAST_FINISHED_HELP, Kind::Gauge),
+        names,
+        regions,
+        Family::new(&names.last_finished, LAST_FINISHED_HELP, Kind::Gauge),
         Series::last_finished_rows,
         |a, b| *a = (*a).max(b),
         Num::I,
     )?;
-    let mut f = Family::new(OLDEST, OLDEST_HELP, Kind::Gauge);
-    for (region, group) in &regions {
+    let mut f = Family::new(&names.oldest, OLDEST_HELP, Kind::Gauge);
+    for (region, group) in regions {
         each_row(
             group,
             Series::oldest_rows,
             |a, b| *a = (*a).min(b),
             |(i, ty), v| {
-                let labels = [("instance_id", i), ("region", *region), ("task_type", ty)];
-                f.sample(out, &labels, Num::I(v))
+                let (skip, [c, i]) = names.unit(i);
+                let labels = [c, i, ("region", *region), ("task_type", ty)];
+                f.sample(out, &labels[skip..], Num::I(v))
             },
         )?;
     }
     if progress {
-        render_progress(out, &regions)?;
+        render_progress(out, names, regions)?;
     }
     by_key(
         out,
-        &regions,
-        Family::new(TASKS, TASKS_HELP, Kind::Gauge),
+        names,
+        regions,
+        Family::new(&names.tasks, TASKS_HELP, Kind::Gauge),
         Series::task_rows,
         sum,
         Num::U,
     )?;
     by_key(
         out,
-        &regions,
-        Family::new(FINISHED, FINISHED_HELP, Kind::Counter),
+        names,
+        regions,
+        Family::new(&names.finished, FINISHED_HELP, Kind::Counter),
         Series::finished_rows,
         sum,
         Num::U,
@@ -220,9 +272,15 @@ pub(super) fn render_tasks(
 }
 
 /// The duration histogram: buckets, `+Inf`, sum and count per region, status and type.
-fn render_durations(out: &mut impl Exposition, regions: &Regions<'_>) -> io::Result<()> {
-    let mut f = Family::new(DURATION, DURATION_HELP, Kind::Histogram);
-    let bucket = format!("{DURATION}_bucket");
+fn render_durations(
+    out: &mut impl Exposition,
+    names: &Names,
+    regions: &Regions<'_>,
+) -> io::Result<()> {
+    let duration = &names.duration;
+    let mut f = Family::new(duration, DURATION_HELP, Kind::Histogram);
+    let bucket = format!("{duration}_bucket");
+    let (sum, count) = (format!("{duration}_sum"), format!("{duration}_count"));
     for (region, group) in regions {
         each_row(
             group,
@@ -238,8 +296,8 @@ fn render_durations(out: &mut impl Exposition, regions: &Regions<'_>) -> io::Res
                 }
                 let labels = [base[0], base[1], base[2], ("le", "+Inf")];
                 out.sample(&bucket, &labels, Num::U(h.count))?;
-                out.sample(&format!("{DURATION}_sum"), &base, Num::F(h.sum))?;
-                out.sample(&format!("{DURATION}_count"), &base, Num::U(h.count))
+                out.sample(&sum, &base, Num::F(h.sum))?;
+                out.sample(&count, &base, Num::U(h.count))
             },
         )?;
     }
@@ -247,8 +305,12 @@ fn render_durations(out: &mut impl Exposition, regions: &Regions<'_>) -> io::Res
 }
 
 /// The opt-in progress gauge, one series per unfinished task.
-fn render_progress(out: &mut impl Exposition, regions: &Regions<'_>) -> io::Result<()> {
-    let mut f = Family::new(PROGRESS, PROGRESS_HELP, Kind::Gauge);
+fn render_progress(
+    out: &mut impl Exposition,
+    names: &Names,
+    regions: &Regions<'_>,
+) -> io::Result<()> {
+    let mut f = Family::new(&names.progress, PROGRESS_HELP, Kind::Gauge);
     for (region, group) in regions {
         each_row(
             group,
@@ -256,14 +318,16 @@ fn render_progress(out: &mut impl Exposition, regions: &Regions<'_>) -> io::Resu
             |_, _| {},
             |(i, job, ty, st), p| {
                 let job = job.to_string();
+                let (skip, [c, i]) = names.unit(i);
                 let labels = [
-                    ("instance_id", i),
+                    c,
+                    i,
                     ("job_id", job.as_str()),
                     ("region", *region),
                     ("status", st),
                     ("task_type", ty),
                 ];
-                f.sample(out, &labels, Num::F(p as f64 / 100.0))
+                f.sample(out, &labels[skip..], Num::F(p as f64 / 100.0))
             },
         )?;
     }

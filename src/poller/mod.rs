@@ -6,7 +6,7 @@ mod plan;
 
 use crate::call::{CallContext, RateLimiter, call_with_retry};
 use crate::clock::SharedClock;
-use crate::domain::{Instances, TargetId, Task, TaskStatus};
+use crate::domain::{Instances, TargetId, Task, TaskStatus, owner};
 use crate::metrics::Metrics;
 use crate::shard::Shard;
 use crate::state::{Persister, SavedTarget};
@@ -427,11 +427,12 @@ impl Target {
             // Region-wide: every instance with a task in the store, or listed by discovery, is
             // monitored.
             let mut seen: HashSet<&str> = aggregates.tasks.keys().map(|k| k.0).collect();
-            // A discovered instance that left the list, with no task in the window, is no
-            // longer monitored (docs/metrics.md#instance-metadata).
+            // A discovered instance (or cluster) that left the list, with no task in the
+            // window, is no longer monitored (docs/metrics.md#instance-metadata).
+            let owners: HashSet<&str> = seen.iter().map(|u| owner(u)).collect();
             let gone: Vec<&str> = last_discovered
                 .keys()
-                .filter(|i| !discovered.contains_key(*i) && !seen.contains(i.as_str()))
+                .filter(|i| !discovered.contains_key(*i) && !owners.contains(i.as_str()))
                 .map(String::as_str)
                 .collect();
             if !gone.is_empty() {
@@ -539,9 +540,12 @@ impl Target {
         for u in missing {
             let unit = match mode {
                 QueryMode::RegionWide => None,
-                QueryMode::PerInstance => {
-                    u.instances.into_iter().find(|i| self.instances.contains(i))
-                }
+                QueryMode::PerInstance => u
+                    .instances
+                    .iter()
+                    .map(|i| owner(i))
+                    .find(|o| self.instances.iter().any(|l| l == o))
+                    .map(str::to_string),
             };
             by_unit.entry(unit).or_default().push((u.job_id, u.start));
         }
@@ -732,12 +736,19 @@ fn query(unit: &Option<String>, range: Range, statuses: &[TaskStatus]) -> TaskQu
 /// The line has no text of its own: `message` is the task's message. Its log target,
 /// `task_events`, tells it apart (and `RUST_LOG` can route or silence it).
 fn log_task_event(id: &TargetId, from: Option<TaskStatus>, task: &Task) {
+    let clusters = crate::product::named(id.product).is_some_and(|p| p.has_clusters());
+    let (cluster_id, instance_ids) = crate::domain::cluster_and_instances(
+        task.instance_ids.iter().map(String::as_str),
+        clusters,
+    );
     tracing::info!(
         target: "task_events",
         job_id = task.job_id,
         account = %id.account,
         region = %id.region,
-        instance_ids = %task.instance_ids.join(","),
+        product = id.product,
+        cluster_id,
+        instance_ids = %instance_ids.join(","),
         task_type = %task.task_type,
         from = from.map(TaskStatus::as_str),
         to = task.status.as_str(),

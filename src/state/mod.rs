@@ -70,12 +70,13 @@ impl SavedTarget {
     /// start if it never polled), so that tasks that ended while it was down count once.
     pub fn resume(
         mut self,
+        product: &'static dyn crate::product::Product,
         shard: Shard,
         keep: &dyn Fn(&str) -> bool,
         process_start: i64,
     ) -> (Self, TargetSeries) {
         let counters = std::mem::take(&mut self.counters);
-        let series = TargetSeries::restored(&counters, shard, keep);
+        let series = TargetSeries::restored(product, &counters, shard, keep);
         // Before its first poll a run has covered nothing, and its own baseline cut-off (its
         // start) still holds: tasks that ended after it count.
         let cutoff = self

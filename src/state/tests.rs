@@ -159,7 +159,12 @@ fn start(path: &Path, now: i64) -> (Arc<Metrics>, Arc<TargetHandle>, StateWriter
     let t = id("a", "ap-guangzhou");
     let saved = state_of(load(path, now)).targets.remove("a/ap-guangzhou");
     let (target, series) = match saved {
-        Some(s) => s.resume(Shard::ALL, &|_| true, now),
+        Some(s) => s.resume(
+            crate::product::default_product(),
+            Shard::ALL,
+            &|_| true,
+            now,
+        ),
         None => (
             SavedTarget::new(None, TaskStore::new(Scope::Region, 86_400, 900)),
             TargetSeries::default(),
@@ -280,7 +285,12 @@ fn counters_are_written_and_restored_for_the_instances_kept() {
     // Restored into a process that no longer watches the instance: its counter is gone,
     // the histogram (no instance label) stays.
     let fresh = Metrics::new(false, "t", "t");
-    let series = TargetSeries::restored(&counters, Shard::ALL, &|i| i != "cdb-aaaa1111");
+    let series = TargetSeries::restored(
+        crate::product::default_product(),
+        &counters,
+        Shard::ALL,
+        &|i| i != "cdb-aaaa1111",
+    );
     fresh.publish(
         &t,
         &series,
@@ -293,7 +303,12 @@ fn counters_are_written_and_restored_for_the_instances_kept() {
     assert!(text.contains("tencentcloud_cdb_task_duration_seconds_count{region=\"ap-guangzhou\",status=\"failed\",task_type=\"import_data\"} 1"), "{text}");
     // Counted in another sharding, the histogram is not restored.
     let other = Metrics::new(false, "t", "t");
-    let series = TargetSeries::restored(&counters, Shard { index: 0, total: 2 }, &|_| true);
+    let series = TargetSeries::restored(
+        crate::product::default_product(),
+        &counters,
+        Shard { index: 0, total: 2 },
+        &|_| true,
+    );
     other.publish(
         &t,
         &series,

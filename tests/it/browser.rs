@@ -49,7 +49,7 @@ async fn the_task_page_renders_escapes_and_filters_in_chromium() {
     let v: Value = serde_json::from_str(stdout.trim()).unwrap();
     let before = &v["before"];
     assert_eq!(
-        before["title"], "CDB tasks",
+        before["title"], "Database tasks",
         "the message's script ran: {v}"
     );
     assert!(before["pwned"].is_null(), "the message's markup ran: {v}");

@@ -77,6 +77,8 @@ async fn api_lists_every_field_newest_first() {
         "async_request_id": SimTask::simple(101, "import_data", &[A], 0, 0, TaskStatus::Failed).async_request_id(),
         "account": "test",
         "region": "ap-guangzhou",
+        "product": "cdb",
+        "cluster_id": "",
         "instance_ids": [A],
         "instance_names": [""],
         "task_type": "import_data",
