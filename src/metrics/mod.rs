@@ -37,8 +37,7 @@ use std::sync::Arc;
 use text::{Exposition, Text};
 
 /// Appended to every HELP line.
-const FROM_POLL: &str =
-    "Values come from a background poll of the CDB DescribeTasks API, not from the scrape.";
+const FROM_POLL: &str = "Values come from a background poll of the cloud API's task and instance lists, not from the scrape.";
 
 /// Appended to the HELP of the process metrics, which, unlike the rest, are read at scrape time.
 const PROCESS_NOTE: &str = "Read from the operating system at scrape time; the CDB task values come from a background poll.";

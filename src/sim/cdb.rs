@@ -6,7 +6,7 @@ use super::{
     SimTask, Simulator, TaskState, error_response, real_now, request_id,
 };
 use crate::clock::Clock;
-use crate::domain::{TaskStatus, task_type_wire};
+use crate::domain::{TaskStatus, owner, task_type_wire};
 use crate::http::{HttpResponse, respond};
 pub(super) use crate::product::cdb::{DESCRIBE_DB_INSTANCES, DESCRIBE_TASKS};
 use crate::tencent::apitime::ApiZone;
@@ -17,27 +17,31 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 impl Simulator {
-    /// `DescribeDBInstances`: the instances of the request's region, by id, paged by
-    /// `Offset` and `Limit` (default 20, at most 2000, as the API).
-    fn answer_instances(
+    /// A listing action (`DescribeDBInstances`, `DescribeClusters`): the product's instances
+    /// of the request's region, by id, paged by `Offset` and `Limit` (default 20, at most
+    /// `max`), each written by `item`.
+    pub(super) fn answer_listing(
         &self,
-        record: &mut RecordedRequest,
-        body: &[u8],
-        seq: u64,
+        (record, body, seq): (&mut RecordedRequest, &[u8], u64),
+        (product, list, max): (&str, &str, u64),
+        item: fn(&SimInstance) -> Value,
     ) -> HttpResponse {
         if let Some(code) = self.inner.instances_error.lock().expect("lock").clone() {
             record.outcome.clone_from(&code);
-            let msg = "you are not authorized to perform operation (cdb:DescribeDBInstances)";
-            return error_response(&code, msg, seq);
+            let msg = format!(
+                "you are not authorized to perform operation ({product}:{})",
+                record.action
+            );
+            return error_response(&code, &msg, seq);
         }
         let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let offset = req.get("Offset").and_then(Value::as_u64).unwrap_or(0) as usize;
         let limit = req.get("Limit").and_then(Value::as_u64).unwrap_or(20);
-        if !(1..=2000).contains(&limit) {
+        if !(1..=max).contains(&limit) {
             record.outcome = "InvalidParameter".into();
             return error_response(
                 "InvalidParameter",
-                &format!("Limit {limit} is out of range [1, 2000]"),
+                &format!("Limit {limit} is out of range [1, {max}]"),
                 seq,
             );
         }
@@ -47,7 +51,7 @@ impl Simulator {
             .read()
             .expect("lock")
             .iter()
-            .filter(|i| i.region == record.region)
+            .filter(|i| i.region == record.region && i.product == product)
             .cloned()
             .collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
@@ -55,21 +59,9 @@ impl Simulator {
             .iter()
             .skip(offset)
             .take(limit as usize)
-            .map(|i| {
-                json!({
-                    "InstanceId": i.id,
-                    "InstanceName": i.name,
-                    "Region": i.region,
-                    "Zone": i.zone,
-                    "InstanceType": i.instance_type,
-                    "EngineVersion": i.engine_version,
-                    "Status": 1,
-                    "TaskStatus": 0,
-                    "TagList": i.tags.iter().map(|(k, v)| json!({"TagKey": k, "TagValue": v})).collect::<Vec<_>>(),
-                })
-            })
+            .map(item)
             .collect();
-        let body = json!({"Response": {"TotalCount": all.len(), "Items": items, "RequestId": request_id(seq)}});
+        let body = json!({"Response": {"TotalCount": all.len(), list: items, "RequestId": request_id(seq)}});
         respond(StatusCode::OK, "application/json", body.to_string())
     }
 
@@ -80,20 +72,37 @@ impl Simulator {
         body: &[u8],
         seq: u64,
     ) -> (HttpResponse, Option<Duration>) {
-        if record.action == DESCRIBE_DB_INSTANCES {
-            return (self.answer_instances(record, body, seq), None);
-        }
-        if record.action != DESCRIBE_TASKS {
-            record.outcome = "InvalidAction".into();
-            return (
-                error_response(
-                    "InvalidAction",
-                    &format!("action {:?} is not supported", record.action),
-                    seq,
-                ),
+        match record.action.as_str() {
+            DESCRIBE_DB_INSTANCES => (
+                self.answer_listing((record, body, seq), ("cdb", "Items", 2000), |i| {
+                    json!({
+                        "InstanceId": i.id,
+                        "InstanceName": i.name,
+                        "Region": i.region,
+                        "Zone": i.zone,
+                        "InstanceType": i.instance_type,
+                        "EngineVersion": i.engine_version,
+                        "Status": 1,
+                        "TaskStatus": 0,
+                        "TagList": tag_list(i),
+                    })
+                }),
                 None,
-            );
+            ),
+            DESCRIBE_TASKS => self.answer_task_list(record, body, seq, &CDB_WIRE),
+            _ => invalid_action(record, seq),
         }
+    }
+
+    /// Answers one task-list request of any product: faults first, then the product's request
+    /// read into the common query, then the page in the product's item shape.
+    pub(super) fn answer_task_list(
+        &self,
+        record: &mut RecordedRequest,
+        body: &[u8],
+        seq: u64,
+        wire: &Wire,
+    ) -> (HttpResponse, Option<Duration>) {
         let number = self.inner.tasks_served.fetch_add(1, Ordering::SeqCst) + 1;
         let fault = self.draw_fault(number);
         // Faults that replace the answer: the outcome recorded, and the response.
@@ -104,19 +113,11 @@ impl Simulator {
         }
         let delay = (fault == Some(Fault::Slow))
             .then(|| self.inner.faults.lock().expect("lock").slow_delay);
-        let request: DescribeTasksRequest = match serde_json::from_slice(body) {
+        let request = match (wire.parse)(body) {
             Ok(r) => r,
-            Err(e) => {
-                let code = if e.to_string().contains("unknown field") {
-                    "UnknownParameter"
-                } else {
-                    "InvalidParameter"
-                };
+            Err((code, msg)) => {
                 record.outcome = code.into();
-                return (
-                    error_response(code, &format!("bad request body: {e}"), seq),
-                    None,
-                );
+                return (error_response(code, &msg, seq), None);
             }
         };
         record.request = Some(request.clone());
@@ -127,11 +128,12 @@ impl Simulator {
                 None,
             );
         }
-        match self.page(&request, &record.region, fault == Some(Fault::BadItem)) {
+        let bad_item = fault == Some(Fault::BadItem);
+        match self.page(&request, &record.region, wire, bad_item) {
             Ok(response) => {
                 let body = json!({"Response": {
                     "TotalCount": response.0,
-                    "Items": response.1,
+                    wire.list: response.1,
                     "RequestId": request_id(seq),
                 }});
                 (
@@ -151,6 +153,7 @@ impl Simulator {
         &self,
         req: &DescribeTasksRequest,
         region: &str,
+        wire: &Wire,
         bad_item: bool,
     ) -> Result<(usize, Vec<Value>), InvalidParameter> {
         let zone = self.inner.zone;
@@ -186,13 +189,13 @@ impl Simulator {
         let end = time(&req.start_time_end, "StartTimeEnd")?;
         let now = self.inner.clock.now() - self.inner.started;
         let tasks = self.inner.tasks.read().expect("lock");
-        let hits = self.matches(&tasks, req, region, now, begin, end);
+        let hits = self.matches(&tasks, req, (wire.product, region), now, (begin, end));
         let total = hits.len();
         let mut items: Vec<Value> = hits
             .iter()
             .skip(offset)
             .take(limit)
-            .map(|&(i, state)| self.render(&tasks[i], state))
+            .map(|&(i, state)| (wire.render)(self, &tasks[i], state))
             .collect();
         if bad_item {
             // An extra item on a short page; on a full page it takes the place of the last one,
@@ -215,17 +218,16 @@ impl Simulator {
         &self,
         tasks: &[SimTask],
         req: &DescribeTasksRequest,
-        region: &str,
+        (product, region): (&str, &str),
         now: i64,
-        begin: Option<i64>,
-        end: Option<i64>,
+        (begin, end): (Option<i64>, Option<i64>),
     ) -> Arc<Vec<(usize, TaskState)>> {
         let unpaged = DescribeTasksRequest {
             offset: None,
             limit: None,
             ..req.clone()
         };
-        let key = format!("{region}|{now}|{unpaged:?}");
+        let key = format!("{product}|{region}|{now}|{unpaged:?}");
         let mut cache = self.inner.matches.lock().expect("lock");
         if let Some(m) = cache.as_ref().filter(|m| m.key == key) {
             return m.hits.clone();
@@ -243,11 +245,13 @@ impl Simulator {
                 let t = &tasks[i];
                 let state = t.state_at(now)?;
                 let status = state.0;
+                // A TDSQL-C unit (`cluster/instance`) is found by its cluster.
                 let keep = t.region == region
+                    && t.product == product
                     && req
                         .instance_id
                         .as_ref()
-                        .is_none_or(|id| t.instances.contains(id))
+                        .is_none_or(|id| t.instances.iter().any(|u| owner(u) == id))
                     && req
                         .async_request_id
                         .as_ref()
@@ -270,6 +274,7 @@ impl Simulator {
         hits
     }
 
+    /// A task as CDB lists it, in the scenario's item shape.
     fn render(&self, t: &SimTask, (status, progress, end): TaskState) -> Value {
         let zone = self.inner.zone;
         let start = zone.format(self.started() + t.start);
@@ -315,6 +320,53 @@ impl Simulator {
             }
         }
     }
+}
+
+/// One product's task list on the wire: how its request reads into the common query, the
+/// name of its item array, and how it writes an item.
+pub(super) struct Wire {
+    /// The product's name: only its tasks are listed.
+    pub(super) product: &'static str,
+    /// The request body as a query, or the error code and message the API would answer.
+    pub(super) parse: fn(&[u8]) -> Result<DescribeTasksRequest, (&'static str, String)>,
+    /// `Items`, `TaskList`, `TaskSet`.
+    pub(super) list: &'static str,
+    /// One item.
+    pub(super) render: fn(&Simulator, &SimTask, TaskState) -> Value,
+}
+
+const CDB_WIRE: Wire = Wire {
+    product: "cdb",
+    parse: |body| {
+        serde_json::from_slice(body).map_err(|e| {
+            let code = if e.to_string().contains("unknown field") {
+                "UnknownParameter"
+            } else {
+                "InvalidParameter"
+            };
+            (code, format!("bad request body: {e}"))
+        })
+    },
+    list: "Items",
+    render: Simulator::render,
+};
+
+/// An instance's tags as the APIs list them: `[{"TagKey", "TagValue"}]`.
+pub(super) fn tag_list(i: &SimInstance) -> Vec<Value> {
+    i.tags
+        .iter()
+        .map(|(k, v)| json!({"TagKey": k, "TagValue": v}))
+        .collect()
+}
+
+/// The answer to an action the product does not have.
+pub(super) fn invalid_action(
+    record: &mut RecordedRequest,
+    seq: u64,
+) -> (HttpResponse, Option<Duration>) {
+    record.outcome = "InvalidAction".into();
+    let msg = format!("action {:?} is not supported", record.action);
+    (error_response("InvalidAction", &msg, seq), None)
 }
 
 /// A full page of made-up running tasks at the requested offset, with a `TotalCount` that

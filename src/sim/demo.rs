@@ -32,6 +32,12 @@ secret_key = "{DEFAULT_SECRET_KEY}"
 endpoint = "{}"
 [[accounts.regions]]
 region = "ap-guangzhou"
+[[accounts.regions]]
+region = "ap-guangzhou"
+product = "cynosdb"
+[[accounts.regions]]
+region = "ap-guangzhou"
+product = "postgres"
 "#,
         sim.url()
     );

@@ -6,7 +6,10 @@
 //! either item shape, and injects faults on demand. The demo and every whole-program test use it.
 
 mod cdb;
+mod cynosdb;
+pub use cynosdb::PAYLOAD_SECRET;
 pub mod demo;
+mod postgres;
 pub mod scenario;
 
 use crate::clock::{Clock, SystemClock};
@@ -355,7 +358,7 @@ impl Simulator {
             }
             Ok(product) => self.answer(product, &mut record, &body, seq),
         };
-        if record.action == cdb::DESCRIBE_DB_INSTANCES {
+        if PRODUCTS.iter().any(|p| p.listing_action() == record.action) {
             // Kept apart, so that the request log shows the task polling alone.
             self.inner.instance_requests.fetch_add(1, Ordering::SeqCst);
         } else {
@@ -468,6 +471,8 @@ impl Simulator {
     ) -> (HttpResponse, Option<Duration>) {
         match product.name() {
             "cdb" => self.answer_cdb(record, body, seq),
+            "cynosdb" => self.answer_cynosdb(record, body, seq),
+            "postgres" => self.answer_postgres(record, body, seq),
             other => {
                 record.outcome = "InvalidAction".into();
                 let msg = format!("the simulator does not serve {other}");

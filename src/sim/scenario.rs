@@ -34,11 +34,14 @@ pub struct Step {
 /// A simulated task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimTask {
-    /// `JobId`
+    /// The product whose API lists it (`cdb`, `cynosdb`, `postgres`).
+    pub product: String,
+    /// `JobId` (`ID`, `TaskId`)
     pub job_id: i64,
     /// Task type label (`import_data`, ...); unknown labels are answered as their upper-case form.
     pub task_type: String,
-    /// `InstanceIds`
+    /// `InstanceIds`; a TDSQL-C task's one unit is `cluster/instance` (`cluster/` for a
+    /// cluster-level task).
     pub instances: Vec<String>,
     /// Region the task lives in.
     pub region: String,
@@ -82,6 +85,7 @@ impl SimTask {
             }]
         };
         SimTask {
+            product: "cdb".to_string(),
             job_id,
             task_type: task_type.to_string(),
             instances: instances
@@ -93,6 +97,12 @@ impl SimTask {
             timeline,
             message: None,
         }
+    }
+
+    /// The same task, listed by `product`'s API.
+    pub fn of_product(mut self, product: &str) -> SimTask {
+        self.product = product.to_string();
+        self
     }
 
     /// The same task with this failure message.
@@ -224,7 +234,10 @@ pub struct Faults {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimInstance {
-    /// `InstanceId`
+    /// The product whose listing has it (`cdb`; `cynosdb` lists clusters).
+    #[serde(default = "cdb")]
+    pub product: String,
+    /// `InstanceId` (`ClusterId`, `DBInstanceId`)
     pub id: String,
     /// `InstanceName`
     #[serde(default)]
@@ -246,6 +259,10 @@ pub struct SimInstance {
     pub tags: std::collections::BTreeMap<String, String>,
 }
 
+fn cdb() -> String {
+    "cdb".to_string()
+}
+
 fn default_region() -> String {
     DEFAULT_REGION.to_string()
 }
@@ -258,6 +275,7 @@ impl SimInstance {
     /// A primary instance in the default region, MySQL 8.0, in zone 3, without tags.
     pub fn new(id: &str, name: &str) -> SimInstance {
         SimInstance {
+            product: cdb(),
             id: id.to_string(),
             name: name.to_string(),
             region: DEFAULT_REGION.to_string(),
@@ -331,6 +349,7 @@ struct RawScenario {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTask {
+    product: Option<String>,
     job_id: Option<i64>,
     #[serde(rename = "type")]
     task_type: toml::Value,
@@ -420,17 +439,20 @@ fn signed_seconds(s: &str) -> Result<i64, ScenarioError> {
     Ok(if neg { -secs } else { secs })
 }
 
-fn parse_status(s: &str) -> Result<TaskStatus, ScenarioError> {
+/// A status by its CDB name or label; for the products whose statuses are open (`open`), any
+/// other value is kept as its slug, as the exporter keeps it.
+fn parse_status(s: &str, open: bool) -> Result<TaskStatus, ScenarioError> {
     let st = TaskStatus::from_wire(s);
     let st = if st == TaskStatus::Unknown {
         TaskStatus::from_label(&s.to_ascii_lowercase()).unwrap_or(TaskStatus::Unknown)
     } else {
         st
     };
-    if st == TaskStatus::Unknown {
-        return Err(format!("unknown status {s:?}").into());
+    match st {
+        TaskStatus::Unknown if open => Ok(TaskStatus::open(s)),
+        TaskStatus::Unknown => Err(format!("unknown status {s:?}").into()),
+        st => Ok(st),
     }
-    Ok(st)
 }
 
 impl Scenario {
@@ -442,8 +464,13 @@ impl Scenario {
         let mut tasks = Vec::new();
         for (i, t) in raw.tasks.into_iter().enumerate() {
             let ctx = |e: ScenarioError| ScenarioError(format!("tasks[{i}]: {}", e.0));
+            let product = t.product.unwrap_or_else(cdb);
+            if crate::product::named(&product).is_none() {
+                return Err(ctx(format!("unknown product {product:?}").into()));
+            }
             let task_type = match &t.task_type {
                 toml::Value::Integer(code) => task_type_from_code(*code).to_string(),
+                toml::Value::String(s) if product != "cdb" => crate::domain::camel_task_type(s),
                 toml::Value::String(s) => task_type_from_wire(s),
                 other => {
                     return Err(ctx(
@@ -453,7 +480,9 @@ impl Scenario {
             };
             let start = signed_seconds(&t.start).map_err(|e| ctx(format!("start {e}").into()))?;
             let timeline = if t.timeline.is_empty() {
-                let status = parse_status(t.status.as_deref().unwrap_or("SUCCEED")).map_err(ctx)?;
+                let status =
+                    parse_status(t.status.as_deref().unwrap_or("SUCCEED"), product != "cdb")
+                        .map_err(ctx)?;
                 let duration = signed_seconds(t.duration.as_deref().unwrap_or("60s"))
                     .map_err(|e| ctx(format!("duration {e}").into()))?;
                 SimTask::simple(0, "", &[], 0, duration, status).timeline
@@ -466,7 +495,7 @@ impl Scenario {
                     steps.push(Step {
                         after: signed_seconds(&s.after)
                             .map_err(|e| ctx(format!("after {e}").into()))?,
-                        status: parse_status(&s.status).map_err(ctx)?,
+                        status: parse_status(&s.status, product != "cdb").map_err(ctx)?,
                         progress: s.progress,
                     });
                 }
@@ -474,6 +503,7 @@ impl Scenario {
                 steps
             };
             tasks.push(SimTask {
+                product,
                 job_id: t.job_id.unwrap_or(1000 + i as i64),
                 task_type,
                 instances: t.instances,
@@ -558,7 +588,51 @@ impl Scenario {
             }
             tasks.push(task);
         }
-        let sim_instances = demo_instances(&instances);
+        tasks.extend(demo_open_tasks(
+            "cynosdb",
+            &[
+                "cynosdbmysql-demo0001/cynosdbmysql-ins-demo01",
+                "cynosdbmysql-demo0001/",
+                "cynosdbmysql-demo0002/cynosdbmysql-ins-demo02",
+            ],
+            &[
+                "task_create_cluster",
+                "task_auto_backup",
+                "task_modify_instance_param",
+                "task_upgrade_cynos_version",
+                "task_modify_proxy_rw_split",
+            ],
+            500_000,
+            &mut rng,
+        ));
+        tasks.extend(demo_open_tasks(
+            "postgres",
+            &["postgres-demo0001", "postgres-demo0002"],
+            &[
+                "restore_database",
+                "restart_instance",
+                "modify_parameters",
+                "upgrade_db_kernel_version",
+            ],
+            700_000,
+            &mut rng,
+        ));
+        sort_by_start(&mut tasks);
+        let mut sim_instances = demo_instances(&instances);
+        for (product, id, name, version) in [
+            ("cynosdb", "cynosdbmysql-demo0001", "catalog", "8.0"),
+            ("cynosdb", "cynosdbmysql-demo0002", "search", "5.7"),
+            ("postgres", "postgres-demo0001", "ledger", "15.4"),
+            ("postgres", "postgres-demo0002", "reports", "14.9"),
+        ] {
+            sim_instances.push(SimInstance {
+                product: product.into(),
+                engine_version: version.into(),
+                ..SimInstance::new(id, name)
+                    .tag("team", "platform")
+                    .tag("env", "prod")
+            });
+        }
         Scenario {
             shape: Shape::Current,
             zone: None,
@@ -572,6 +646,41 @@ impl Scenario {
             },
         }
     }
+}
+
+/// Tasks of a product whose statuses are open (TDSQL-C, PostgreSQL): one every 5 to 25
+/// minutes over the demo's two days, on `units`, mostly successes, some failures and waits,
+/// and for TDSQL-C now and then a status the mapping does not know.
+fn demo_open_tasks(
+    product: &str,
+    units: &[&str],
+    types: &[&str],
+    first_job: i64,
+    rng: &mut fastrand::Rng,
+) -> Vec<SimTask> {
+    let mut tasks = Vec::new();
+    let (mut t, mut job_id) = (-86_400, first_job);
+    while t < 86_400 {
+        t += rng.i64(300..1500);
+        job_id += rng.i64(1..4);
+        let status = match rng.f64() {
+            r if r < 0.84 => TaskStatus::Succeed,
+            r if r < 0.94 => TaskStatus::Failed,
+            r if r < 0.97 => TaskStatus::Running,
+            _ if product == "cynosdb" => TaskStatus::open("isolating"),
+            _ => TaskStatus::Paused,
+        };
+        let unit = units[rng.usize(..units.len())];
+        let ty = types[rng.usize(..types.len())];
+        let task = SimTask::simple(job_id, ty, &[unit], t, rng.i64(30..1800), status);
+        tasks.push(task.of_product(product));
+    }
+    tasks
+}
+
+/// Sorts tasks by start, the order scenarios give them in.
+fn sort_by_start(tasks: &mut [SimTask]) {
+    tasks.sort_by_key(|t| (t.start, t.job_id));
 }
 
 /// The demo's instances, as `DescribeDBInstances` lists them: two pairs of a primary and its
