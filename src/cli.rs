@@ -158,6 +158,28 @@ pub fn check_state_file(path: &std::path::Path) -> Result<(), CheckError> {
     Ok(())
 }
 
+/// One `--check-config` line of a region entry: its product, endpoint and what it watches.
+fn region_line(
+    out: &mut String,
+    a: &crate::config::AccountConfig,
+    r: &crate::config::RegionConfig,
+) {
+    let endpoint = a.endpoint_for(&r.region, r.product);
+    let watched = if r.instances.is_empty() {
+        let key = r.product.list_key();
+        format!("every {} in the region", &key[..key.len() - 1])
+    } else {
+        r.instances.join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "  region {} product {} via {}: {watched}",
+        r.region,
+        r.product.name(),
+        endpoint.url,
+    );
+}
+
 /// The `--check-config` summary: accounts, regions, instances and credential sources, secrets
 /// never shown. `Err` names the state file or the account whose credentials cannot be
 /// resolved.
@@ -223,23 +245,7 @@ pub fn check_config_summary(config: &Config, env: &dyn Environment) -> Result<St
             a.name.as_str()
         );
         for r in &a.regions {
-            let endpoint = a.endpoint_for(&r.region, r.product);
-            let instances = if r.instances.is_empty() {
-                format!(
-                    "every {} in the region",
-                    &r.product.list_key()[..r.product.list_key().len() - 1]
-                )
-            } else {
-                r.instances.join(", ")
-            };
-            let _ = writeln!(
-                out,
-                "  region {} product {} via {}: {}",
-                r.region,
-                r.product.name(),
-                endpoint.url,
-                instances
-            );
+            region_line(&mut out, a, r);
         }
     }
     Ok(out)

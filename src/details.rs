@@ -119,20 +119,7 @@ impl Filter {
             // A value given twice is one value; more than MAX_VALUES of a name is refused, so
             // a query's cost stays bounded whatever its length.
             // (values so far, whether this one is among them)
-            let seen = match name.as_ref() {
-                "product" => Some((f.products.len(), f.products.iter().any(|x| x == v))),
-                "job_id" => Some((
-                    f.job_ids.len(),
-                    f.job_ids.iter().any(|x| v.parse() == Ok(*x)),
-                )),
-                "region" => Some((f.regions.len(), f.regions.iter().any(|x| x == v))),
-                "instance_id" => {
-                    Some((f.instance_ids.len(), f.instance_ids.iter().any(|x| x == v)))
-                }
-                "task_type" => Some((f.task_types.len(), f.task_types.iter().any(|x| x == v))),
-                "status" => Some((f.statuses.len(), f.statuses.iter().any(|x| x.as_str() == v))),
-                _ => None,
-            };
+            let seen = f.count_of(&name, v);
             match seen {
                 Some((_, true)) => continue,
                 Some((n, false)) if n >= MAX_VALUES => {
@@ -191,6 +178,22 @@ impl Filter {
             }
         }
         Ok(f)
+    }
+
+    /// For a repeatable name: how many values it has so far, and whether `v` is among them.
+    fn count_of(&self, name: &str, v: &str) -> Option<(usize, bool)> {
+        fn of<T>(list: &[T], same: impl Fn(&T) -> bool) -> (usize, bool) {
+            (list.len(), list.iter().any(same))
+        }
+        Some(match name {
+            "product" => of(&self.products, |x| x == v),
+            "job_id" => of(&self.job_ids, |x| v.parse() == Ok(*x)),
+            "region" => of(&self.regions, |x| x == v),
+            "instance_id" => of(&self.instance_ids, |x| x == v),
+            "task_type" => of(&self.task_types, |x| x == v),
+            "status" => of(&self.statuses, |x| x.as_str() == v),
+            _ => return None,
+        })
     }
 
     fn keeps(&self, t: &TaskView<'_>) -> bool {
@@ -278,7 +281,7 @@ pub fn select(sources: &[Source], filter: &Filter) -> Selection {
         if !filter.products.is_empty() && !filter.products.iter().any(|p| p == source.id.product) {
             continue;
         }
-        let clusters = crate::product::named(source.id.product).is_some_and(|p| p.has_clusters());
+        let clusters = crate::product::has_clusters(source.id.product);
         let state = source.state.lock().expect("lock");
         for view in state.store.views() {
             if !filter.keeps(&view) {

@@ -138,7 +138,7 @@ pub enum ApplyError {
     #[error("{target}: {source}")]
     Client {
         /// The target.
-        target: TargetId,
+        target: Box<TargetId>,
         /// Why.
         source: crate::tencent::Error,
     },
@@ -236,7 +236,7 @@ fn desired_targets(
             let id = TargetId::new(a.name.clone(), spec.region.region.clone(), product.name());
             let client = Client::with(options, provider.clone(), product, SystemClock::shared())
                 .map_err(|source| ApplyError::Client {
-                    target: id.clone(),
+                    target: Box::new(id.clone()),
                     source,
                 })?;
             desired.insert(id, Desired { spec, client });

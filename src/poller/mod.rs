@@ -736,7 +736,7 @@ fn query(unit: &Option<String>, range: Range, statuses: &[TaskStatus]) -> TaskQu
 /// The line has no text of its own: `message` is the task's message. Its log target,
 /// `task_events`, tells it apart (and `RUST_LOG` can route or silence it).
 fn log_task_event(id: &TargetId, from: Option<TaskStatus>, task: &Task) {
-    let clusters = crate::product::named(id.product).is_some_and(|p| p.has_clusters());
+    let clusters = crate::product::has_clusters(id.product);
     let (cluster_id, instance_ids) = crate::domain::cluster_and_instances(
         task.instance_ids.iter().map(String::as_str),
         clusters,

@@ -194,7 +194,7 @@ mod tests {
             .unwrap()
         {
             Envelope::Page(p) => p,
-            e => panic!("{e:?}"),
+            e @ Envelope::Error { .. } => panic!("{e:?}"),
         }
     }
 

@@ -130,6 +130,11 @@ pub fn named(name: &str) -> Option<&'static dyn Product> {
     PRODUCTS.iter().copied().find(|p| p.name() == name)
 }
 
+/// Whether the product called `name` has clusters (TDSQL-C).
+pub fn has_clusters(name: &str) -> bool {
+    named(name).is_some_and(Product::has_clusters)
+}
+
 /// The default product of a region entry.
 pub fn default_product() -> &'static dyn Product {
     &cdb::Cdb

@@ -322,13 +322,16 @@ impl Simulator {
     }
 }
 
+/// An error code and message the API would answer a request with.
+pub(super) type Refused = (&'static str, String);
+
 /// One product's task list on the wire: how its request reads into the common query, the
 /// name of its item array, and how it writes an item.
 pub(super) struct Wire {
     /// The product's name: only its tasks are listed.
     pub(super) product: &'static str,
     /// The request body as a query, or the error code and message the API would answer.
-    pub(super) parse: fn(&[u8]) -> Result<DescribeTasksRequest, (&'static str, String)>,
+    pub(super) parse: fn(&[u8]) -> Result<DescribeTasksRequest, Refused>,
     /// `Items`, `TaskList`, `TaskSet`.
     pub(super) list: &'static str,
     /// One item.

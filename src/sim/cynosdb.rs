@@ -3,7 +3,7 @@
 //! and whatever a scenario gives), payloads that carry a password as the documented example
 //! does, and `DescribeClusters`.
 
-use super::cdb::{Wire, invalid_action, tag_list};
+use super::cdb::{Refused, Wire, invalid_action, tag_list};
 use super::{DescribeTasksRequest, RecordedRequest, SimTask, Simulator, TaskState};
 use crate::domain::TaskStatus;
 use crate::http::HttpResponse;
@@ -47,7 +47,7 @@ impl Simulator {
 
 /// `StartTimeBegin`, `StartTimeEnd`, `Filters` (the `ClusterId` filter is applied, others are
 /// accepted), `Offset`, `Limit`; any other key is `UnknownParameter`.
-fn parse(body: &[u8]) -> Result<DescribeTasksRequest, (&'static str, String)> {
+fn parse(body: &[u8]) -> Result<DescribeTasksRequest, Refused> {
     let obj: Map<String, Value> = serde_json::from_slice(body)
         .map_err(|e| ("InvalidParameter", format!("bad request body: {e}")))?;
     let mut req = DescribeTasksRequest::default();

@@ -3,7 +3,7 @@
 //! `EndTime` `""` while a task runs, a `TaskDetail` whose `Input` holds a password, and
 //! `DescribeDBInstances`.
 
-use super::cdb::{Wire, invalid_action, tag_list};
+use super::cdb::{Refused, Wire, invalid_action, tag_list};
 use super::cynosdb::PAYLOAD_SECRET;
 use super::{DescribeTasksRequest, RecordedRequest, SimTask, Simulator, TaskState};
 use crate::domain::TaskStatus;
@@ -47,7 +47,7 @@ impl Simulator {
 
 /// The documented parameters; `Limit` must be 1 to 100 and the order `StartTime`, as the
 /// exporter asks (the simulator lists newest first).
-fn parse(body: &[u8]) -> Result<DescribeTasksRequest, (&'static str, String)> {
+fn parse(body: &[u8]) -> Result<DescribeTasksRequest, Refused> {
     let obj: Map<String, Value> = serde_json::from_slice(body)
         .map_err(|e| ("InvalidParameter", format!("bad request body: {e}")))?;
     let mut req = DescribeTasksRequest::default();

@@ -540,54 +540,7 @@ impl Scenario {
             "cdb-demo0004",
         ];
         let mut rng = fastrand::Rng::with_seed(20_171_227);
-        let mut tasks = Vec::new();
-        let mut t = -86_400;
-        let mut job_id = 300_000;
-        while t < 86_400 {
-            t += rng.i64(30..150);
-            job_id += rng.i64(1..4);
-            let (code, _, label) = TASK_TYPES[rng.usize(..TASK_TYPES.len())];
-            let duration = match code {
-                3 => rng.i64(60..1800),       // imports
-                9 | 11 => rng.i64(600..7200), // upgrades
-                1 | 10 => rng.i64(120..1200), // rollbacks
-                _ => rng.i64(5..180),
-            };
-            let roll = rng.f64();
-            let status = match roll {
-                r if r < 0.80 => TaskStatus::Succeed,
-                r if r < 0.90 => TaskStatus::Failed,
-                r if r < 0.95 => TaskStatus::Killed,
-                r if r < 0.97 => TaskStatus::Removed,
-                _ => TaskStatus::Running, // never ends: long-running stragglers
-            };
-            let inst = instances[rng.usize(..instances.len())];
-            let mut task = if code == 13 {
-                let other = instances[(rng.usize(..3)
-                    + 1
-                    + instances.iter().position(|i| *i == inst).unwrap_or(0))
-                    % 4];
-                SimTask::simple(job_id, label, &[inst, other], t, duration, status)
-            } else {
-                SimTask::simple(job_id, label, &[inst], t, duration, status)
-            };
-            if rng.f64() < 0.1 {
-                // Some tasks queue first.
-                let wait = rng.i64(5..60);
-                for s in &mut task.timeline {
-                    s.after += wait;
-                }
-                task.timeline.insert(
-                    0,
-                    Step {
-                        after: 0,
-                        status: TaskStatus::Waiting,
-                        progress: Some(0),
-                    },
-                );
-            }
-            tasks.push(task);
-        }
+        let mut tasks = demo_cdb_tasks(&instances, &mut rng);
         tasks.extend(demo_open_tasks(
             "cynosdb",
             &[
@@ -619,20 +572,7 @@ impl Scenario {
         ));
         sort_by_start(&mut tasks);
         let mut sim_instances = demo_instances(&instances);
-        for (product, id, name, version) in [
-            ("cynosdb", "cynosdbmysql-demo0001", "catalog", "8.0"),
-            ("cynosdb", "cynosdbmysql-demo0002", "search", "5.7"),
-            ("postgres", "postgres-demo0001", "ledger", "15.4"),
-            ("postgres", "postgres-demo0002", "reports", "14.9"),
-        ] {
-            sim_instances.push(SimInstance {
-                product: product.into(),
-                engine_version: version.into(),
-                ..SimInstance::new(id, name)
-                    .tag("team", "platform")
-                    .tag("env", "prod")
-            });
-        }
+        sim_instances.extend(demo_open_instances());
         Scenario {
             shape: Shape::Current,
             zone: None,
@@ -646,6 +586,57 @@ impl Scenario {
             },
         }
     }
+}
+
+/// The demo's CDB tasks: every type, every minute or two over two days, on `instances`.
+fn demo_cdb_tasks(instances: &[&str; 4], rng: &mut fastrand::Rng) -> Vec<SimTask> {
+    let mut tasks = Vec::new();
+    let mut t = -86_400;
+    let mut job_id = 300_000;
+    while t < 86_400 {
+        t += rng.i64(30..150);
+        job_id += rng.i64(1..4);
+        let (code, _, label) = TASK_TYPES[rng.usize(..TASK_TYPES.len())];
+        let duration = match code {
+            3 => rng.i64(60..1800),       // imports
+            9 | 11 => rng.i64(600..7200), // upgrades
+            1 | 10 => rng.i64(120..1200), // rollbacks
+            _ => rng.i64(5..180),
+        };
+        let roll = rng.f64();
+        let status = match roll {
+            r if r < 0.80 => TaskStatus::Succeed,
+            r if r < 0.90 => TaskStatus::Failed,
+            r if r < 0.95 => TaskStatus::Killed,
+            r if r < 0.97 => TaskStatus::Removed,
+            _ => TaskStatus::Running, // never ends: long-running stragglers
+        };
+        let inst = instances[rng.usize(..instances.len())];
+        let mut task = if code == 13 {
+            let other = instances
+                [(rng.usize(..3) + 1 + instances.iter().position(|i| *i == inst).unwrap_or(0)) % 4];
+            SimTask::simple(job_id, label, &[inst, other], t, duration, status)
+        } else {
+            SimTask::simple(job_id, label, &[inst], t, duration, status)
+        };
+        if rng.f64() < 0.1 {
+            // Some tasks queue first.
+            let wait = rng.i64(5..60);
+            for s in &mut task.timeline {
+                s.after += wait;
+            }
+            task.timeline.insert(
+                0,
+                Step {
+                    after: 0,
+                    status: TaskStatus::Waiting,
+                    progress: Some(0),
+                },
+            );
+        }
+        tasks.push(task);
+    }
+    tasks
 }
 
 /// Tasks of a product whose statuses are open (TDSQL-C, PostgreSQL): one every 5 to 25
@@ -676,6 +667,25 @@ fn demo_open_tasks(
         tasks.push(task.of_product(product));
     }
     tasks
+}
+
+/// The demo's TDSQL-C clusters and PostgreSQL instances, as their listings give them.
+fn demo_open_instances() -> Vec<SimInstance> {
+    [
+        ("cynosdb", "cynosdbmysql-demo0001", "catalog", "8.0"),
+        ("cynosdb", "cynosdbmysql-demo0002", "search", "5.7"),
+        ("postgres", "postgres-demo0001", "ledger", "15.4"),
+        ("postgres", "postgres-demo0002", "reports", "14.9"),
+    ]
+    .into_iter()
+    .map(|(product, id, name, version)| SimInstance {
+        product: product.into(),
+        engine_version: version.into(),
+        ..SimInstance::new(id, name)
+            .tag("team", "platform")
+            .tag("env", "prod")
+    })
+    .collect()
 }
 
 /// Sorts tasks by start, the order scenarios give them in.

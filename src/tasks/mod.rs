@@ -268,7 +268,7 @@ impl TaskStore {
 
     /// A tracked task's status.
     pub fn status_of(&self, job_id: i64) -> Option<TaskStatus> {
-        self.tasks.get(job_id).map(|s| s.status())
+        self.tasks.get(job_id).map(Slot::status)
     }
 
     /// Every tracked task, in no particular order.
