@@ -559,16 +559,26 @@ fn dashboard_has_the_variables_and_panels() {
         .collect();
     assert_eq!(
         vars,
-        ["datasource", "job", "region", "instance", "task_type"]
+        [
+            "datasource",
+            "job",
+            "product",
+            "region",
+            "instance",
+            "task_type"
+        ]
     );
     assert_eq!(d["templating"]["list"][0]["query"], "prometheus");
     let exprs: Vec<String> = crate::common::dashboard_exprs(&d);
     for metric in [
-        "tencentcloud_cdb_tasks{",
-        "tencentcloud_cdb_tasks_finished_total",
-        "tencentcloud_cdb_task_duration_seconds_bucket",
-        "tencentcloud_cdb_task_last_finished_timestamp_seconds",
-        "tencentcloud_cdb_task_oldest_unfinished_start_timestamp_seconds",
+        // Every product's task families, through the product selector.
+        "tencentcloud_($product)_tasks\"",
+        "tencentcloud_($product)_tasks_finished_total",
+        "tencentcloud_($product)_task_duration_seconds_bucket",
+        "tencentcloud_($product)_task_last_finished_timestamp_seconds",
+        "tencentcloud_($product)_task_oldest_unfinished_start_timestamp_seconds",
+        "tencentcloud_cynosdb_cluster_info",
+        "tencentcloud_postgres_instance_info",
         "tencentcloud_cdb_exporter_last_poll_success",
         "tencentcloud_cdb_exporter_api_requests_total",
         "tencentcloud_cdb_exporter_api_errors_total",

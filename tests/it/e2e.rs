@@ -102,6 +102,25 @@ where
     }
 }
 
+/// The firing `CdbTaskFailed` of `product` the webhook received, if any.
+fn find_failed(received: &Mutex<Vec<(String, Value)>>, product: &str) -> Option<Value> {
+    received.lock().unwrap().iter().find_map(|(path, body)| {
+        (path == "/cdb-tasks")
+            .then(|| body["alerts"].as_array().cloned().unwrap_or_default())
+            .into_iter()
+            .flatten()
+            .find(|a| {
+                a["labels"]["alertname"] == "CdbTaskFailed"
+                    && a["labels"]["product"] == product
+                    && a["status"] == "firing"
+            })
+    })
+}
+
+const CYNOS_CLUSTER: &str = "cynosdbmysql-e2e00001";
+const CYNOS_UNIT: &str = "cynosdbmysql-e2e00001/cynosdbmysql-ins-e2e00001";
+const PG: &str = "postgres-e2e00001";
+
 fn scalar(v: &Value) -> Option<f64> {
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
@@ -117,6 +136,20 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
         SimTask::simple(1, "import_data", &[A], 10, 20, TaskStatus::Failed),
         SimTask::simple(2, "upgrade_master", &[B], -7 * 3600, 0, TaskStatus::Running),
         SimTask::simple(3, "reboot", &[A], -600, 30, TaskStatus::Succeed),
+        // TDSQL-C: a parameter change on a cluster's instance, running since before the
+        // exporter (its zero counters exist), failing once the clock moves.
+        SimTask::simple(
+            4,
+            "task_modify_instance_param",
+            &[CYNOS_UNIT],
+            -60,
+            90,
+            TaskStatus::Failed,
+        )
+        .of_product("cynosdb"),
+        // PostgreSQL: a restore of a type never seen before, first seen already failed.
+        SimTask::simple(5, "restore_database", &[PG], 10, 20, TaskStatus::Failed)
+            .of_product("postgres"),
     ];
     // Served over TLS with basic auth, as README "Securing the endpoint" sets it up: Prometheus
     // scrapes with the shipped config's https, CA and password lines.
@@ -140,8 +173,13 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
         ..Default::default()
     })
     .await;
-    let mut config =
-        Config::from_toml(&config_text(&sim.url(), "", &region("ap-guangzhou", &[]))).unwrap();
+    let regions = format!(
+        "{}{}",
+        region("ap-guangzhou", &[]),
+        "[[accounts.regions]]\nregion = \"ap-guangzhou\"\nproduct = \"cynosdb\"\n\
+         [[accounts.regions]]\nregion = \"ap-guangzhou\"\nproduct = \"postgres\"\n"
+    );
+    let mut config = Config::from_toml(&config_text(&sim.url(), "", &regions)).unwrap();
     config.server.web_config_file = Some(web);
     let exporter = Exporter::start(config, clock.clone()).await;
     let pair = Pair {
@@ -323,20 +361,47 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
         async move { ok }
     })
     .await;
-    let failed = find("CdbTaskFailed").unwrap();
+    wait_until("the failed CDB import at the webhook", || {
+        let ok = find_failed(&received, "cdb").is_some();
+        async move { ok }
+    })
+    .await;
+    let failed = find_failed(&received, "cdb").unwrap();
     assert_eq!(failed["labels"]["severity"], "warning");
     assert_eq!(failed["labels"]["instance_id"], A);
     assert_eq!(failed["labels"]["task_type"], "import_data");
     assert_eq!(failed["labels"]["region"], "ap-guangzhou");
+    assert_eq!(failed["labels"]["product"], "cdb");
     assert_eq!(
         failed["annotations"]["summary"],
-        "import_data failed on cdb-aaaa1111 (orders)"
+        "cdb import_data failed on cdb-aaaa1111 (orders)"
     );
     let link = failed["annotations"]["tasks"].as_str().unwrap();
     let addr = pair.exporter.addr;
     assert_eq!(
         link,
-        format!("http://{addr}/tasks?instance_id={A}&status=failed&task_type=import_data")
+        format!(
+            "http://{addr}/tasks?product=cdb&instance_id={A}&status=failed&task_type=import_data"
+        )
+    );
+    // The TDSQL-C and PostgreSQL failures page someone too, the PostgreSQL one although its
+    // type had never been seen before it failed.
+    let of_product = |product: &str| find_failed(&received, product);
+    wait_until("the TDSQL-C and PostgreSQL failures at the webhook", || {
+        let ok = of_product("cynosdb").is_some() && of_product("postgres").is_some();
+        async move { ok }
+    })
+    .await;
+    let cynos = of_product("cynosdb").unwrap();
+    assert_eq!(cynos["labels"]["cluster_id"], CYNOS_CLUSTER);
+    assert_eq!(cynos["labels"]["instance_id"], "cynosdbmysql-ins-e2e00001");
+    assert_eq!(cynos["labels"]["task_type"], "task_modify_instance_param");
+    let pg = of_product("postgres").unwrap();
+    assert_eq!(pg["labels"]["instance_id"], PG);
+    assert_eq!(pg["labels"]["task_type"], "restore_database");
+    assert_eq!(
+        pg["annotations"]["summary"],
+        "postgres restore_database failed on postgres-e2e00001"
     );
     // The link opens the failed job on the task page. The endpoint being secured, its http://
     // lands on a redirect to the same URL over https (a browser follows it and asks for the
@@ -417,6 +482,7 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
             .replace("$region", ".*")
             .replace("$instance", ".*")
             .replace("$task_type", ".*")
+            .replace("$product", "cdb|cynosdb|postgres")
             .replace("$__rate_interval", "1m")
             .replace("$__range", "1h");
         let v = query(&prom, &concrete).await;
