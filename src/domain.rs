@@ -571,3 +571,66 @@ pub struct Instance {
     /// `TagList` as (key, value).
     pub tags: Vec<(String, String)>,
 }
+
+#[cfg(test)]
+mod product_vocabulary_tests {
+    use super::*;
+
+    #[test]
+    fn camel_case_types_split_into_words() {
+        assert_eq!(camel_task_type("taskCreateCluster"), "task_create_cluster");
+        assert_eq!(camel_task_type("RestoreDatabase"), "restore_database");
+        assert_eq!(
+            camel_task_type("UpgradeDBKernel2Version"),
+            "upgrade_dbkernel2_version"
+        );
+        assert_eq!(camel_task_type("  "), "unknown");
+        assert_eq!(camel_task_type(&"aB".repeat(40)).len(), 40);
+    }
+
+    #[test]
+    fn statuses_pack_into_one_byte_and_back() {
+        let open = TaskStatus::open("Isolating");
+        assert_eq!(open.as_str(), "isolating");
+        assert_eq!(TaskStatus::open("ISOLATING"), open, "one value per slug");
+        assert_eq!(
+            TaskStatus::open("Succeed"),
+            TaskStatus::Succeed,
+            "a known label stays known"
+        );
+        for st in TaskStatus::ALL.into_iter().chain([open]) {
+            assert_eq!(TaskStatus::unpack(st.pack()), st);
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+            assert_eq!(serde_json::from_str::<TaskStatus>(&json).unwrap(), st);
+        }
+        assert!(!open.is_terminal());
+        assert_eq!(open.code(), None);
+    }
+
+    #[test]
+    fn units_read_as_cluster_and_instances() {
+        assert_eq!(owner("cynosdbmysql-a/cynosdbmysql-ins-b"), "cynosdbmysql-a");
+        assert_eq!(owner("cdb-aaaa1111"), "cdb-aaaa1111");
+        assert_eq!(
+            cluster_and_instances(["cynosdbmysql-a/cynosdbmysql-ins-b"], true),
+            ("cynosdbmysql-a", vec!["cynosdbmysql-ins-b"])
+        );
+        assert_eq!(
+            cluster_and_instances(["cynosdbmysql-a/"], true),
+            ("cynosdbmysql-a", vec![])
+        );
+        assert_eq!(
+            cluster_and_instances(["cdb-a", "cdb-b"], false),
+            ("", vec!["cdb-a", "cdb-b"])
+        );
+        assert_eq!(
+            TargetId::cdb("a", "ap-guangzhou").to_string(),
+            "a/ap-guangzhou"
+        );
+        assert_eq!(
+            TargetId::new("a", "ap-guangzhou", "postgres").to_string(),
+            "a/ap-guangzhou/postgres"
+        );
+    }
+}

@@ -105,6 +105,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tdsql_c_cluster_and_its_instances_share_one_shard() {
+        for total in [2, 3, 7] {
+            for n in 0..50 {
+                let cluster = format!("cynosdbmysql-c{n:07}");
+                let owner = Shard::of(&cluster, total);
+                let shard = Shard {
+                    index: owner,
+                    total,
+                };
+                assert!(shard.owns(&cluster));
+                assert!(shard.owns(&format!("{cluster}/")));
+                assert!(shard.owns(&format!("{cluster}/cynosdbmysql-ins-{n:04}")));
+            }
+        }
+    }
+
+    #[test]
     fn the_hash_is_fnv1a_64_and_never_changes() {
         // Published FNV-1a 64 test vectors.
         assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);

@@ -111,14 +111,18 @@ impl Exporter {
         Series::parse(&self.scrape().await)
     }
 
-    /// Waits until a successful poll started at or after `t` (exporter clock) is reflected.
+    /// Waits until a successful poll started at or after `t` (exporter clock) is reflected, of
+    /// every target.
     pub async fn wait_poll_after(&self, t: i64) -> Series {
         self.wait_for(|s| {
-            s.get(
-                "tencentcloud_cdb_exporter_last_successful_poll_timestamp_seconds",
-                &[],
-            )
-            .is_some_and(|v| v as i64 >= t)
+            let mut times = s
+                .matching(
+                    "tencentcloud_cdb_exporter_last_successful_poll_timestamp_seconds",
+                    &[],
+                )
+                .map(|(_, v)| v as i64)
+                .peekable();
+            times.peek().is_some() && times.all(|v| v >= t)
         })
         .await
     }

@@ -22,6 +22,7 @@ mod fuzz_corpora;
 mod hostile;
 mod instance_role;
 mod pod_identity;
+mod products;
 mod signing;
 mod sim_client;
 mod skew;
