@@ -44,6 +44,9 @@ struct Args {
     cycles: u64,
     bin: PathBuf,
     state: bool,
+    /// With `--mix`: half the instances CDB, a quarter TDSQL-C clusters, a quarter PostgreSQL
+    /// instances, the tasks shared the same way.
+    mix: bool,
 }
 
 fn args() -> Args {
@@ -54,6 +57,7 @@ fn args() -> Args {
         rps: 1_000,
         cycles: 10,
         state: false,
+        mix: false,
         bin: std::env::current_exe()
             .expect("own path")
             .parent()
@@ -71,6 +75,7 @@ fn args() -> Args {
             "--cycles" => a.cycles = value().parse().expect("a number"),
             "--bin" => a.bin = value().into(),
             "--state" => a.state = true,
+            "--mix" => a.mix = true,
             n if positional == 0 => {
                 a.instances = n.parse().expect("instances");
                 positional += 1;
@@ -85,15 +90,71 @@ fn args() -> Args {
 
 /// `tasks` tasks over the last day on `instances` instances, and the same rate for `ahead`
 /// seconds more; 2% run for 2 to 30 hours, the rest for 10 s to 10 min, 5% of those fail.
-fn scenario(instances: usize, tasks: usize, ahead: i64) -> Scenario {
+/// The products of a run: (product, share of the instances and tasks).
+fn shares(mix: bool) -> &'static [(&'static str, usize)] {
+    if mix {
+        &[("cdb", 2), ("cynosdb", 1), ("postgres", 1)]
+    } else {
+        &[("cdb", 1)]
+    }
+}
+
+/// The scenario of every product of the run, each with its share.
+fn scenario(instances: usize, tasks: usize, ahead: i64, mix: bool) -> Scenario {
+    let parts = shares(mix);
+    let whole: usize = parts.iter().map(|p| p.1).sum();
+    let mut all = Scenario::default();
+    for (product, share) in parts {
+        let s = product_scenario(
+            product,
+            instances * share / whole,
+            tasks * share / whole,
+            ahead,
+        );
+        all.tasks.extend(s.tasks);
+        all.instances.extend(s.instances);
+    }
+    all
+}
+
+/// Task types of the products without a documented table.
+const OPEN_TYPES: [&str; 6] = [
+    "task_auto_backup",
+    "task_modify_instance_param",
+    "restore_database",
+    "restart_instance",
+    "upgrade_kernel_version",
+    "modify_parameters",
+];
+
+fn product_scenario(product: &str, instances: usize, tasks: usize, ahead: i64) -> Scenario {
     let mut rng = fastrand::Rng::with_seed(7);
-    let ids: Vec<String> = (0..instances).map(|i| format!("cdb-{i:08x}")).collect();
+    let prefix = match product {
+        "cynosdb" => "cynosdbmysql-",
+        "postgres" => "postgres-",
+        _ => "cdb-",
+    };
+    let ids: Vec<String> = (0..instances).map(|i| format!("{prefix}{i:08x}")).collect();
+    let unit = |id: &str, rng: &mut fastrand::Rng| match product {
+        // TDSQL-C: half the tasks on the cluster, half on one of its two instances.
+        "cynosdb" if rng.bool() => format!("{id}/"),
+        "cynosdb" => format!(
+            "{id}/{}-ins-{}",
+            id.replace("cynosdbmysql-", "cynosdbmysql"),
+            rng.u8(..2)
+        ),
+        _ => id.to_string(),
+    };
     let total = tasks as i64 + tasks as i64 * ahead / DAY;
     let tasks = (0..total)
         .map(|k| {
             let start = -DAY + k * DAY / tasks as i64;
-            let inst = ids[rng.usize(..ids.len())].as_str();
-            let (_, _, ty) = TASK_TYPES[rng.usize(..TASK_TYPES.len())];
+            let inst = unit(ids[rng.usize(..ids.len())].as_str(), &mut rng);
+            let ty = if product == "cdb" {
+                TASK_TYPES[rng.usize(..TASK_TYPES.len())].2
+            } else {
+                OPEN_TYPES[rng.usize(..OPEN_TYPES.len())]
+            };
             let (duration, status) = if rng.f64() < 0.02 {
                 (rng.i64(7_200..108_000), TaskStatus::Succeed)
             } else if rng.f64() < 0.05 {
@@ -101,7 +162,8 @@ fn scenario(instances: usize, tasks: usize, ahead: i64) -> Scenario {
             } else {
                 (rng.i64(10..600), TaskStatus::Succeed)
             };
-            SimTask::simple(1_000_000 + k, ty, &[inst], start, duration, status)
+            SimTask::simple(1_000_000 + k, ty, &[inst.as_str()], start, duration, status)
+                .of_product(product)
         })
         .collect();
     // Every instance is listed by DescribeDBInstances, with a name and tags (discovery is on
@@ -109,8 +171,9 @@ fn scenario(instances: usize, tasks: usize, ahead: i64) -> Scenario {
     let instances = ids
         .iter()
         .enumerate()
-        .map(|(n, id)| {
-            SimInstance::new(id, &format!("orders-{n}"))
+        .map(|(n, id)| SimInstance {
+            product: product.to_string(),
+            ..SimInstance::new(id, &format!("orders-{n}"))
                 .tag("team", ["shop", "billing", "search"][n % 3])
                 .tag("cost-center", &format!("cc-{}", n % 17))
         })
@@ -235,13 +298,17 @@ secret_key = "{DEFAULT_SECRET_KEY}"
 endpoint = "{sim_url}"
 [discovery]
 tags = ["team"]
-[[accounts.regions]]
-region = "ap-guangzhou"
-"#,
+{regions}"#,
         interval = a.interval,
         rps = a.rps,
         // Below the interval, which releases before docs/configuration.md#keys also require.
         timeout_ms = a.interval * 750,
+        regions = shares(a.mix)
+            .iter()
+            .map(|(p, _)| format!(
+                "[[accounts.regions]]\nregion = \"ap-guangzhou\"\nproduct = \"{p}\"\n"
+            ))
+            .collect::<String>(),
         state = if a.state {
             format!("state_file = \"{}\"", dir.join("state.json").display())
         } else {
@@ -286,7 +353,9 @@ async fn main() {
     let steady = a.cycles * a.interval;
     let clock = SystemClock::shared();
     let built = Instant::now();
-    let scenario = scenario(a.instances, a.tasks, 3_600);
+    let scenario = scenario(a.instances, a.tasks, 3_600, a.mix);
+    // Kept to compute each product's floor of requests after the steady cycles.
+    let all_tasks = scenario.tasks.clone();
     let sim = Simulator::with_default_keys(scenario, clock)
         .serve("127.0.0.1:0".parse().expect("address"))
         .await
@@ -330,26 +399,39 @@ async fn main() {
         .expect("clock")
         .as_secs() as i64;
     let zone = ApiZone::beijing();
-    let (mut recent, mut unfinished, mut lookups, mut cycles) = (0u64, 0u64, 0u64, 0u64);
-    for r in sim.sim.requests() {
-        let Some(req) = r.request else { continue };
-        let end = req
-            .start_time_end
-            .as_deref()
-            .and_then(|e| zone.parse(e))
-            .unwrap_or(0);
-        if req.task_status.is_some() {
-            unfinished += 1;
-        } else if end > now - 60 {
-            // Only the recent window reaches into the future.
-            recent += 1;
-            cycles += u64::from(req.offset.unwrap_or(0) == 0);
-        } else {
-            lookups += 1;
+    let requests = sim.sim.requests();
+    let mut per_product = Vec::new();
+    for (product, _) in shares(a.mix) {
+        let (mut recent, mut unfinished, mut lookups, mut cycles) = (0u64, 0u64, 0u64, 0u64);
+        for r in requests.iter().filter(|r| r.product == *product) {
+            let Some(req) = &r.request else { continue };
+            let end = req
+                .start_time_end
+                .as_deref()
+                .and_then(|e| zone.parse(e))
+                .unwrap_or(0);
+            if req.task_status.is_some() {
+                unfinished += 1;
+            } else if end > now - 60 {
+                // Only the recent window reaches into the future.
+                recent += 1;
+                cycles += u64::from(req.offset.unwrap_or(0) == 0);
+            } else {
+                lookups += 1;
+            }
         }
+        // The floor: one request for the new tasks, one per 100 tasks still unfinished that
+        // started before the recent window (the overlap: two intervals, at least 5 minutes).
+        let sim_now = now - sim.sim.started();
+        let recent_begin = sim_now - (2 * a.interval as i64).max(300);
+        let old_unfinished = all_tasks
+            .iter()
+            .filter(|t| t.product == *product && t.start < recent_begin)
+            .filter(|t| t.state_at(sim_now).is_some_and(|s| !s.0.is_terminal()))
+            .count();
+        let floor = 1.0 + (old_unfinished as f64 / 100.0).ceil();
+        per_product.push((*product, recent, unfinished, lookups, cycles, floor));
     }
-    let per = |n: u64| n as f64 / cycles.max(1) as f64;
-
     // 3. Scrapes: sequential, timed to the last byte; note the first one after each poll.
     let mut times = Vec::new();
     let mut first_after_poll = Vec::new();
@@ -419,14 +501,19 @@ async fn main() {
         first_after_poll.len(),
         first_after_poll.last().copied().unwrap_or(f64::NAN)
     );
-    println!(
-        "| DescribeTasks per steady cycle ({cycles} cycles, {}s interval) | {:.2} = {:.2} recent + {:.2} unfinished + {:.2} look-ups |",
-        a.interval,
-        per(recent + unfinished + lookups),
-        per(recent),
-        per(unfinished),
-        per(lookups)
-    );
+    for (product, recent, unfinished, lookups, cycles, floor) in &per_product {
+        let per = |n: u64| n as f64 / (*cycles).max(1) as f64;
+        let total = per(recent + unfinished + lookups);
+        println!(
+            "| {product} DescribeTasks per steady cycle ({cycles} cycles, {}s interval) | {:.2} = {:.2} recent + {:.2} unfinished + {:.2} look-ups; floor {floor:.0}, {:.2}x |",
+            a.interval,
+            total,
+            per(*recent),
+            per(*unfinished),
+            per(*lookups),
+            total / floor
+        );
+    }
     // 4. Compression: the same page plain and gzipped (Prometheus always asks for gzip).
     let (p50, p99, plain_bytes, plain_cpu) = scrapes(&http, &exporter.base, pid, 200, false).await;
     let (gz50, gz99, gz_bytes, gz_cpu) = scrapes(&http, &exporter.base, pid, 200, true).await;

@@ -93,6 +93,29 @@ pub fn lookup_ranges(starts: &[i64], max_span: i64) -> Vec<Range> {
     out
 }
 
+/// Ranges of start seconds that cover `starts` (any order), each holding at most `per_page` of
+/// the tasks the store knows (`known`, sorted), so that each costs about one page however far
+/// it stretches: the look-ups of a product whose list takes no status filter, which looks up
+/// every old unfinished task on every poll.
+pub fn packed_lookup_ranges(starts: &[i64], known: &[i64], per_page: usize) -> Vec<Range> {
+    let mut sorted = starts.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let known_between =
+        |b: i64, e: i64| known.partition_point(|&k| k <= e) - known.partition_point(|&k| k < b);
+    let mut out: Vec<Range> = Vec::new();
+    for s in sorted {
+        match out.last_mut() {
+            Some(r) if known_between(r.begin.unwrap_or(s), s) <= per_page => r.end = s,
+            _ => out.push(Range {
+                begin: Some(s),
+                end: s,
+            }),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +179,30 @@ mod tests {
             ]
         );
         assert!(lookup_ranges(&[], 600).is_empty());
+    }
+
+    #[test]
+    fn packed_ranges_hold_a_page_each_however_far_they_stretch() {
+        // Known tasks: one a minute for a day; unfinished ones at three places.
+        let known: Vec<i64> = (0..1440).map(|m| m * 60).collect();
+        let r = packed_lookup_ranges(&[0, 3000, 5940, 80_000], &known, 100);
+        // 0..5940 holds 100 known starts: one range; 80,000 is far: its own.
+        assert_eq!(
+            r,
+            vec![
+                Range {
+                    begin: Some(0),
+                    end: 5940
+                },
+                Range {
+                    begin: Some(80_000),
+                    end: 80_000
+                }
+            ]
+        );
+        // Sparse known tasks: hours apart, still one range.
+        let sparse = [0, 40_000, 80_000];
+        assert_eq!(packed_lookup_ranges(&sparse, &sparse, 100).len(), 1);
     }
 
     proptest! {

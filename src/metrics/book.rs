@@ -349,6 +349,8 @@ pub struct Series {
     /// How many are monitored (each renders its 48 counters).
     pub(super) monitored_count: usize,
     pub(super) finished_other: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
+    /// Where each (instance, type) pair's rows sit in `finished_other`: start and end.
+    pub(super) other_at: HashMap<(InstIx, TypeIx), (u32, u32)>,
     pub(super) durations: Vec<(TypeIx, TaskStatus, Histogram)>,
     pub(super) last_finished: Vec<(InstIx, TypeIx, TaskStatus, i64)>,
     pub(super) oldest: Vec<(InstIx, TypeIx, i64)>,
@@ -443,10 +445,12 @@ impl Series {
                     let v = dense[t as usize * 4 + terminal_ix(st).expect("terminal")];
                     (all || v > 0).then(|| ((self.inst(i), self.ty(t), st.as_str()), v))
                 });
-                let other_rows = self
-                    .finished_other
+                let (from, to) = match self.other_at.get(&(i, t)) {
+                    Some(&(from, to)) if !known => (from as usize, to as usize),
+                    _ => (0, 0),
+                };
+                let other_rows = self.finished_other[from..to]
                     .iter()
-                    .filter(move |(oi, ot, ..)| !known && *oi == i && *ot == t)
                     .map(move |(_, _, st, v)| ((self.inst(i), self.ty(t), st.as_str()), *v));
                 dense_rows.chain(other_rows)
             })
@@ -487,6 +491,7 @@ impl Series {
                 .iter()
                 .map(|(&(i, t, st), &v)| (i, t, st, v))
                 .collect(),
+            other_at: HashMap::new(),
             durations: Vec::new(),
             last_finished: Vec::new(),
             oldest: Vec::new(),
@@ -503,8 +508,19 @@ impl Series {
                 b.2.as_str(),
             ))
         });
-        let mut other = s.finished_other.clone();
+        let mut other = std::mem::take(&mut s.finished_other);
         s.sort(&mut other, |r| (r.0, r.1, r.2.as_str()));
+        let mut from = 0;
+        for (n, row) in other.iter().enumerate() {
+            let last = other
+                .get(n + 1)
+                .is_none_or(|next| (next.0, next.1) != (row.0, row.1));
+            if last {
+                s.other_at
+                    .insert((row.0, row.1), (from as u32, n as u32 + 1));
+                from = n + 1;
+            }
+        }
         s.finished_other = other;
         let mut durations: Vec<_> = book
             .durations

@@ -89,6 +89,8 @@ pub struct Target {
     /// Everything the exporter keeps about the target: store, series, status, instances.
     handle: Arc<TargetHandle>,
     first_poll: bool,
+    /// Polls started, for spreading the look-ups of long-running tasks over polls.
+    polls: u64,
     mode: Option<QueryMode>,
     region_volume: Option<f64>,
     polls_since_probe: u32,
@@ -205,6 +207,7 @@ impl Target {
             settings: parts.settings,
             handle: parts.handle,
             first_poll: true,
+            polls: 0,
             mode: None,
             region_volume: None,
             polls_since_probe: 0,
@@ -271,6 +274,7 @@ impl Target {
         let covered_until = self.lock().covered_until;
         let recent = window::recent_window(covered_until, now, lookback, overlap);
         let (mode, units, mut report) = self.start_poll(now);
+        self.polls += 1;
 
         // 1. Tasks that started in the recent window. Region-wide, the pages after the first
         // are skipped when they can only hold tasks the store already knows (see
@@ -298,7 +302,14 @@ impl Target {
         };
         let old = self.lock().store.unfinished_before(recent_begin);
         let mut returned: HashSet<i64> = HashSet::new();
+        // A product whose task list takes no status filter (PostgreSQL) would have to list
+        // every task since the oldest unfinished one: its old unfinished tasks get the narrow
+        // look-ups of step 3 instead (and tasks running since before the lookback at start-up
+        // are not searched for).
+        let statuses = self.client.product().filterable_unfinished();
+        let filterable = (!statuses.is_empty()).then_some(statuses);
         if report.failure.is_none()
+            && let Some(filterable) = filterable
             && let Some(range) = window::unfinished_range(
                 self.first_poll,
                 old.first().map(|t| t.start),
@@ -306,14 +317,7 @@ impl Target {
             )
         {
             let seen = self
-                .fetch_each(
-                    &units,
-                    range,
-                    self.client.product().filterable_unfinished(),
-                    Pass::Follow,
-                    cancel,
-                    &mut report,
-                )
+                .fetch_each(&units, range, filterable, Pass::Follow, cancel, &mut report)
                 .await;
             returned.extend(seen.ids);
         }
@@ -321,9 +325,11 @@ impl Target {
 
         // 3. Final states of old unfinished tasks that left the unfinished set (or are WAITING).
         if report.failure.is_none() {
+            let interval = self.settings.interval.as_secs().max(1) as i64;
             let missing: Vec<Unfinished> = old
                 .into_iter()
                 .filter(|t| !returned.contains(&t.job_id))
+                .filter(|t| filterable.is_some() || self.due(t, now, interval))
                 .collect();
             self.final_states(mode, missing, cancel, &mut report).await;
         }
@@ -527,6 +533,15 @@ impl Target {
         known as u64 == total && unfinished == 0
     }
 
+    /// Whether a long-running task of a product without a status filter is looked up in this
+    /// poll: a task is looked up at least every tenth of its running time (every poll in its
+    /// first ten intervals, at most every 30 polls), so that its end is seen within a tenth of
+    /// how long it ran, and the look-ups of tasks running for hours are spread over polls.
+    fn due(&self, t: &Unfinished, now: i64, interval: i64) -> bool {
+        let stride = ((now - t.start) / (10 * interval)).clamp(1, MAX_LOOKUP_STRIDE) as u64;
+        (self.polls + t.job_id.unsigned_abs()) % stride == 0
+    }
+
     /// Narrow look-ups around the start seconds of `missing` tracked tasks (job, start,
     /// instances). Tasks a successful look-up did not find count a miss in the store.
     async fn final_states(
@@ -550,9 +565,25 @@ impl Target {
             by_unit.entry(unit).or_default().push((u.job_id, u.start));
         }
         let mut not_found = Vec::new();
+        // Without a status filter every old unfinished task is looked up on every poll: ranges
+        // are packed by the page they cost rather than by their span.
+        let packed = self
+            .client
+            .product()
+            .filterable_unfinished()
+            .is_empty()
+            .then(|| self.lock().store.sorted_starts());
         for (unit, tasks) in by_unit {
             let starts: Vec<i64> = tasks.iter().map(|t| t.1).collect();
-            for range in window::lookup_ranges(&starts, LOOKUP_SPAN_SECS) {
+            let ranges = match &packed {
+                Some(known) => window::packed_lookup_ranges(
+                    &starts,
+                    known,
+                    self.client.product().task_page_limit() as usize,
+                ),
+                None => window::lookup_ranges(&starts, LOOKUP_SPAN_SECS),
+            };
+            for range in ranges {
                 let found: HashSet<i64> = match self
                     .fetch_all(
                         query(&unit, range, &[]),
@@ -719,6 +750,10 @@ fn scope_of(instances: &[String]) -> Scope {
         Scope::Listed(instances.iter().cloned().collect())
     }
 }
+
+/// The most polls between two look-ups of one long-running task of a product without a status
+/// filter.
+const MAX_LOOKUP_STRIDE: i64 = 30;
 
 fn query(unit: &Option<String>, range: Range, statuses: &[TaskStatus]) -> TaskQuery {
     TaskQuery {

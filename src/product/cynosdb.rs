@@ -106,11 +106,22 @@ impl Product for Cynosdb {
         if let Some(t) = query.start_time_end {
             body.insert("StartTimeEnd".into(), zone.format(t).into());
         }
+        let mut filters = Vec::new();
         if let Some(cluster) = &query.instance_id {
-            body.insert(
-                "Filters".into(),
-                json!([{"Names": ["ClusterId"], "Values": [cluster], "ExactMatch": true}]),
-            );
+            filters.push(json!({"Names": ["ClusterId"], "Values": [cluster], "ExactMatch": true}));
+        }
+        // The spellings of the asked statuses the table knows: a task in a spelling it does not
+        // know is not returned, and gets the narrow look-up of a task that left the set.
+        let spellings: Vec<&str> = STATUSES
+            .iter()
+            .filter(|(_, st)| query.task_status.contains(st))
+            .map(|(wire, _)| *wire)
+            .collect();
+        if !spellings.is_empty() {
+            filters.push(json!({"Names": ["Status"], "Values": spellings, "ExactMatch": true}));
+        }
+        if !filters.is_empty() {
+            body.insert("Filters".into(), filters.into());
         }
         body.insert("Offset".into(), query.offset.into());
         body.insert("Limit".into(), query.limit.min(100).into());
@@ -136,9 +147,10 @@ impl Product for Cynosdb {
     }
 
     fn filterable_unfinished(&self) -> &'static [TaskStatus] {
-        // The status values are not documented, so none is filtered on: the follow-up of old
-        // unfinished tasks lists their whole range.
-        &[]
+        // `Status` is one of the documented filter fields; its values are not documented, so
+        // the filter names the spellings of the table. A task still unfinished in another
+        // spelling is not returned, and is looked up narrowly like one that finished.
+        &[TaskStatus::Running, TaskStatus::Waiting, TaskStatus::Paused]
     }
 
     fn valid_id(&self, id: &str) -> bool {
@@ -246,6 +258,29 @@ mod tests {
         assert_eq!(v["StartTimeEnd"], "1970-01-01 01:00:00");
         assert_eq!(v["Filters"][0]["Names"][0], "ClusterId");
         assert_eq!(v["Filters"][0]["Values"][0], "cynosdbmysql-abcd1234");
+        assert_eq!(
+            v["Filters"].as_array().unwrap().len(),
+            1,
+            "no status filter asked"
+        );
+        let unfinished = TaskQuery {
+            task_status: Cynosdb.filterable_unfinished().to_vec(),
+            ..q
+        };
+        let v: Value =
+            serde_json::from_slice(&Cynosdb.task_request(&unfinished, ApiZone::utc())).unwrap();
+        let status = &v["Filters"][1];
+        assert_eq!(status["Names"][0], "Status");
+        let values: Vec<&str> = status["Values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
+        for spelling in ["running", "processing", "pending", "paused"] {
+            assert!(values.contains(&spelling), "{values:?}");
+        }
+        assert!(!values.contains(&"success"));
         assert_eq!(
             (v["Offset"].as_u64(), v["Limit"].as_u64()),
             (Some(200), Some(100))

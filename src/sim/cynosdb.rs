@@ -58,7 +58,10 @@ fn parse(body: &[u8]) -> Result<DescribeTasksRequest, Refused> {
             "StartTimeEnd" => req.start_time_end = text(),
             "Offset" => req.offset = v.as_i64(),
             "Limit" => req.limit = v.as_i64(),
-            "Filters" => req.instance_id = cluster_filter(v),
+            "Filters" => {
+                req.instance_id = filter_values(v, "ClusterId").and_then(|c| c.first().cloned());
+                req.task_status = filter_values(v, "Status").map(|wanted| status_codes(&wanted));
+            }
             other => {
                 return Err(("UnknownParameter", format!("unknown parameter {other:?}")));
             }
@@ -67,15 +70,42 @@ fn parse(body: &[u8]) -> Result<DescribeTasksRequest, Refused> {
     Ok(req)
 }
 
-/// The value of a `ClusterId` filter, if the filters hold one.
-fn cluster_filter(filters: &Value) -> Option<String> {
+/// The values of the filter on `name`, if the filters hold one.
+fn filter_values(filters: &Value, name: &str) -> Option<Vec<String>> {
     filters.as_array()?.iter().find_map(|f| {
         let names = f.get("Names").and_then(Value::as_array);
-        let named = names.is_some_and(|n| n.iter().any(|x| x == "ClusterId"))
-            || f.get("Name").is_some_and(|n| n == "ClusterId");
-        let value = f.get("Values")?.as_array()?.first()?.as_str()?;
-        named.then(|| value.to_string())
+        let named = names.is_some_and(|n| n.iter().any(|x| x == name))
+            || f.get("Name").is_some_and(|n| n == name);
+        let values = f.get("Values")?.as_array()?;
+        named.then(|| {
+            values
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
     })
+}
+
+/// A `Status` filter as the common query's status codes: the statuses whose spelling (as
+/// this simulator writes them) is among `wanted`.
+fn status_codes(wanted: &[String]) -> Vec<i64> {
+    [
+        TaskStatus::Running,
+        TaskStatus::Waiting,
+        TaskStatus::Paused,
+        TaskStatus::Succeed,
+        TaskStatus::Failed,
+        TaskStatus::Killed,
+    ]
+    .into_iter()
+    .filter(|st| {
+        [0, 1]
+            .iter()
+            .any(|parity| wanted.iter().any(|w| *w == status_wire(*st, *parity)))
+    })
+    .map(|st| st.code().unwrap_or(-2))
+    .collect()
 }
 
 /// A status as TDSQL-C might write it: the API documents none, so the spellings vary by task.

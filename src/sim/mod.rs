@@ -46,6 +46,8 @@ const MAX_SKEW_SECONDS: i64 = 300;
 /// What the simulator saw of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
+    /// The product, by the signature's service (`""` when the signature was refused).
+    pub product: String,
     /// `X-TC-Action`
     pub action: String,
     /// `X-TC-Region`
@@ -340,6 +342,7 @@ impl Simulator {
                 .to_string()
         };
         let mut record = RecordedRequest {
+            product: String::new(),
             action: header("x-tc-action"),
             region: header("x-tc-region"),
             request: None,
@@ -356,7 +359,10 @@ impl Simulator {
                 let msg = format!("version {:?} is not supported", header("x-tc-version"));
                 (error_response("NoSuchVersion", &msg, seq), None)
             }
-            Ok(product) => self.answer(product, &mut record, &body, seq),
+            Ok(product) => {
+                record.product = product.name().to_string();
+                self.answer(product, &mut record, &body, seq)
+            }
         };
         if PRODUCTS.iter().any(|p| p.listing_action() == record.action) {
             // Kept apart, so that the request log shows the task polling alone.

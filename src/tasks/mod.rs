@@ -503,6 +503,13 @@ impl TaskStore {
             })
     }
 
+    /// The start times of every tracked task, sorted.
+    pub fn sorted_starts(&self) -> Vec<i64> {
+        let mut starts: Vec<i64> = self.tasks.values().map(|t| t.start).collect();
+        starts.sort_unstable();
+        starts
+    }
+
     /// Unfinished tasks that started before `before`, oldest first.
     pub fn unfinished_before(&self, before: i64) -> Vec<Unfinished> {
         let mut v: Vec<_> = self
