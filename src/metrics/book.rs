@@ -117,8 +117,11 @@ impl Book {
 
     pub(super) fn instance(&mut self, name: &str) -> InstIx {
         let i = self.instances.ix(name);
-        if i as usize == self.finished.len() {
-            self.finished.push([0; DENSE]);
+        if i as usize == self.monitored.len() {
+            // Only a product with documented types counts densely.
+            if self.dense {
+                self.finished.push([0; DENSE]);
+            }
             self.monitored.push(false);
         }
         i
@@ -434,7 +437,7 @@ impl Series {
         let mut statuses = TaskStatus::TERMINAL;
         statuses.sort_by_key(|s| s.as_str());
         self.order.iter().flat_map(move |&i| {
-            let dense = &self.finished[i as usize];
+            let dense = self.finished.get(i as usize).unwrap_or(&[0; DENSE]);
             let all = self.monitored[i as usize];
             self.type_order.iter().flat_map(move |&t| {
                 let known = self.dense && (t as usize) < TASK_TYPES.len();
@@ -643,7 +646,9 @@ impl TargetSeries {
                 book.monitored_count -= 1;
             }
             book.monitored[ix as usize] = false;
-            book.finished[ix as usize] = [0; DENSE];
+            if let Some(dense) = book.finished.get_mut(ix as usize) {
+                *dense = [0; DENSE];
+            }
             book.finished_other.retain(|(i, ..), _| *i != ix);
             book.seen_tasks.retain(|(i, ..)| *i != ix);
         }
