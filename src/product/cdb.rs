@@ -240,16 +240,7 @@ pub fn decode_instance(item: &Value) -> Result<Instance, DecodeError> {
         Some(3) => "ro",
         _ => "unknown",
     };
-    let tags = match item.get("TagList") {
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(|t| {
-                let key = short_string(t, "TagKey");
-                (!key.is_empty()).then(|| (key, short_string(t, "TagValue")))
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let tags = super::open::tags_of(item.get("TagList"));
     Ok(Instance {
         instance_id: id.to_string(),
         name: short_string(item, "InstanceName"),

@@ -117,6 +117,28 @@ pub(super) struct ListingFields {
 /// Longest name, zone, version or tag kept from a listing.
 const MAX_LISTED_FIELD: usize = 256;
 
+/// A listing's tags (`[{"TagKey", "TagValue"}]`, as every product writes them), keys and
+/// values cut to [`MAX_LISTED_FIELD`]; tags without a key are dropped.
+pub(super) fn tags_of(list: Option<&Value>) -> Vec<(String, String)> {
+    let short = |t: &Map<String, Value>, k: &str| {
+        str_of(t, k)
+            .chars()
+            .take(MAX_LISTED_FIELD)
+            .collect::<String>()
+    };
+    match list {
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_object)
+            .filter_map(|t| {
+                let key = short(t, "TagKey");
+                (!key.is_empty()).then(|| (key, short(t, "TagValue")))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// One listing item, read through `fields`.
 pub(super) fn decode_listed(item: &Value, fields: &ListingFields) -> Result<Instance, DecodeError> {
     let obj = item.as_object().ok_or("not an object")?;
@@ -130,17 +152,7 @@ pub(super) fn decode_listed(item: &Value, fields: &ListingFields) -> Result<Inst
             .take(MAX_LISTED_FIELD)
             .collect::<String>()
     };
-    let tags = match obj.get(fields.tags) {
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(Value::as_object)
-            .filter_map(|t| {
-                let key = short(t, "TagKey");
-                (!key.is_empty()).then(|| (key, short(t, "TagValue")))
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let tags = tags_of(obj.get(fields.tags));
     Ok(Instance {
         instance_id: id.to_string(),
         name: short(obj, fields.name),

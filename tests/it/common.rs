@@ -468,3 +468,21 @@ pub fn bound_address(stderr: std::process::ChildStderr) -> String {
     }
     panic!("no 'serving metrics' line");
 }
+
+/// The lines a child writes on stderr, read on a thread of their own (so the pipe never fills).
+pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

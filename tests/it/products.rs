@@ -8,7 +8,6 @@ use cdb_task_exporter::config::Config;
 use cdb_task_exporter::sim::{PAYLOAD_SECRET, Scenario, SimInstance, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
 use serde_json::Value;
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -506,18 +505,7 @@ async fn payload_secrets_are_never_stored_logged_served_or_persisted() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     let addr = text
         .lines()
         .find_map(|l| l.strip_prefix("listen_address = \""))

@@ -5,7 +5,6 @@ use crate::common::*;
 use cdb_task_exporter::sim::{Scenario, SimTask};
 use cdb_task_exporter::tencent::model::TaskStatus;
 use serde_json::Value;
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -31,18 +30,7 @@ fn spawn_with_events(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     (child, rx)
 }
 
