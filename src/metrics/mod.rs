@@ -72,6 +72,8 @@ pub struct Metrics {
     task_types_folded: IntCounterVec,
     api_clock_skew: IntGaugeVec,
     shard_info: IntGaugeVec,
+    total_shards: prometheus::Gauge,
+    shard_ordinal: prometheus::Gauge,
     state_file_errors: IntCounterVec,
     reload_successful: prometheus::Gauge,
     reload_success_ts: prometheus::Gauge,
@@ -175,6 +177,16 @@ const SHARD_INFO: Def = Def {
     name: "shard_info",
     help: "Always 1; labels carry this process's shard and the number of shards.",
     labels: &["shard", "total_shards"],
+};
+const TOTAL_SHARDS: Def = Def {
+    name: "total_shards",
+    help: "The number of shards this process's configuration splits the instances into (sharding.total_shards).",
+    labels: &[],
+};
+const SHARD_ORDINAL: Def = Def {
+    name: "shard_ordinal",
+    help: "This process's shard, 0 to total_shards - 1.",
+    labels: &[],
 };
 const STATE_FILE_ERRORS: Def = Def {
     name: "state_file_errors_total",
@@ -285,6 +297,8 @@ impl Metrics {
             task_types_folded: vec(&r, &TASK_TYPES_FOLDED, IntCounterVec::new),
             api_clock_skew: vec(&r, &API_CLOCK_SKEW, IntGaugeVec::new),
             shard_info: vec(&r, &SHARD_INFO, IntGaugeVec::new),
+            total_shards: single(&TOTAL_SHARDS),
+            shard_ordinal: single(&SHARD_ORDINAL),
             state_file_errors: vec(&r, &STATE_FILE_ERRORS, IntCounterVec::new),
             reload_successful: single(&RELOAD_SUCCESSFUL),
             reload_success_ts: single(&RELOAD_SUCCESS_TS),
@@ -295,12 +309,15 @@ impl Metrics {
         }
     }
 
-    /// Sets `shard_info` (one series; a reload that changes the sharding replaces it).
+    /// Sets `shard_info` (one series; a reload that changes the sharding replaces it), and the
+    /// `total_shards` and `shard_ordinal` gauges that PromQL can compare.
     pub fn shard(&self, shard: u32, total_shards: u32) {
         self.shard_info.reset();
         self.shard_info
             .with_label_values(&[&shard.to_string(), &total_shards.to_string()])
             .set(1);
+        self.total_shards.set(f64::from(total_shards));
+        self.shard_ordinal.set(f64::from(shard));
     }
 
     /// A configuration load (start-up or reload) at `at` was applied, or rejected.

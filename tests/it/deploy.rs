@@ -89,7 +89,7 @@ fn every_alert_is_well_formed_and_unit_tested_firing_and_not() {
     let tests = yaml("deploy/prometheus/tests/cdb-task-exporter.test.yml");
     let runbook = anchors(&read("docs/runbook.md"));
     let all = alerts(&rules);
-    assert_eq!(all.len(), 9);
+    assert_eq!(all.len(), 11);
     for (name, rule) in &all {
         assert!(name.starts_with("CdbTask"), "{name}");
         // Severity is static, except CdbTaskFailed's, which comes from the policy table.

@@ -891,6 +891,14 @@ async fn three_shards_equal_one_unsharded_process() {
             ),
             Some(1.0)
         );
+        assert_eq!(
+            s.get("tencentcloud_cdb_exporter_total_shards", &[]),
+            Some(3.0)
+        );
+        assert_eq!(
+            s.get("tencentcloud_cdb_exporter_shard_ordinal", &[]),
+            Some(i as f64)
+        );
         for (key, v) in task_series(s) {
             let has_instance = key.1.iter().any(|(l, _)| l == "instance_id");
             match union.get_mut(&key) {
