@@ -40,7 +40,7 @@ fn rules_lint_clean_and_unit_tests_pass() {
         &["check", "rules", "rules/cdb-task-exporter.rules.yml"],
         &dir,
     );
-    assert!(text.contains("SUCCESS: 35 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 37 rules found"), "{text}");
     let text = tool(
         "promtool",
         &["test", "rules", "tests/cdb-task-exporter.test.yml"],
