@@ -6,7 +6,7 @@ use crate::domain::TargetId;
 use crate::http::{Body, ChunkWriter, HttpResponse, Peer, ServeOptions, TlsSource, respond, serve};
 use crate::metrics::Metrics;
 use crate::metrics::SMALL_PAGE_SERIES;
-use crate::metrics::text::Text;
+use crate::metrics::{Format, negotiate};
 use crate::registry::Targets;
 use crate::target::TargetStatus;
 use crate::web::{WebConfig, WebSecurity};
@@ -255,7 +255,13 @@ async fn route(state: &ServerState, req: &Request<Incoming>) -> HttpResponse {
         Err(status) => return respond(status, "text/plain; charset=utf-8", "not found\n"),
     };
     match page {
-        Page::Metrics => metrics_page(state, accepts_gzip(req.headers())),
+        Page::Metrics => {
+            let accept = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            metrics_page(state, accepts_gzip(req.headers()), negotiate(accept))
+        }
         Page::Health => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         Page::Ready => {
             let (status, body) = readiness(state.targets.configured(), &statuses(&state.targets));
@@ -347,28 +353,29 @@ fn html_response(status: StatusCode, body: String) -> HttpResponse {
 /// request's own task when the page is small (a blocking thread and a channel would cost more
 /// than the render: see [`SMALL_PAGE_SERIES`]), streamed in chunks from a blocking thread while
 /// the client reads when it is large.
-fn metrics_page(state: &ServerState, gzip: bool) -> HttpResponse {
+fn metrics_page(state: &ServerState, gzip: bool, format: Format) -> HttpResponse {
     let metrics = state.metrics.clone();
     let targets = state.targets.handles();
     let series: usize = targets.iter().map(|h| h.series().series_count()).sum();
     let body = if series <= SMALL_PAGE_SERIES {
         let mut page = Vec::with_capacity(64 * 1024);
         metrics
-            .render_to(&mut page, targets.iter().map(|h| h.series()))
+            .render_format_to(&mut page, targets.iter().map(|h| h.series()), format)
             .expect("writing to memory");
         let page = if gzip { compress(&page) } else { page };
         Body::Full(http_body_util::Full::new(page.into()))
     } else {
         let (writer, body) = ChunkWriter::new();
         tokio::task::spawn_blocking(move || {
-            stream_page(&metrics, targets.iter().map(|h| h.series()), writer, gzip);
+            let series = targets.iter().map(|h| h.series());
+            stream_page(&metrics, series, writer, (gzip, format));
         });
         body
     };
     let mut response = hyper::Response::builder()
         .status(StatusCode::OK)
-        .header(hyper::header::CONTENT_TYPE, Text::<Vec<u8>>::CONTENT_TYPE)
-        .header(hyper::header::VARY, "Accept-Encoding");
+        .header(hyper::header::CONTENT_TYPE, format.content_type())
+        .header(hyper::header::VARY, "Accept, Accept-Encoding");
     if gzip {
         response = response.header(hyper::header::CONTENT_ENCODING, "gzip");
     }
@@ -391,7 +398,7 @@ fn stream_page<'a>(
     metrics: &Metrics,
     series: impl IntoIterator<Item = &'a crate::metrics::TargetSeries>,
     mut writer: ChunkWriter,
-    gzip: bool,
+    (gzip, format): (bool, Format),
 ) {
     use std::io::Write;
     if gzip {
@@ -399,13 +406,18 @@ fn stream_page<'a>(
         // blocks (measured: 430 ms of CPU per 10 MiB page unbuffered).
         let encoder = flate2::write::GzEncoder::new(writer, GZIP_LEVEL);
         let mut buffered = std::io::BufWriter::with_capacity(GZIP_BLOCK, encoder);
-        if metrics.render_to(&mut buffered, series).is_ok()
+        if metrics
+            .render_format_to(&mut buffered, series, format)
+            .is_ok()
             && let Ok(encoder) = buffered.into_inner()
             && let Ok(mut writer) = encoder.finish()
         {
             let _ = writer.flush();
         }
-    } else if metrics.render_to(&mut writer, series).is_ok() {
+    } else if metrics
+        .render_format_to(&mut writer, series, format)
+        .is_ok()
+    {
         let _ = writer.flush();
     }
 }

@@ -28,13 +28,26 @@ pub(super) struct Histogram {
     pub(super) buckets: [u64; TASK_DURATION_BUCKETS.len()],
     pub(super) sum: f64,
     pub(super) count: u64,
+    /// The last task each bucket counted, `+Inf` last: (job id, duration, end).
+    pub(super) last: Box<[Option<(i64, f64, i64)>; TASK_DURATION_BUCKETS.len() + 1]>,
 }
 
 impl Histogram {
-    pub(super) fn observe(&mut self, v: f64) {
-        for (b, le) in self.buckets.iter_mut().zip(TASK_DURATION_BUCKETS) {
-            if v <= le {
-                *b += 1;
+    /// Observes a task's duration; with its (job id, end) it becomes the exemplar of every
+    /// bucket that counts it.
+    pub(super) fn observe_task(&mut self, v: f64, task: Option<(i64, i64)>) {
+        for (i, le) in TASK_DURATION_BUCKETS
+            .iter()
+            .chain([&f64::INFINITY])
+            .enumerate()
+        {
+            if v <= *le {
+                if let Some(b) = self.buckets.get_mut(i) {
+                    *b += 1;
+                }
+                if let Some((job, end)) = task {
+                    self.last[i] = Some((job, v, end));
+                }
             }
         }
         self.sum += v;
@@ -44,6 +57,12 @@ impl Histogram {
     pub(super) fn merge(&mut self, o: &Histogram) {
         for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
             *a += b;
+        }
+        // Of two exemplars of one bucket, the task that ended last.
+        for (a, b) in self.last.iter_mut().zip(o.last.iter()) {
+            if b.is_some_and(|b| a.is_none_or(|a| b.2 > a.2)) {
+                *a = *b;
+            }
         }
         self.sum += o.sum;
         self.count += o.count;
@@ -98,7 +117,13 @@ pub(super) struct Book {
     pub(super) durations: BTreeMap<(TypeIx, TaskStatus), Histogram>,
     /// Task gauge series once seen: they stay, at 0, while the target runs.
     pub(super) seen_tasks: HashSet<(InstIx, TypeIx, TaskStatus)>,
+    /// The last task each finished counter counted (job id, end): the counter's exemplar.
+    /// Shared with the snapshots, copied when a poll changes it after a publication.
+    pub(super) exemplars: Arc<Exemplars>,
 }
+
+/// Finished counters' exemplars: (job id, end) by (instance, type, status).
+pub(super) type Exemplars = HashMap<(InstIx, TypeIx, TaskStatus), (i64, i64)>;
 
 impl Book {
     pub(super) fn new(dense: bool) -> Book {
@@ -112,6 +137,7 @@ impl Book {
             finished_other: BTreeMap::new(),
             durations: BTreeMap::new(),
             seen_tasks: HashSet::new(),
+            exemplars: Arc::default(),
         }
     }
 
@@ -141,6 +167,9 @@ impl Book {
         let gone = |t: TypeIx| (t as usize) > known && !present.contains(&*names[t as usize]);
         self.seen_tasks.retain(|&(_, t, _)| !gone(t));
         self.finished_other.retain(|&(_, t, _), _| !gone(t));
+        if self.exemplars.keys().any(|&(_, t, _)| gone(t)) {
+            Arc::make_mut(&mut self.exemplars).retain(|&(_, t, _), _| !gone(t));
+        }
         self.durations.retain(|&(t, _), _| !gone(t));
         if names.len() > known + 4 * crate::domain::MAX_OTHER_TASK_TYPES {
             self.compact_types();
@@ -181,6 +210,12 @@ impl Book {
             .into_iter()
             .map(|((t, s), h)| ((re(t), s), h))
             .collect();
+        self.exemplars = Arc::new(
+            self.exemplars
+                .iter()
+                .map(|(&(i, t, s), &e)| ((i, re(t), s), e))
+                .collect(),
+        );
         self.types = table;
     }
 }
@@ -311,6 +346,7 @@ impl Book {
                     buckets,
                     sum: d.sum,
                     count: d.count,
+                    last: Box::default(),
                 });
         }
     }
@@ -329,6 +365,9 @@ pub(super) fn base_types() -> Labels {
 
 /// Where `other` sits in every type table.
 pub(super) const OTHER_IX: TypeIx = TASK_TYPES.len() as TypeIx;
+
+/// A finished counter's value and its last counted task (job id, end).
+pub(super) type Counted = (u64, Option<(i64, i64)>);
 
 /// Label values of a row: instance, task type, status.
 pub(super) type Key3<'a> = (&'a str, &'a str, &'static str);
@@ -354,6 +393,8 @@ pub struct Series {
     pub(super) finished_other: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
     /// Where each (instance, type) pair's rows sit in `finished_other`: start and end.
     pub(super) other_at: HashMap<(InstIx, TypeIx), (u32, u32)>,
+    /// [`Book::exemplars`] as of the publication.
+    pub(super) exemplars: Arc<Exemplars>,
     pub(super) durations: Vec<(TypeIx, TaskStatus, Histogram)>,
     pub(super) last_finished: Vec<(InstIx, TypeIx, TaskStatus, i64)>,
     pub(super) oldest: Vec<(InstIx, TypeIx, i64)>,
@@ -432,8 +473,9 @@ impl Series {
             .map(|(t, st, h)| ((st.as_str(), self.ty(*t)), h.clone()))
     }
 
-    /// Finished counters in label order: (instance, type, status, value).
-    pub(super) fn finished_rows(&self) -> impl Iterator<Item = (Key3<'_>, u64)> + '_ {
+    /// Finished counters in label order: (instance, type, status), the value and the last task
+    /// counted (job id, end), when known.
+    pub(super) fn finished_rows(&self) -> impl Iterator<Item = (Key3<'_>, Counted)> + '_ {
         let mut statuses = TaskStatus::TERMINAL;
         statuses.sort_by_key(|s| s.as_str());
         self.order.iter().flat_map(move |&i| {
@@ -446,7 +488,10 @@ impl Series {
                         return None;
                     }
                     let v = dense[t as usize * 4 + terminal_ix(st).expect("terminal")];
-                    (all || v > 0).then(|| ((self.inst(i), self.ty(t), st.as_str()), v))
+                    (all || v > 0).then(|| {
+                        let last = self.exemplars.get(&(i, t, st)).copied();
+                        ((self.inst(i), self.ty(t), st.as_str()), (v, last))
+                    })
                 });
                 let (from, to) = match self.other_at.get(&(i, t)) {
                     Some(&(from, to)) if !known => (from as usize, to as usize),
@@ -454,7 +499,10 @@ impl Series {
                 };
                 let other_rows = self.finished_other[from..to]
                     .iter()
-                    .map(move |(_, _, st, v)| ((self.inst(i), self.ty(t), st.as_str()), *v));
+                    .map(move |(_, _, st, v)| {
+                        let last = self.exemplars.get(&(i, t, *st)).copied();
+                        ((self.inst(i), self.ty(t), st.as_str()), (*v, last))
+                    });
                 dense_rows.chain(other_rows)
             })
         })
@@ -495,6 +543,7 @@ impl Series {
                 .map(|(&(i, t, st), &v)| (i, t, st, v))
                 .collect(),
             other_at: HashMap::new(),
+            exemplars: book.exemplars.clone(),
             durations: Vec::new(),
             last_finished: Vec::new(),
             oldest: Vec::new(),
@@ -620,12 +669,16 @@ impl TargetSeries {
                 }
                 _ => *book.finished_other.entry((ix, ty, f.status)).or_default() += 1,
             }
+            if let Some(end) = f.end {
+                Arc::make_mut(&mut book.exemplars).insert((ix, ty, f.status), (f.job_id, end));
+            }
         }
         if let Some(d) = f.duration {
+            let task = f.end.map(|end| (f.job_id, end));
             book.durations
                 .entry((ty, f.status))
                 .or_default()
-                .observe(d as f64);
+                .observe_task(d as f64, task);
         }
     }
 
@@ -650,6 +703,9 @@ impl TargetSeries {
                 *dense = [0; DENSE];
             }
             book.finished_other.retain(|(i, ..), _| *i != ix);
+            if book.exemplars.keys().any(|k| k.0 == ix) {
+                Arc::make_mut(&mut book.exemplars).retain(|(i, ..), _| *i != ix);
+            }
             book.seen_tasks.retain(|(i, ..)| *i != ix);
         }
     }

@@ -34,7 +34,8 @@ use prometheus::{
 };
 use std::io::{self, Write};
 use std::sync::Arc;
-use text::{Exposition, Text};
+use text::{Exposition, OpenMetrics, Text};
+pub use text::{Format, negotiate};
 
 /// Appended to every HELP line.
 const FROM_POLL: &str = "Values come from a background poll of the cloud API's task and instance lists, not from the scrape.";
@@ -445,6 +446,17 @@ impl Metrics {
         w: &mut impl Write,
         targets: impl IntoIterator<Item = &'a TargetSeries>,
     ) -> io::Result<()> {
+        self.render_format_to(w, targets, Format::Text)
+    }
+
+    /// Writes the page in `format` to `w`: the same series and values in either, OpenMetrics
+    /// with the exemplars of the finished counters and duration buckets.
+    pub fn render_format_to<'a>(
+        &self,
+        w: &mut impl Write,
+        targets: impl IntoIterator<Item = &'a TargetSeries>,
+        format: Format,
+    ) -> io::Result<()> {
         // The self-metrics first, the snapshots after: a poll publishes its snapshot before it
         // sets its success time, so a page that shows a poll's success also shows its tasks.
         let own = self.registry.gather();
@@ -452,19 +464,31 @@ impl Metrics {
             targets.into_iter().map(TargetSeries::snapshot).unzip();
         let snapshots: Vec<Arc<Series>> = snapshots.into_iter().flatten().collect();
         let inventories: Vec<Arc<Inventory>> = inventories.into_iter().flatten().collect();
-        let mut out = Text::new(w);
-        render::gathered(&mut out, &own, "")?;
-        let samples: usize = snapshots.iter().map(|s| s.series_count()).sum::<usize>()
-            + inventories.iter().map(|i| i.instances.len()).sum::<usize>();
-        if samples <= SMALL_PAGE_SERIES {
-            let text = self.small_task_text(&snapshots, &inventories);
-            out.raw(&text)?;
-        } else {
-            render::render_tasks(&mut out, &snapshots, self.task_progress)?;
-            render::render_instances(&mut out, &inventories)?;
+        match format {
+            Format::Text => {
+                let mut out = Text::new(w);
+                render::gathered(&mut out, &own, "")?;
+                let samples: usize = snapshots.iter().map(|s| s.series_count()).sum::<usize>()
+                    + inventories.iter().map(|i| i.instances.len()).sum::<usize>();
+                if samples <= SMALL_PAGE_SERIES {
+                    let text = self.small_task_text(&snapshots, &inventories);
+                    out.raw(&text)?;
+                } else {
+                    render::render_tasks(&mut out, &snapshots, self.task_progress)?;
+                    render::render_instances(&mut out, &inventories)?;
+                }
+                render::gathered(&mut out, &self.process.gather(), PROCESS_NOTE)?;
+                out.finish()
+            }
+            Format::OpenMetrics => {
+                let mut out = OpenMetrics::new(w);
+                render::gathered(&mut out, &own, "")?;
+                render::render_tasks(&mut out, &snapshots, self.task_progress)?;
+                render::render_instances(&mut out, &inventories)?;
+                render::gathered(&mut out, &self.process.gather(), PROCESS_NOTE)?;
+                out.finish()
+            }
         }
-        render::gathered(&mut out, &self.process.gather(), PROCESS_NOTE)?;
-        out.finish()
     }
 }
 
@@ -544,6 +568,7 @@ mod tests {
                     task_type: ty.clone(),
                     status: TaskStatus::Failed,
                     duration: Some(10),
+                    end: Some(1_000 + n as i64),
                 });
             }
             m.publish(&t, &series, ["cdb-aaaa1111"], &store.aggregates(), []);
@@ -632,6 +657,7 @@ mod tests {
             task_type: "reboot".into(),
             status: TaskStatus::Failed,
             duration: Some(10),
+            end: Some(1_000 + n),
         };
         let store = TaskStore::new(Scope::Region, 1, 1);
         let failed = |page: &[u8]| {
@@ -655,5 +681,95 @@ mod tests {
         assert!(failed(&m.render([&series])).unwrap().ends_with(" 1"));
         m.publish(&t, &series, ["cdb-aaaa1111"], &store.aggregates(), []);
         assert!(failed(&m.render([&series])).unwrap().ends_with(" 2"));
+    }
+
+    /// A target that counted two failed imports and one success, rendered in both formats.
+    fn both_pages() -> (String, String) {
+        let m = Metrics::new(false, "t", "t");
+        let series = TargetSeries::default();
+        let t = TargetId::cdb("a", "ap-guangzhou");
+        for (job, status, duration) in [
+            (11, TaskStatus::Failed, 30),
+            (12, TaskStatus::Failed, 4_000),
+            (13, TaskStatus::Succeed, 5),
+        ] {
+            series.task_finished(&crate::tasks::Finished {
+                job_id: job,
+                instances: vec!["cdb-aaaa1111".into()],
+                task_type: "import_data".into(),
+                status,
+                duration: Some(duration),
+                end: Some(1_700_000_000 + job),
+            });
+        }
+        let store = TaskStore::new(Scope::Region, 1, 1);
+        m.publish(&t, &series, ["cdb-aaaa1111"], &store.aggregates(), []);
+        m.api_request(&t, "DescribeTasks", 0.1);
+        let page = |format| {
+            let mut out = Vec::new();
+            m.render_format_to(&mut out, [&series], format).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        (page(Format::Text), page(Format::OpenMetrics))
+    }
+
+    #[test]
+    fn both_formats_carry_the_same_series_and_openmetrics_the_exemplars() {
+        let (text, open) = both_pages();
+        assert!(open.ends_with("# EOF\n"));
+        assert!(open.contains("# TYPE tencentcloud_cdb_tasks_finished counter\n"));
+        assert!(open.contains("# TYPE tencentcloud_cdb_exporter_api_requests counter\n"));
+        let samples = |page: &str| -> std::collections::BTreeSet<String> {
+            page.lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("process_"))
+                .map(|l| l.split(" # ").next().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&open), "the same series and values");
+        assert!(!text.contains(" # {"), "no exemplar in the text format");
+        let line = |prefix: &str, has: &str| {
+            open.lines()
+                .find(|l| l.starts_with(prefix) && l.contains(has))
+                .unwrap_or_else(|| panic!("{prefix} {has}:\n{open}"))
+                .to_string()
+        };
+        // The failed counter shows the last failed task; a counter that counted nothing, none.
+        assert!(
+            line(
+                "tencentcloud_cdb_tasks_finished_total{",
+                "status=\"failed\",task_type=\"import_data\""
+            )
+            .ends_with(" 2 # {job_id=\"12\"} 1 1700000012")
+        );
+        assert!(
+            !line(
+                "tencentcloud_cdb_tasks_finished_total{",
+                "status=\"killed\",task_type=\"import_data\""
+            )
+            .contains(" # ")
+        );
+        // Buckets: the last task each counted, with its duration.
+        let bucket = "tencentcloud_cdb_task_duration_seconds_bucket{";
+        assert!(
+            line(
+                bucket,
+                "status=\"failed\",task_type=\"import_data\",le=\"60\""
+            )
+            .ends_with(" # {job_id=\"11\"} 30 1700000011")
+        );
+        assert!(
+            line(
+                bucket,
+                "status=\"failed\",task_type=\"import_data\",le=\"+Inf\""
+            )
+            .ends_with(" 2 # {job_id=\"12\"} 4000 1700000012")
+        );
+        assert!(
+            !line(
+                bucket,
+                "status=\"failed\",task_type=\"import_data\",le=\"1\""
+            )
+            .contains(" # ")
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! snapshots into any [`Exposition`]; and the `prometheus` crate's gathered families (the
 //! self-metrics, the process collector) through the same writer.
 
-use super::book::{Inventory, Key3, Series};
-use super::text::{Exposition, Kind, Num};
+use super::book::{Counted, Inventory, Key3, Series};
+use super::text::{Exemplar, Exposition, Kind, Num};
 use super::{FROM_POLL, TASK_DURATION_BUCKETS};
 use crate::domain::Instance;
 use crate::product::{PRODUCTS, Product};
@@ -95,6 +95,17 @@ impl<'a> Family<'a> {
         self.start(out)?;
         out.sample(self.name, labels, v)
     }
+
+    fn sample_with(
+        &mut self,
+        out: &mut impl Exposition,
+        labels: &[(&str, &str)],
+        v: Num,
+        exemplar: Option<&Exemplar>,
+    ) -> io::Result<()> {
+        self.start(out)?;
+        out.sample_with(self.name, labels, v, exemplar)
+    }
 }
 
 /// Calls `emit` for each row of one region, in label order: straight from the snapshot when one
@@ -139,7 +150,7 @@ fn by_key<'a, V, I>(
     mut family: Family<'_>,
     rows: impl Fn(&'a Series) -> I + Copy,
     fold: impl Fn(&mut V, V) + Copy,
-    num: impl Fn(V) -> Num + Copy,
+    num: impl Fn(&V) -> (Num, Option<Exemplar>) + Copy,
 ) -> io::Result<()>
 where
     I: Iterator<Item = (Key3<'a>, V)>,
@@ -148,7 +159,8 @@ where
         each_row(group, rows, fold, |(i, ty, st), v| {
             let (skip, [c, i]) = names.unit(i);
             let labels = [c, i, ("region", *region), ("status", st), ("task_type", ty)];
-            family.sample(out, &labels[skip..], num(v))
+            let (value, exemplar) = num(&v);
+            family.sample_with(out, &labels[skip..], value, exemplar.as_ref())
         })?;
     }
     Ok(())
@@ -233,7 +245,7 @@ fn render_product(
         Family::new(&names.last_finished, LAST_FINISHED_HELP, Kind::Gauge),
         Series::last_finished_rows,
         |a, b| *a = (*a).max(b),
-        Num::I,
+        |v| (Num::I(*v), None),
     )?;
     let mut f = Family::new(&names.oldest, OLDEST_HELP, Kind::Gauge);
     for (region, group) in regions {
@@ -258,7 +270,7 @@ fn render_product(
         Family::new(&names.tasks, TASKS_HELP, Kind::Gauge),
         Series::task_rows,
         sum,
-        Num::U,
+        |v| (Num::U(*v), None),
     )?;
     by_key(
         out,
@@ -266,8 +278,21 @@ fn render_product(
         regions,
         Family::new(&names.finished, FINISHED_HELP, Kind::Counter),
         Series::finished_rows,
-        sum,
-        Num::U,
+        |a: &mut Counted, b: Counted| {
+            a.0 += b.0;
+            // Of two targets' last tasks, the one that ended last.
+            if b.1.is_some_and(|b| a.1.is_none_or(|a| b.1 > a.1)) {
+                a.1 = b.1;
+            }
+        },
+        |&(v, last)| {
+            let exemplar = last.map(|(job_id, end)| Exemplar {
+                job_id,
+                value: Num::U(1),
+                timestamp: end,
+            });
+            (Num::U(v), exemplar)
+        },
     )
 }
 
@@ -289,13 +314,21 @@ fn render_durations(
             |(st, ty), h| {
                 let base = [("region", *region), ("status", st), ("task_type", ty)];
                 f.start(out)?;
-                for (le, n) in TASK_DURATION_BUCKETS.iter().zip(h.buckets) {
+                let exemplar = |i: usize| {
+                    h.last[i].map(|(job_id, d, end)| Exemplar {
+                        job_id,
+                        value: Num::F(d),
+                        timestamp: end,
+                    })
+                };
+                for (i, (le, n)) in TASK_DURATION_BUCKETS.iter().zip(h.buckets).enumerate() {
                     let le = le_label(*le);
                     let labels = [base[0], base[1], base[2], ("le", &le)];
-                    out.sample(&bucket, &labels, Num::U(n))?;
+                    out.sample_with(&bucket, &labels, Num::U(n), exemplar(i).as_ref())?;
                 }
                 let labels = [base[0], base[1], base[2], ("le", "+Inf")];
-                out.sample(&bucket, &labels, Num::U(h.count))?;
+                let inf = exemplar(TASK_DURATION_BUCKETS.len());
+                out.sample_with(&bucket, &labels, Num::U(h.count), inf.as_ref())?;
                 out.sample(&sum, &base, Num::F(h.sum))?;
                 out.sample(&count, &base, Num::U(h.count))
             },

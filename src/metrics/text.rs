@@ -41,6 +41,37 @@ impl Kind {
     }
 }
 
+/// The last task a counter or a histogram bucket counted, shown beside its sample in
+/// OpenMetrics: `# {job_id="..."} <value> <timestamp>`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exemplar {
+    /// The task's job id.
+    pub job_id: i64,
+    /// 1 on a counter, the task's duration on a bucket.
+    pub value: Num,
+    /// The task's end, unix seconds.
+    pub timestamp: i64,
+}
+
+/// A page's format, as content negotiation chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0.0, with exemplars.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The media type of a page in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
 /// Something that writes a metrics page: family headers, each followed by that family's
 /// samples, then the end of the page.
 pub trait Exposition {
@@ -48,6 +79,18 @@ pub trait Exposition {
     fn family(&mut self, name: &str, help: &str, kind: Kind) -> io::Result<()>;
     /// One sample of the family last started; `name` carries any suffix (`_bucket`, ...).
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Num) -> io::Result<()>;
+    /// One sample with the exemplar of the last task it counted; a format without exemplars
+    /// writes the sample alone.
+    fn sample_with(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: Num,
+        exemplar: Option<&Exemplar>,
+    ) -> io::Result<()> {
+        let _ = exemplar;
+        self.sample(name, labels, value)
+    }
     /// Text this format wrote earlier (families of the same page, kept), as is.
     fn raw(&mut self, text: &[u8]) -> io::Result<()>;
     /// The page is complete.
@@ -89,24 +132,8 @@ impl<W: Write> Exposition for Text<W> {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Num) -> io::Result<()> {
-        let w = &mut self.w;
-        w.write_all(name.as_bytes())?;
-        if !labels.is_empty() {
-            w.write_all(b"{")?;
-            for (k, (n, v)) in labels.iter().enumerate() {
-                if k > 0 {
-                    w.write_all(b",")?;
-                }
-                w.write_all(n.as_bytes())?;
-                w.write_all(b"=\"")?;
-                escape_label(w, v)?;
-                w.write_all(b"\"")?;
-            }
-            w.write_all(b"}")?;
-        }
-        w.write_all(b" ")?;
-        write_num(w, value)?;
-        w.write_all(b"\n")
+        write_series(&mut self.w, name, labels, value)?;
+        self.w.write_all(b"\n")
     }
 
     fn raw(&mut self, text: &[u8]) -> io::Result<()> {
@@ -115,6 +142,140 @@ impl<W: Write> Exposition for Text<W> {
 
     fn finish(&mut self) -> io::Result<()> {
         self.w.flush()
+    }
+}
+
+/// `name{labels} value`, without the line's end.
+fn write_series(
+    w: &mut impl Write,
+    name: &str,
+    labels: &[(&str, &str)],
+    value: Num,
+) -> io::Result<()> {
+    w.write_all(name.as_bytes())?;
+    write_labels(w, labels)?;
+    w.write_all(b" ")?;
+    write_num(w, value)
+}
+
+/// `{a="1",b="2"}`, nothing for no labels.
+fn write_labels(w: &mut impl Write, labels: &[(&str, &str)]) -> io::Result<()> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    w.write_all(b"{")?;
+    for (k, (n, v)) in labels.iter().enumerate() {
+        if k > 0 {
+            w.write_all(b",")?;
+        }
+        w.write_all(n.as_bytes())?;
+        w.write_all(b"=\"")?;
+        escape_label(w, v)?;
+        w.write_all(b"\"")?;
+    }
+    w.write_all(b"}")
+}
+
+/// OpenMetrics 1.0.0 text, written to `W`: counters typed by their name without `_total`
+/// (their samples keep it), HELP escaped as label values are, exemplars after the samples
+/// that have one, `# EOF` at the end.
+#[derive(Debug)]
+pub struct OpenMetrics<W> {
+    w: W,
+}
+
+impl<W: Write> OpenMetrics<W> {
+    /// A writer of OpenMetrics into `w`.
+    pub fn new(w: W) -> Self {
+        OpenMetrics { w }
+    }
+
+    /// The underlying writer.
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+}
+
+impl<W: Write> Exposition for OpenMetrics<W> {
+    fn family(&mut self, name: &str, help: &str, kind: Kind) -> io::Result<()> {
+        let name = match kind {
+            Kind::Counter => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        self.w.write_all(b"# HELP ")?;
+        self.w.write_all(name.as_bytes())?;
+        self.w.write_all(b" ")?;
+        escape_label(&mut self.w, help)?;
+        self.w.write_all(b"\n# TYPE ")?;
+        self.w.write_all(name.as_bytes())?;
+        self.w.write_all(b" ")?;
+        self.w.write_all(kind.as_str().as_bytes())?;
+        self.w.write_all(b"\n")
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Num) -> io::Result<()> {
+        self.sample_with(name, labels, value, None)
+    }
+
+    fn sample_with(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: Num,
+        exemplar: Option<&Exemplar>,
+    ) -> io::Result<()> {
+        write_series(&mut self.w, name, labels, value)?;
+        if let Some(e) = exemplar {
+            self.w.write_all(b" # ")?;
+            let job = e.job_id.to_string();
+            write_labels(&mut self.w, &[("job_id", &job)])?;
+            self.w.write_all(b" ")?;
+            write_num(&mut self.w, e.value)?;
+            self.w.write_all(b" ")?;
+            write_num(&mut self.w, Num::I(e.timestamp))?;
+        }
+        self.w.write_all(b"\n")
+    }
+
+    fn raw(&mut self, text: &[u8]) -> io::Result<()> {
+        self.w.write_all(text)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.w.write_all(b"# EOF\n")?;
+        self.w.flush()
+    }
+}
+
+/// The format `Accept` prefers: OpenMetrics when an `application/openmetrics-text` entry has
+/// a weight above zero and at least that of any entry the text format answers (`text/plain`,
+/// `text/*`, `*/*`); the text format otherwise, also with no header at all. Pure.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else {
+        return Format::Text;
+    };
+    let (mut open, mut text) = (0.0f64, 0.0f64);
+    for entry in accept.split(',') {
+        let mut parts = entry.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mut q = 1.0;
+        for p in parts {
+            if let Some((k, v)) = p.split_once('=')
+                && k.trim().eq_ignore_ascii_case("q")
+            {
+                q = v.trim().parse::<f64>().unwrap_or(0.0).clamp(0.0, 1.0);
+            }
+        }
+        match media.as_str() {
+            "application/openmetrics-text" => open = open.max(q),
+            "text/plain" | "text/*" | "*/*" => text = text.max(q),
+            _ => {}
+        }
+    }
+    if open > 0.0 && open >= text {
+        Format::OpenMetrics
+    } else {
+        Format::Text
     }
 }
 
@@ -183,6 +344,84 @@ fn escape(w: &mut impl Write, v: &str, quote: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmetrics_names_counters_without_total_and_ends_the_page() {
+        let mut out = OpenMetrics::new(Vec::new());
+        out.family("a_done_total", "Done \"tasks\".\nMore", Kind::Counter)
+            .unwrap();
+        let ex = Exemplar {
+            job_id: 42,
+            value: Num::U(1),
+            timestamp: 1_700_000_000,
+        };
+        out.sample_with(
+            "a_done_total",
+            &[("status", "failed")],
+            Num::U(3),
+            Some(&ex),
+        )
+        .unwrap();
+        out.sample("a_done_total", &[("status", "succeed")], Num::U(0))
+            .unwrap();
+        out.family("b_seconds", "Durations.", Kind::Histogram)
+            .unwrap();
+        let d = Exemplar {
+            job_id: 7,
+            value: Num::F(12.5),
+            timestamp: 1_700_000_001,
+        };
+        out.sample_with("b_seconds_bucket", &[("le", "+Inf")], Num::U(1), Some(&d))
+            .unwrap();
+        out.finish().unwrap();
+        let text = String::from_utf8(out.into_inner()).unwrap();
+        assert_eq!(
+            text,
+            "# HELP a_done Done \\\"tasks\\\".\\nMore\n# TYPE a_done counter\n\
+             a_done_total{status=\"failed\"} 3 # {job_id=\"42\"} 1 1700000000\n\
+             a_done_total{status=\"succeed\"} 0\n\
+             # HELP b_seconds Durations.\n# TYPE b_seconds histogram\n\
+             b_seconds_bucket{le=\"+Inf\"} 1 # {job_id=\"7\"} 12.5 1700000001\n# EOF\n"
+        );
+        // The text format writes the same sample without its exemplar.
+        let mut plain = Text::new(Vec::new());
+        plain
+            .sample_with("a_done_total", &[], Num::U(3), Some(&ex))
+            .unwrap();
+        assert_eq!(plain.into_inner(), b"a_done_total 3\n");
+    }
+
+    #[test]
+    fn accept_headers_choose_the_format_by_weight() {
+        use Format::{OpenMetrics as Om, Text as Tx};
+        for (accept, want) in [
+            // Prometheus 2.x and 3.x defaults.
+            (
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                Om,
+            ),
+            (
+                "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+                Om,
+            ),
+            ("text/plain;version=0.0.4;q=1,*/*;q=0.1", Tx),
+            ("application/openmetrics-text", Om),
+            ("Application/OpenMetrics-Text; Q=0.9, text/plain; q=0.2", Om),
+            ("text/plain;q=0.9, application/openmetrics-text;q=0.5", Tx),
+            ("application/openmetrics-text;q=0, text/plain", Tx),
+            ("application/openmetrics-text;q=0", Tx),
+            ("*/*", Tx),
+            ("application/json", Tx),
+            ("", Tx),
+        ] {
+            assert_eq!(negotiate(Some(accept)), want, "{accept}");
+        }
+        assert_eq!(negotiate(None), Tx);
+        assert_eq!(
+            Format::OpenMetrics.content_type(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+    }
 
     fn num(v: Num) -> String {
         let mut out = Vec::new();

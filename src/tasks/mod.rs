@@ -75,6 +75,8 @@ pub struct Finished {
     pub status: TaskStatus,
     /// `EndTime - StartTime`, when the end is known and this shard observes it.
     pub duration: Option<i64>,
+    /// `EndTime`, when known: the timestamp of the task's exemplar.
+    pub end: Option<i64>,
 }
 
 /// A tracked unfinished task that started before some time (see
@@ -656,6 +658,7 @@ impl TaskStore {
                 .end_time
                 .filter(|_| observes)
                 .map(|e| (e - task.start_time).max(0)),
+            end: task.end_time,
         }
     }
 }

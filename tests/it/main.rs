@@ -21,6 +21,7 @@ mod exporter;
 mod fuzz_corpora;
 mod hostile;
 mod instance_role;
+mod openmetrics;
 mod pod_identity;
 mod products;
 mod signing;
