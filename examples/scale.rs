@@ -220,7 +220,7 @@ async fn scrapes(
     base: &str,
     pid: u32,
     n: usize,
-    gzip: bool,
+    (gzip, openmetrics): (bool, bool),
 ) -> (f64, f64, usize, f64) {
     let cpu0 = cpu_ms(pid);
     let mut times = Vec::new();
@@ -230,6 +230,13 @@ async fn scrapes(
         let mut req = http.get(format!("{base}/metrics"));
         if gzip {
             req = req.header("accept-encoding", "gzip");
+        }
+        if openmetrics {
+            // What Prometheus sends by default.
+            req = req.header(
+                "accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            );
         }
         let body = req
             .send()
@@ -515,8 +522,12 @@ async fn main() {
         );
     }
     // 4. Compression: the same page plain and gzipped (Prometheus always asks for gzip).
-    let (p50, p99, plain_bytes, plain_cpu) = scrapes(&http, &exporter.base, pid, 200, false).await;
-    let (gz50, gz99, gz_bytes, gz_cpu) = scrapes(&http, &exporter.base, pid, 200, true).await;
+    let (p50, p99, plain_bytes, plain_cpu) =
+        scrapes(&http, &exporter.base, pid, 200, (false, false)).await;
+    let (gz50, gz99, gz_bytes, gz_cpu) =
+        scrapes(&http, &exporter.base, pid, 200, (true, false)).await;
+    let (om50, om99, om_bytes, om_cpu) =
+        scrapes(&http, &exporter.base, pid, 200, (true, true)).await;
     println!(
         "| plain scrape: p50 / p99, bytes, exporter CPU | {p50:.2} / {p99:.2} ms, {:.2} MiB, {plain_cpu:.2} ms |",
         plain_bytes as f64 / 1_048_576.0
@@ -525,6 +536,10 @@ async fn main() {
         "| gzip scrape: p50 / p99, bytes, exporter CPU | {gz50:.2} / {gz99:.2} ms, {:.2} MiB ({:.1}x smaller), {gz_cpu:.2} ms |",
         gz_bytes as f64 / 1_048_576.0,
         plain_bytes as f64 / gz_bytes.max(1) as f64
+    );
+    println!(
+        "| OpenMetrics gzip scrape: p50 / p99, bytes, exporter CPU | {om50:.2} / {om99:.2} ms, {:.2} MiB, {om_cpu:.2} ms |",
+        om_bytes as f64 / 1_048_576.0
     );
     // 5. Task queries under load: six clients repeat a 60 kB `/api/v1/tasks` query (one
     // instance id 2,400 times) while `/healthz` and `/metrics` are timed.
