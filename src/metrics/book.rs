@@ -473,9 +473,21 @@ impl Series {
             .map(|(t, st, h)| ((st.as_str(), self.ty(*t)), h.clone()))
     }
 
-    /// Finished counters in label order: (instance, type, status), the value and the last task
-    /// counted (job id, end), when known.
-    pub(super) fn finished_rows(&self) -> impl Iterator<Item = (Key3<'_>, Counted)> + '_ {
+    /// The last task a counter counted, when asked for.
+    fn last_counted(&self, asked: bool, key: (InstIx, TypeIx, TaskStatus)) -> Option<(i64, i64)> {
+        if asked {
+            self.exemplars.get(&key).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Finished counters in label order: (instance, type, status), the value and, with
+    /// `exemplars`, the last task counted (job id, end), when known.
+    pub(super) fn finished_rows(
+        &self,
+        exemplars: bool,
+    ) -> impl Iterator<Item = (Key3<'_>, Counted)> + '_ {
         let mut statuses = TaskStatus::TERMINAL;
         statuses.sort_by_key(|s| s.as_str());
         self.order.iter().flat_map(move |&i| {
@@ -489,7 +501,7 @@ impl Series {
                     }
                     let v = dense[t as usize * 4 + terminal_ix(st).expect("terminal")];
                     (all || v > 0).then(|| {
-                        let last = self.exemplars.get(&(i, t, st)).copied();
+                        let last = self.last_counted(exemplars, (i, t, st));
                         ((self.inst(i), self.ty(t), st.as_str()), (v, last))
                     })
                 });
@@ -500,7 +512,7 @@ impl Series {
                 let other_rows = self.finished_other[from..to]
                     .iter()
                     .map(move |(_, _, st, v)| {
-                        let last = self.exemplars.get(&(i, t, *st)).copied();
+                        let last = self.last_counted(exemplars, (i, t, *st));
                         ((self.inst(i), self.ty(t), st.as_str()), (*v, last))
                     });
                 dense_rows.chain(other_rows)

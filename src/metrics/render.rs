@@ -230,13 +230,14 @@ pub(super) fn render_tasks(
 }
 
 /// The task families of one product.
-fn render_product(
+fn render_product<'a>(
     out: &mut impl Exposition,
     names: &Names,
-    regions: &Regions<'_>,
+    regions: &Regions<'a>,
     progress: bool,
 ) -> io::Result<()> {
     let sum = |a: &mut u64, b: u64| *a += b;
+    let exemplars = out.wants_exemplars();
     render_durations(out, names, regions)?;
     by_key(
         out,
@@ -277,7 +278,7 @@ fn render_product(
         names,
         regions,
         Family::new(&names.finished, FINISHED_HELP, Kind::Counter),
-        Series::finished_rows,
+        move |s: &'a Series| s.finished_rows(exemplars),
         |a: &mut Counted, b: Counted| {
             a.0 += b.0;
             // Of two targets' last tasks, the one that ended last.

@@ -91,6 +91,10 @@ pub trait Exposition {
         let _ = exemplar;
         self.sample(name, labels, value)
     }
+    /// Whether it writes exemplars (the renderer skips looking them up otherwise).
+    fn wants_exemplars(&self) -> bool {
+        false
+    }
     /// Text this format wrote earlier (families of the same page, kept), as is.
     fn raw(&mut self, text: &[u8]) -> io::Result<()>;
     /// The page is complete.
@@ -104,9 +108,6 @@ pub struct Text<W> {
 }
 
 impl<W: Write> Text<W> {
-    /// The media type of what it writes.
-    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
-
     /// A writer of the text format into `w`.
     pub fn new(w: W) -> Self {
         Text { w }
@@ -120,15 +121,7 @@ impl<W: Write> Text<W> {
 
 impl<W: Write> Exposition for Text<W> {
     fn family(&mut self, name: &str, help: &str, kind: Kind) -> io::Result<()> {
-        self.w.write_all(b"# HELP ")?;
-        self.w.write_all(name.as_bytes())?;
-        self.w.write_all(b" ")?;
-        escape_help(&mut self.w, help)?;
-        self.w.write_all(b"\n# TYPE ")?;
-        self.w.write_all(name.as_bytes())?;
-        self.w.write_all(b" ")?;
-        self.w.write_all(kind.as_str().as_bytes())?;
-        self.w.write_all(b"\n")
+        write_family(&mut self.w, name, help, kind, false)
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Num) -> io::Result<()> {
@@ -143,6 +136,25 @@ impl<W: Write> Exposition for Text<W> {
     fn finish(&mut self) -> io::Result<()> {
         self.w.flush()
     }
+}
+
+/// A family's `# HELP` and `# TYPE` lines; `quote`: whether HELP escapes `"` too (OpenMetrics).
+fn write_family(
+    w: &mut impl Write,
+    name: &str,
+    help: &str,
+    kind: Kind,
+    quote: bool,
+) -> io::Result<()> {
+    w.write_all(b"# HELP ")?;
+    w.write_all(name.as_bytes())?;
+    w.write_all(b" ")?;
+    escape(w, help, quote)?;
+    w.write_all(b"\n# TYPE ")?;
+    w.write_all(name.as_bytes())?;
+    w.write_all(b" ")?;
+    w.write_all(kind.as_str().as_bytes())?;
+    w.write_all(b"\n")
 }
 
 /// `name{labels} value`, without the line's end.
@@ -202,15 +214,7 @@ impl<W: Write> Exposition for OpenMetrics<W> {
             Kind::Counter => name.strip_suffix("_total").unwrap_or(name),
             _ => name,
         };
-        self.w.write_all(b"# HELP ")?;
-        self.w.write_all(name.as_bytes())?;
-        self.w.write_all(b" ")?;
-        escape_label(&mut self.w, help)?;
-        self.w.write_all(b"\n# TYPE ")?;
-        self.w.write_all(name.as_bytes())?;
-        self.w.write_all(b" ")?;
-        self.w.write_all(kind.as_str().as_bytes())?;
-        self.w.write_all(b"\n")
+        write_family(&mut self.w, name, help, kind, true)
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Num) -> io::Result<()> {
@@ -235,6 +239,10 @@ impl<W: Write> Exposition for OpenMetrics<W> {
             write_num(&mut self.w, Num::I(e.timestamp))?;
         }
         self.w.write_all(b"\n")
+    }
+
+    fn wants_exemplars(&self) -> bool {
+        true
     }
 
     fn raw(&mut self, text: &[u8]) -> io::Result<()> {
