@@ -527,24 +527,77 @@ fn prometheusrule_carries_exactly_the_shipped_rules() {
     let rules = yaml("deploy/prometheus/rules/cdb-task-exporter.rules.yml");
     assert_eq!(
         pr["spec"]["groups"], rules["groups"],
-        "run scripts/gen-prometheusrule"
+        "run scripts/gen-mixin"
     );
 }
 
+/// The rule file, the PrometheusRule and the dashboard are what the mixin generates: one
+/// source of truth (scripts/gen-mixin writes them).
 #[test]
-fn the_dashboard_is_what_its_generator_writes() {
+fn the_shipped_rules_and_dashboard_are_what_the_mixin_generates() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("dashboard.json");
     tool(
-        "python3",
-        &["scripts/gen-dashboard", out.to_str().unwrap()],
+        "scripts/gen-mixin",
+        &[dir.path().to_str().unwrap()],
         &root(),
     );
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        read("deploy/grafana/cdb-task-exporter.json"),
-        "run scripts/gen-dashboard"
-    );
+    for file in [
+        "prometheus/rules/cdb-task-exporter.rules.yml",
+        "kubernetes/common/prometheusrule.yaml",
+        "grafana/cdb-task-exporter.json",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(file)).unwrap(),
+            read(&format!("deploy/{file}")),
+            "deploy/{file}: run scripts/gen-mixin"
+        );
+    }
+}
+
+/// The README's example imports the mixin as a vendored library and overrides one threshold:
+/// the rules it produces carry the new value, keep every other row, and lint clean.
+#[test]
+fn the_mixin_imports_and_takes_an_override() {
+    let readme = read("README.md");
+    let example = readme
+        .split("```jsonnet\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a jsonnet example in the README");
+    let dir = tempfile::tempdir().unwrap();
+    let vendored = dir
+        .path()
+        .join("vendor/github.com/cdb-task-exporter/cdb-task-exporter/deploy");
+    std::fs::create_dir_all(&vendored).unwrap();
+    std::os::unix::fs::symlink(root().join("deploy/mixin"), vendored.join("mixin")).unwrap();
+    std::fs::write(dir.path().join("mixin.jsonnet"), example).unwrap();
+    let json = tool("jsonnet", &["-J", "vendor", "mixin.jsonnet"], dir.path());
+    let out: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rules: Vec<&serde_json::Value> = out["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    let threshold = |t: &str| {
+        rules
+            .iter()
+            .find(|r| {
+                r["record"] == "task_type:cdb_task_running_too_long_threshold_seconds:config"
+                    && r["labels"]["task_type"] == t
+            })
+            .map(|r| r["expr"].as_str().unwrap().to_string())
+    };
+    assert_eq!(threshold("import_data").as_deref(), Some("vector(86400)"));
+    assert_eq!(threshold("reboot").as_deref(), Some("vector(1800)"));
+    assert_eq!(rules.len(), 37);
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        serde_yaml_ng::to_string(&out).unwrap(),
+    )
+    .unwrap();
+    let text = tool("promtool", &["check", "rules", "rules.yml"], dir.path());
+    assert!(text.contains("SUCCESS: 37 rules found"), "{text}");
 }
 
 #[test]
@@ -565,7 +618,8 @@ fn dashboard_has_the_variables_and_panels() {
             "product",
             "region",
             "instance",
-            "task_type"
+            "task_type",
+            "task_page_url"
         ]
     );
     assert_eq!(d["templating"]["list"][0]["query"], "prometheus");
@@ -627,6 +681,107 @@ fn dashboard_has_the_variables_and_panels() {
     // A panel links to the exporters' task pages.
     let links = serde_json::to_string(&d).unwrap();
     assert!(links.contains("/tasks?"), "a link to the task page");
+    // The failure and duration panels ask for exemplars, and only they.
+    let with_exemplars: Vec<&str> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["targets"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["exemplar"] == true))
+        })
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        with_exemplars,
+        ["Finished tasks by status", "Task duration (median and p95)"]
+    );
+    for p in d["panels"].as_array().unwrap() {
+        if p["targets"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["exemplar"] == true))
+        {
+            assert_eq!(
+                p["type"], "timeseries",
+                "Grafana draws exemplars on time series"
+            );
+        }
+    }
+    // The data source's exemplar link opens the job id on the task page the dashboard's
+    // variable names.
+    let ds = yaml("deploy/grafana/datasource.yml");
+    let dest = &ds["datasources"][0]["jsonData"]["exemplarTraceIdDestinations"][0];
+    assert_eq!(dest["name"].as_str(), Some("job_id"));
+    assert_eq!(
+        dest["url"].as_str(),
+        Some("${task_page_url}/tasks?job_id=${__value.raw}")
+    );
+}
+
+/// Two replicas of one shard expose the same task series under two `instance` labels: the
+/// dashboard's counts take each series once. promtool evaluates the panels' queries (the
+/// variables at "All") over an HA pair's series that both counted one failure and see one
+/// unfinished task.
+#[test]
+fn dashboard_counts_an_ha_pair_once() {
+    let d: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/cdb-task-exporter.json")).unwrap();
+    let query = |title: &str| {
+        let p = d["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title}"));
+        p["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .replace("($product)", "(cdb|cynosdb|postgres)")
+            .replace("=~\"$job\"", "=~\".*\"")
+            .replace("=~\"$region\"", "=~\".*\"")
+            .replace("=~\"$instance\"", "=~\".*\"")
+            .replace("=~\"$task_type\"", "=~\".*\"")
+            .replace("$__range", "30m")
+            .replace("$__rate_interval", "30m")
+    };
+    let mut input = Vec::new();
+    for replica in ["exp-a:39236", "exp-b:39236"] {
+        let labels = format!(
+            "job=\"cdb-task-exporter\", instance=\"{replica}\", region=\"ap-guangzhou\", instance_id=\"cdb-aaaa1111\""
+        );
+        input.push(serde_json::json!({
+            "series": format!("tencentcloud_cdb_tasks_finished_total{{{labels}, task_type=\"import_data\", status=\"failed\"}}"),
+            "values": "0x9 1x30",
+        }));
+        input.push(serde_json::json!({
+            "series": format!("tencentcloud_cdb_tasks{{{labels}, task_type=\"upgrade_master\", status=\"running\"}}"),
+            "values": "1x40",
+        }));
+    }
+    let case = |title: &str| {
+        serde_json::json!({
+            "expr": query(title),
+            "eval_time": "30m",
+            "exp_samples": [{"labels": "{}", "value": 1}],
+        })
+    };
+    let tests = serde_yaml_ng::to_string(&serde_json::json!({
+        "tests": [{
+            "interval": "1m",
+            "input_series": input,
+            "promql_expr_test": [
+                case("Failed tasks in range"),
+                case("Unfinished tasks now"),
+                case("Upgrades running now"),
+            ],
+        }],
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ha.test.yml"), tests).unwrap();
+    let text = tool("promtool", &["test", "rules", "ha.test.yml"], dir.path());
+    assert!(text.contains("SUCCESS"), "{text}");
 }
 
 #[test]

@@ -90,6 +90,27 @@ async fn query(prom: &str, expr: &str) -> Value {
     serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap()
 }
 
+/// The newest exemplar Prometheus stored for `selector` (over all time), once there is one.
+async fn query_exemplars(prom: &str, selector: &str) -> Value {
+    let newest = Mutex::new(Value::Null);
+    let newest_ref = &newest;
+    wait_until("an exemplar in Prometheus", || async move {
+        let resp = reqwest::Client::new()
+            .post(format!("{prom}/api/v1/query_exemplars"))
+            .form(&[("query", selector)])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        let last = body["data"][0]["exemplars"]
+            .as_array()
+            .and_then(|e| e.last().cloned());
+        last.map(|e| *newest_ref.lock().unwrap() = e).is_some()
+    })
+    .await;
+    newest.into_inner().unwrap()
+}
+
 async fn wait_until<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -287,6 +308,9 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
                 dir.path().join("prom-data").display()
             ),
             "--web.listen-address=127.0.0.1:0".into(),
+            // Exemplars are kept only with this; they arrive only in OpenMetrics, which
+            // Prometheus asks for first by default.
+            "--enable-feature=exemplar-storage".into(),
         ],
         &dir.path().join("prometheus.log"),
     );
@@ -318,6 +342,13 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
         scalar(&query(&prom, failed_imports).await) == Some(1.0)
     })
     .await;
+
+    // The failed counter's exemplar is stored (so OpenMetrics was negotiated): the failed job's
+    // id, with value 1, at the task's end time.
+    let exemplar = query_exemplars(&prom, failed_imports).await;
+    assert_eq!(exemplar["labels"]["job_id"], "1", "{exemplar}");
+    assert_eq!(exemplar["value"], "1", "{exemplar}");
+    let job_id = exemplar["labels"]["job_id"].as_str().unwrap().to_string();
 
     // The series are queryable with the expected values.
     let running = query(&prom, r#"tencentcloud_cdb_tasks{job="cdb-task-exporter", task_type="upgrade_master", status="running"}"#).await;
@@ -435,6 +466,19 @@ async fn prometheus_and_alertmanager_see_the_failed_import_with_its_task_link() 
         !page.contains("<tr><td>3<br>"),
         "the succeeded reboot is filtered out"
     );
+    // The exemplar's job id opens that task, and only it, on the task page (the dashboard's
+    // exemplar link).
+    let by_job = https
+        .get(format!("https://{addr}/tasks?job_id={job_id}"))
+        .basic_auth("prometheus", Some(password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_job.status(), 200);
+    let by_job = by_job.text().await.unwrap();
+    assert!(by_job.contains("<tr><td>1<br>"), "{by_job}");
+    assert!(by_job.contains("task failed (simulated)"));
+    assert_eq!(by_job.matches("<tr><td>").count(), 1, "{by_job}");
     // The runbook URL names an existing section of docs/runbook.md.
     let runbook = failed["annotations"]["runbook_url"].as_str().unwrap();
     let anchor = runbook.split_once("docs/runbook.md#").unwrap().1;

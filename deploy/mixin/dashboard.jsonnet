@@ -1,0 +1,2 @@
+// The dashboard file under deploy/grafana/ (scripts/gen-mixin).
+(import 'mixin.libsonnet').grafanaDashboards
