@@ -230,14 +230,13 @@ pub(super) fn render_tasks(
 }
 
 /// The task families of one product.
-fn render_product<'a>(
+fn render_product(
     out: &mut impl Exposition,
     names: &Names,
-    regions: &Regions<'a>,
+    regions: &Regions<'_>,
     progress: bool,
 ) -> io::Result<()> {
     let sum = |a: &mut u64, b: u64| *a += b;
-    let exemplars = out.wants_exemplars();
     render_durations(out, names, regions)?;
     by_key(
         out,
@@ -273,12 +272,24 @@ fn render_product<'a>(
         sum,
         |v| (Num::U(*v), None),
     )?;
+    let finished = Family::new(&names.finished, FINISHED_HELP, Kind::Counter);
+    if !out.wants_exemplars() {
+        return by_key(
+            out,
+            names,
+            regions,
+            finished,
+            Series::finished_rows,
+            sum,
+            |v| (Num::U(*v), None),
+        );
+    }
     by_key(
         out,
         names,
         regions,
-        Family::new(&names.finished, FINISHED_HELP, Kind::Counter),
-        move |s: &'a Series| s.finished_rows(exemplars),
+        finished,
+        Series::counted_rows,
         |a: &mut Counted, b: Counted| {
             a.0 += b.0;
             // Of two targets' last tasks, the one that ended last.
