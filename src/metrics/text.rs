@@ -231,9 +231,10 @@ impl<W: Write> Exposition for OpenMetrics<W> {
         write_series(&mut self.w, name, labels, value)?;
         if let Some(e) = exemplar {
             self.w.write_all(b" # ")?;
-            let job = e.job_id.to_string();
-            write_labels(&mut self.w, &[("job_id", &job)])?;
-            self.w.write_all(b" ")?;
+            // A job id is a number: written as one, with nothing to escape or allocate.
+            self.w.write_all(b"{job_id=\"")?;
+            write_num(&mut self.w, Num::I(e.job_id))?;
+            self.w.write_all(b"\"} ")?;
             write_num(&mut self.w, e.value)?;
             self.w.write_all(b" ")?;
             write_num(&mut self.w, Num::I(e.timestamp))?;
