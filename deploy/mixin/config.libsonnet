@@ -1,7 +1,7 @@
 // What a team tunes. Override any field from your own jsonnet:
 //
 //   (import 'cdb-task-exporter/mixin.libsonnet') + {
-//     _config+:: { failedSeverity+:: { import_data: 'critical' } },
+//     _config+:: { failedSeverity+: { import_data: 'critical' } },
 //   }
 {
   _config+:: {
