@@ -80,8 +80,9 @@ pub struct Metrics {
     reload_success_ts: prometheus::Gauge,
     process: Registry,
     task_progress: bool,
-    /// The task families of a small page as last rendered, and the snapshots they came from.
-    small_page: std::sync::Mutex<Option<RenderedTasks>>,
+    /// The task families of a small page as last rendered in each format (text, OpenMetrics),
+    /// and the snapshots they came from.
+    small_page: std::sync::Mutex<[Option<RenderedTasks>; 2]>,
 }
 
 /// Pages of up to this many task samples are small: their task families are kept rendered
@@ -305,7 +306,7 @@ impl Metrics {
             reload_success_ts: single(&RELOAD_SUCCESS_TS),
             process: process_registry(),
             task_progress,
-            small_page: std::sync::Mutex::new(None),
+            small_page: std::sync::Mutex::new([None, None]),
             registry: r,
         }
     }
@@ -464,57 +465,97 @@ impl Metrics {
             targets.into_iter().map(TargetSeries::snapshot).unzip();
         let snapshots: Vec<Arc<Series>> = snapshots.into_iter().flatten().collect();
         let inventories: Vec<Arc<Inventory>> = inventories.into_iter().flatten().collect();
+        let samples: usize = snapshots.iter().map(|s| s.series_count()).sum::<usize>()
+            + inventories.iter().map(|i| i.instances.len()).sum::<usize>();
+        // A small page's task families as kept for this format.
+        let kept = (samples <= SMALL_PAGE_SERIES)
+            .then(|| self.small_task_text(&snapshots, &inventories, format));
+        let parts = (&own[..], &snapshots[..], &inventories[..], kept.as_deref());
         match format {
-            Format::Text => {
-                let mut out = Text::new(w);
-                render::gathered(&mut out, &own, "")?;
-                let samples: usize = snapshots.iter().map(|s| s.series_count()).sum::<usize>()
-                    + inventories.iter().map(|i| i.instances.len()).sum::<usize>();
-                if samples <= SMALL_PAGE_SERIES {
-                    let text = self.small_task_text(&snapshots, &inventories);
-                    out.raw(&text)?;
-                } else {
-                    render::render_tasks(&mut out, &snapshots, self.task_progress)?;
-                    render::render_instances(&mut out, &inventories)?;
-                }
-                render::gathered(&mut out, &self.process.gather(), PROCESS_NOTE)?;
-                out.finish()
-            }
-            Format::OpenMetrics => {
-                let mut out = OpenMetrics::new(w);
-                render::gathered(&mut out, &own, "")?;
-                render::render_tasks(&mut out, &snapshots, self.task_progress)?;
-                render::render_instances(&mut out, &inventories)?;
-                render::gathered(&mut out, &self.process.gather(), PROCESS_NOTE)?;
-                out.finish()
-            }
+            Format::Text => self.page(&mut Text::new(w), parts),
+            Format::OpenMetrics => self.page(&mut OpenMetrics::new(w), parts),
         }
+    }
+
+    /// One page in the format `out` writes: the self-metrics, the task families (`kept`, or
+    /// rendered now), the process metrics.
+    fn page(
+        &self,
+        out: &mut impl Exposition,
+        (own, snapshots, inventories, kept): PageParts<'_>,
+    ) -> io::Result<()> {
+        render::gathered(out, own, "")?;
+        if let Some(text) = kept {
+            out.raw(text)?;
+        } else {
+            render::render_tasks(out, snapshots, self.task_progress)?;
+            render::render_instances(out, inventories)?;
+        }
+        render::gathered(out, &self.process.gather(), PROCESS_NOTE)?;
+        out.finish()
     }
 }
 
+/// What a page is written from: the gathered self-metrics, the snapshots, the listings, and a
+/// small page's task families as kept.
+type PageParts<'a> = (
+    &'a [prometheus::proto::MetricFamily],
+    &'a [Arc<Series>],
+    &'a [Arc<Inventory>],
+    Option<&'a [u8]>,
+);
+
 impl Metrics {
-    /// The task and instance families of a small page: kept from the last scrape while no
-    /// snapshot changed, else rendered and kept.
+    /// The task and instance families of a small page in `format`: kept from the last scrape
+    /// in that format while no snapshot changed, else rendered and kept. (Prometheus asks for
+    /// OpenMetrics; a browser or curl for the text format.)
     fn small_task_text(
         &self,
         snapshots: &[Arc<Series>],
         inventories: &[Arc<Inventory>],
+        format: Format,
     ) -> Arc<[u8]> {
-        let mut kept = self.small_page.lock().expect("lock");
+        let mut pages = self.small_page.lock().expect("lock");
+        let kept = &mut pages[usize::from(format == Format::OpenMetrics)];
         if let Some(r) = kept.as_ref().filter(|r| r.of(snapshots, inventories)) {
             return r.text.clone();
         }
-        let mut out = Text::new(Vec::with_capacity(64 * 1024));
-        render::render_tasks(&mut out, snapshots, self.task_progress)
-            .and_then(|()| render::render_instances(&mut out, inventories))
-            .expect("writing to memory");
-        let text: Arc<[u8]> = out.into_inner().into();
+        let text: Arc<[u8]> = match format {
+            Format::Text => self
+                .task_families(
+                    Text::new(Vec::with_capacity(64 * 1024)),
+                    snapshots,
+                    inventories,
+                )
+                .into_inner(),
+            Format::OpenMetrics => self
+                .task_families(
+                    OpenMetrics::new(Vec::with_capacity(64 * 1024)),
+                    snapshots,
+                    inventories,
+                )
+                .into_inner(),
+        }
+        .into();
         *kept = Some(RenderedTasks {
             snapshots: snapshots.to_vec(),
             inventories: inventories.to_vec(),
             text: text.clone(),
         });
         text
+    }
+
+    /// The task and instance families of `snapshots`, written by `out` into memory.
+    fn task_families<E: Exposition>(
+        &self,
+        mut out: E,
+        snapshots: &[Arc<Series>],
+        inventories: &[Arc<Inventory>],
+    ) -> E {
+        render::render_tasks(&mut out, snapshots, self.task_progress)
+            .and_then(|()| render::render_instances(&mut out, inventories))
+            .expect("writing to memory");
+        out
     }
 }
 
@@ -671,11 +712,23 @@ mod tests {
         };
         series.task_finished(&finished(1));
         m.publish(&t, &series, ["cdb-aaaa1111"], &store.aggregates(), []);
-        let first = m.small_task_text(&[series.snapshot().0.unwrap()], &[]);
+        let kept = |format| m.small_task_text(&[series.snapshot().0.unwrap()], &[], format);
+        let first = kept(Format::Text);
         assert!(failed(&m.render([&series])).unwrap().ends_with(" 1"));
-        // Unchanged snapshots: the kept text itself.
-        let again = m.small_task_text(&[series.snapshot().0.unwrap()], &[]);
-        assert!(Arc::ptr_eq(&first, &again));
+        // Unchanged snapshots: the kept text itself, in each format its own.
+        let open = kept(Format::OpenMetrics);
+        assert!(Arc::ptr_eq(&first, &kept(Format::Text)));
+        assert!(Arc::ptr_eq(&open, &kept(Format::OpenMetrics)));
+        let open = String::from_utf8_lossy(&open).into_owned();
+        assert!(open.contains("# TYPE tencentcloud_cdb_tasks_finished counter"));
+        assert!(open.contains("# {job_id=\"1\"} 1 1001"), "{open}");
+        // The kept families sit inside a whole page: one # EOF, at its end.
+        let mut page = Vec::new();
+        m.render_format_to(&mut page, [&series], Format::OpenMetrics)
+            .unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert_eq!(page.matches("# EOF").count(), 1);
+        assert!(page.ends_with("# EOF\n"));
         // A count not yet published is not shown; once published, it is.
         series.task_finished(&finished(2));
         assert!(failed(&m.render([&series])).unwrap().ends_with(" 1"));
