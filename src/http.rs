@@ -25,6 +25,8 @@ pub enum Body {
     Full(Full<Bytes>),
     /// Chunks in order; the body ends when the sender is dropped.
     Stream(tokio::sync::mpsc::Receiver<Bytes>),
+    /// A body already in memory as several buffers, sent in order without being joined.
+    Parts(std::collections::VecDeque<Bytes>),
 }
 
 impl hyper::body::Body for Body {
@@ -40,6 +42,9 @@ impl hyper::body::Body for Body {
             Body::Stream(rx) => rx
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b)))),
+            Body::Parts(parts) => {
+                std::task::Poll::Ready(parts.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+            }
         }
     }
 
@@ -47,6 +52,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(f) => f.is_end_stream(),
             Body::Stream(_) => false,
+            Body::Parts(parts) => parts.is_empty(),
         }
     }
 
@@ -54,6 +60,9 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(f) => f.size_hint(),
             Body::Stream(_) => hyper::body::SizeHint::default(),
+            Body::Parts(parts) => {
+                hyper::body::SizeHint::with_exact(parts.iter().map(|b| b.len() as u64).sum())
+            }
         }
     }
 }

@@ -5,7 +5,6 @@ use crate::details::{self, Filter, Source, escape};
 use crate::domain::TargetId;
 use crate::http::{Body, ChunkWriter, HttpResponse, Peer, ServeOptions, TlsSource, respond, serve};
 use crate::metrics::Metrics;
-use crate::metrics::SMALL_PAGE_SERIES;
 use crate::metrics::{Format, negotiate};
 use crate::registry::Targets;
 use crate::target::TargetStatus;
@@ -349,21 +348,21 @@ fn html_response(status: StatusCode, body: String) -> HttpResponse {
     response
 }
 
-/// `/metrics`: rendered from the targets' latest snapshots, at once into one buffer on the
-/// request's own task when the page is small (a blocking thread and a channel would cost more
-/// than the render: see [`SMALL_PAGE_SERIES`]), streamed in chunks from a blocking thread while
-/// the client reads when it is large.
+/// `/metrics`: from the targets' latest snapshots. A small page is answered on the request's
+/// own task from its parts, the kept task families sent as they are (a blocking thread and a
+/// channel would cost more than the page: see [`crate::metrics::SMALL_PAGE_SERIES`]); a large
+/// one is streamed in chunks from a blocking thread while the client reads.
 fn metrics_page(state: &ServerState, gzip: bool, format: Format) -> HttpResponse {
     let metrics = state.metrics.clone();
     let targets = state.targets.handles();
-    let series: usize = targets.iter().map(|h| h.series().series_count()).sum();
-    let body = if series <= SMALL_PAGE_SERIES {
-        let mut page = Vec::with_capacity(64 * 1024);
-        metrics
-            .render_format_to(&mut page, targets.iter().map(|h| h.series()), format)
-            .expect("writing to memory");
-        let page = if gzip { compress(&page) } else { page };
-        Body::Full(http_body_util::Full::new(page.into()))
+    let small = metrics.small_page(targets.iter().map(|h| h.series()), format);
+    let body = if let Some(parts) = small {
+        // The kept task families go out as they are kept, never copied into a page buffer.
+        if gzip {
+            Body::Full(http_body_util::Full::new(compress(&parts).into()))
+        } else {
+            Body::Parts(parts.into())
+        }
     } else {
         let (writer, body) = ChunkWriter::new();
         tokio::task::spawn_blocking(move || {
@@ -384,12 +383,14 @@ fn metrics_page(state: &ServerState, gzip: bool, format: Format) -> HttpResponse
         .expect("static response parts are valid")
 }
 
-/// A whole page, gzipped.
-fn compress(page: &[u8]) -> Vec<u8> {
+/// A whole page given in parts, gzipped.
+fn compress(parts: &[bytes::Bytes]) -> Vec<u8> {
     use std::io::Write;
-    let mut encoder =
-        flate2::write::GzEncoder::new(Vec::with_capacity(page.len() / 16), GZIP_LEVEL);
-    encoder.write_all(page).expect("writing to memory");
+    let size: usize = parts.iter().map(bytes::Bytes::len).sum();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(size / 16), GZIP_LEVEL);
+    for part in parts {
+        encoder.write_all(part).expect("writing to memory");
+    }
     encoder.finish().expect("writing to memory")
 }
 

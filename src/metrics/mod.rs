@@ -461,20 +461,43 @@ impl Metrics {
         // The self-metrics first, the snapshots after: a poll publishes its snapshot before it
         // sets its success time, so a page that shows a poll's success also shows its tasks.
         let own = self.registry.gather();
-        let (snapshots, inventories): (Vec<_>, Vec<_>) =
-            targets.into_iter().map(TargetSeries::snapshot).unzip();
-        let snapshots: Vec<Arc<Series>> = snapshots.into_iter().flatten().collect();
-        let inventories: Vec<Arc<Inventory>> = inventories.into_iter().flatten().collect();
-        let samples: usize = snapshots.iter().map(|s| s.series_count()).sum::<usize>()
-            + inventories.iter().map(|i| i.instances.len()).sum::<usize>();
+        let (snapshots, inventories) = snapshots_of(targets);
         // A small page's task families as kept for this format.
-        let kept = (samples <= SMALL_PAGE_SERIES)
+        let kept = is_small(&snapshots, &inventories)
             .then(|| self.small_task_text(&snapshots, &inventories, format));
         let parts = (&own[..], &snapshots[..], &inventories[..], kept.as_deref());
         match format {
             Format::Text => self.page(&mut Text::new(w), parts),
             Format::OpenMetrics => self.page(&mut OpenMetrics::new(w), parts),
         }
+    }
+
+    /// A small page in `format` as its three parts: the self-metrics, the task families as
+    /// kept (shared with the scrapes that follow, not copied), then the process metrics and the
+    /// page's end. `None` when the page is large (over [`SMALL_PAGE_SERIES`]): stream it with
+    /// [`Metrics::render_format_to`]. Together the parts are what `render_format_to` writes.
+    pub fn small_page<'a>(
+        &self,
+        targets: impl IntoIterator<Item = &'a TargetSeries>,
+        format: Format,
+    ) -> Option<[bytes::Bytes; 3]> {
+        let own = self.registry.gather();
+        let (snapshots, inventories) = snapshots_of(targets);
+        if !is_small(&snapshots, &inventories) {
+            return None;
+        }
+        let kept = self.small_task_text(&snapshots, &inventories, format);
+        let (mut head, mut tail) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(4 * 1024));
+        match format {
+            Format::Text => self.ends(&mut Text::new(&mut head), &own, &mut Text::new(&mut tail)),
+            Format::OpenMetrics => self.ends(
+                &mut OpenMetrics::new(&mut head),
+                &own,
+                &mut OpenMetrics::new(&mut tail),
+            ),
+        }
+        .expect("writing to memory");
+        Some([head.into(), bytes::Bytes::from_owner(kept), tail.into()])
     }
 
     /// One page in the format `out` writes: the self-metrics, the task families (`kept`, or
@@ -491,9 +514,44 @@ impl Metrics {
             render::render_tasks(out, snapshots, self.task_progress)?;
             render::render_instances(out, inventories)?;
         }
+        self.tail(out)
+    }
+
+    /// The self-metrics into `head`, the process metrics and the page's end into `tail`.
+    fn ends<E: Exposition>(
+        &self,
+        head: &mut E,
+        own: &[prometheus::proto::MetricFamily],
+        tail: &mut E,
+    ) -> io::Result<()> {
+        render::gathered(head, own, "")?;
+        self.tail(tail)
+    }
+
+    /// The process metrics, then the page's end.
+    fn tail(&self, out: &mut impl Exposition) -> io::Result<()> {
         render::gathered(out, &self.process.gather(), PROCESS_NOTE)?;
         out.finish()
     }
+}
+
+/// The latest snapshots and listings of `targets`.
+fn snapshots_of<'a>(
+    targets: impl IntoIterator<Item = &'a TargetSeries>,
+) -> (Vec<Arc<Series>>, Vec<Arc<Inventory>>) {
+    let (snapshots, inventories): (Vec<_>, Vec<_>) =
+        targets.into_iter().map(TargetSeries::snapshot).unzip();
+    (
+        snapshots.into_iter().flatten().collect(),
+        inventories.into_iter().flatten().collect(),
+    )
+}
+
+/// Whether a page of these is small: up to [`SMALL_PAGE_SERIES`] task and listing samples.
+fn is_small(snapshots: &[Arc<Series>], inventories: &[Arc<Inventory>]) -> bool {
+    let samples: usize = snapshots.iter().map(|s| s.series_count()).sum::<usize>()
+        + inventories.iter().map(|i| i.instances.len()).sum::<usize>();
+    samples <= SMALL_PAGE_SERIES
 }
 
 /// What a page is written from: the gathered self-metrics, the snapshots, the listings, and a
@@ -734,6 +792,41 @@ mod tests {
         assert!(failed(&m.render([&series])).unwrap().ends_with(" 1"));
         m.publish(&t, &series, ["cdb-aaaa1111"], &store.aggregates(), []);
         assert!(failed(&m.render([&series])).unwrap().ends_with(" 2"));
+    }
+
+    /// A small page's parts are the page, and its middle part is the kept text itself.
+    #[test]
+    fn a_small_page_in_parts_is_the_page_and_shares_the_kept_text() {
+        let m = Metrics::new(false, "t", "t");
+        let series = TargetSeries::default();
+        let t = TargetId::cdb("a", "ap-guangzhou");
+        series.task_finished(&crate::tasks::Finished {
+            job_id: 7,
+            instances: vec!["cdb-aaaa1111".into()],
+            task_type: "reboot".into(),
+            status: TaskStatus::Failed,
+            duration: Some(10),
+            end: Some(1_007),
+        });
+        let store = TaskStore::new(Scope::Region, 1, 1);
+        m.publish(&t, &series, ["cdb-aaaa1111"], &store.aggregates(), []);
+        for format in [Format::Text, Format::OpenMetrics] {
+            let parts = m.small_page([&series], format).unwrap();
+            let again = m.small_page([&series], format).unwrap();
+            assert_eq!(parts[1].as_ptr(), again[1].as_ptr(), "{format:?}");
+            let mut page = Vec::new();
+            m.render_format_to(&mut page, [&series], format).unwrap();
+            // The process metrics move between two gatherings: compare all but them.
+            let joined: Vec<u8> = parts.concat();
+            let cut = |p: &[u8]| {
+                let text = String::from_utf8(p.to_vec()).unwrap();
+                text.split("# HELP process_").next().unwrap().to_string()
+            };
+            assert_eq!(cut(&joined), cut(&page), "{format:?}");
+            assert!(cut(&joined).contains("tencentcloud_cdb_tasks_finished_total{"));
+            let end = String::from_utf8(parts[2].to_vec()).unwrap();
+            assert_eq!(end.ends_with("# EOF\n"), format == Format::OpenMetrics);
+        }
     }
 
     /// A target that counted two failed imports and one success, rendered in both formats.
