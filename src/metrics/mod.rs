@@ -451,7 +451,8 @@ impl Metrics {
     }
 
     /// Writes the page in `format` to `w`: the same series and values in either, OpenMetrics
-    /// with the exemplars of the finished counters and duration buckets.
+    /// with the exemplars of the finished counters and duration buckets. A small page is its
+    /// parts ([`Metrics::small_page`]); a large one is rendered as it is written.
     pub fn render_format_to<'a>(
         &self,
         w: &mut impl Write,
@@ -462,20 +463,24 @@ impl Metrics {
         // sets its success time, so a page that shows a poll's success also shows its tasks.
         let own = self.registry.gather();
         let (snapshots, inventories) = snapshots_of(targets);
-        // A small page's task families as kept for this format.
-        let kept = is_small(&snapshots, &inventories)
-            .then(|| self.small_task_text(&snapshots, &inventories, format));
-        let parts = (&own[..], &snapshots[..], &inventories[..], kept.as_deref());
+        if is_small(&snapshots, &inventories) {
+            for part in self.small_parts(&own, &snapshots, &inventories, format) {
+                w.write_all(&part)?;
+            }
+            return w.flush();
+        }
         match format {
-            Format::Text => self.page(&mut Text::new(w), parts),
-            Format::OpenMetrics => self.page(&mut OpenMetrics::new(w), parts),
+            Format::Text => self.page(&mut Text::new(w), &own, &snapshots, &inventories),
+            Format::OpenMetrics => {
+                self.page(&mut OpenMetrics::new(w), &own, &snapshots, &inventories)
+            }
         }
     }
 
     /// A small page in `format` as its three parts: the self-metrics, the task families as
     /// kept (shared with the scrapes that follow, not copied), then the process metrics and the
     /// page's end. `None` when the page is large (over [`SMALL_PAGE_SERIES`]): stream it with
-    /// [`Metrics::render_format_to`]. Together the parts are what `render_format_to` writes.
+    /// [`Metrics::render_format_to`].
     pub fn small_page<'a>(
         &self,
         targets: impl IntoIterator<Item = &'a TargetSeries>,
@@ -483,37 +488,43 @@ impl Metrics {
     ) -> Option<[bytes::Bytes; 3]> {
         let own = self.registry.gather();
         let (snapshots, inventories) = snapshots_of(targets);
-        if !is_small(&snapshots, &inventories) {
-            return None;
-        }
-        let kept = self.small_task_text(&snapshots, &inventories, format);
+        is_small(&snapshots, &inventories)
+            .then(|| self.small_parts(&own, &snapshots, &inventories, format))
+    }
+
+    fn small_parts(
+        &self,
+        own: &[prometheus::proto::MetricFamily],
+        snapshots: &[Arc<Series>],
+        inventories: &[Arc<Inventory>],
+        format: Format,
+    ) -> [bytes::Bytes; 3] {
+        let kept = self.small_task_text(snapshots, inventories, format);
         let (mut head, mut tail) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(4 * 1024));
         match format {
-            Format::Text => self.ends(&mut Text::new(&mut head), &own, &mut Text::new(&mut tail)),
+            Format::Text => self.ends(&mut Text::new(&mut head), own, &mut Text::new(&mut tail)),
             Format::OpenMetrics => self.ends(
                 &mut OpenMetrics::new(&mut head),
-                &own,
+                own,
                 &mut OpenMetrics::new(&mut tail),
             ),
         }
         .expect("writing to memory");
-        Some([head.into(), bytes::Bytes::from_owner(kept), tail.into()])
+        [head.into(), bytes::Bytes::from_owner(kept), tail.into()]
     }
 
-    /// One page in the format `out` writes: the self-metrics, the task families (`kept`, or
-    /// rendered now), the process metrics.
+    /// A large page in the format `out` writes: the self-metrics, the task families rendered
+    /// now, the process metrics.
     fn page(
         &self,
         out: &mut impl Exposition,
-        (own, snapshots, inventories, kept): PageParts<'_>,
+        own: &[prometheus::proto::MetricFamily],
+        snapshots: &[Arc<Series>],
+        inventories: &[Arc<Inventory>],
     ) -> io::Result<()> {
         render::gathered(out, own, "")?;
-        if let Some(text) = kept {
-            out.raw(text)?;
-        } else {
-            render::render_tasks(out, snapshots, self.task_progress)?;
-            render::render_instances(out, inventories)?;
-        }
+        render::render_tasks(out, snapshots, self.task_progress)?;
+        render::render_instances(out, inventories)?;
         self.tail(out)
     }
 
@@ -553,15 +564,6 @@ fn is_small(snapshots: &[Arc<Series>], inventories: &[Arc<Inventory>]) -> bool {
         + inventories.iter().map(|i| i.instances.len()).sum::<usize>();
     samples <= SMALL_PAGE_SERIES
 }
-
-/// What a page is written from: the gathered self-metrics, the snapshots, the listings, and a
-/// small page's task families as kept.
-type PageParts<'a> = (
-    &'a [prometheus::proto::MetricFamily],
-    &'a [Arc<Series>],
-    &'a [Arc<Inventory>],
-    Option<&'a [u8]>,
-);
 
 impl Metrics {
     /// The task and instance families of a small page in `format`: kept from the last scrape
