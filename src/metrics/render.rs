@@ -2,7 +2,8 @@
 //! snapshots into any [`Exposition`]; and the `prometheus` crate's gathered families (the
 //! self-metrics, the process collector) through the same writer.
 
-use super::book::{Counted, Inventory, Key3, Series};
+use super::book::Inventory;
+use super::series::{Counted, Key3, Series};
 use super::text::{Exemplar, Exposition, Kind, Num};
 use super::{FROM_POLL, TASK_DURATION_BUCKETS};
 use crate::domain::Instance;
