@@ -106,6 +106,16 @@ impl ChunkWriter {
     }
 }
 
+impl ChunkWriter {
+    /// Sends a buffer made elsewhere as a chunk of its own, after what was written before.
+    pub fn send_part(&mut self, part: Bytes) -> std::io::Result<()> {
+        self.send()?;
+        self.tx
+            .blocking_send(part)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
 impl std::io::Write for ChunkWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);

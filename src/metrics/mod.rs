@@ -23,6 +23,8 @@
 //! and counters are summed, the oldest start is the minimum, the last end the maximum.
 
 mod book;
+mod gzip;
+mod kept;
 mod render;
 mod series;
 pub mod text;
@@ -85,6 +87,20 @@ pub struct Metrics {
     /// The task families of a small page as last rendered in each format (text, OpenMetrics),
     /// and the snapshots they came from.
     small_page: std::sync::Mutex<[Option<RenderedTasks>; 2]>,
+    /// The task and info families deflated, as last sent in each format (text, OpenMetrics).
+    kept_gzip: std::sync::Mutex<[kept::Kept; 2]>,
+}
+
+/// Compression level of a gzipped page: the fastest. The exposition format is so repetitive
+/// that level 1 already shrinks it about 20 times, and a scrape of 10,000 instances should not
+/// spend a core on the last few percent.
+pub const GZIP_LEVEL: flate2::Compression = flate2::Compression::fast();
+
+/// A target's snapshot before and after a publication (see [`Metrics::deflate_ahead`]).
+#[derive(Debug)]
+pub struct Republished {
+    previous: Option<Arc<Series>>,
+    current: Option<Arc<Series>>,
 }
 
 /// Pages of up to this many task samples are small: their task families are kept rendered
@@ -309,6 +325,7 @@ impl Metrics {
             process: process_registry(),
             task_progress,
             small_page: std::sync::Mutex::new([None, None]),
+            kept_gzip: std::sync::Mutex::default(),
             registry: r,
         }
     }
@@ -401,7 +418,8 @@ impl Metrics {
         monitored: impl IntoIterator<Item = &'a str>,
         aggregates: &Aggregates<'_>,
         last_finished: impl IntoIterator<Item = (KeyRef<'a>, i64)>,
-    ) {
+    ) -> Republished {
+        let previous = series.snapshot().0;
         let over = series.publish(
             &t.region,
             monitored,
@@ -412,6 +430,30 @@ impl Metrics {
         self.instances_over_limit
             .with_label_values(&[t.account.as_str(), t.region.as_str(), t.product])
             .set(over);
+        Republished {
+            previous,
+            current: series.snapshot().0,
+        }
+    }
+
+    /// Deflates the families of a region that a publication changed, in each format a gzip
+    /// scrape has asked for, so that the next scrape finds them kept. Called off the async
+    /// threads after [`Metrics::publish`] (it renders the region: tens of milliseconds at a
+    /// thousand instances); a scrape that comes first deflates the region itself.
+    pub fn deflate_ahead(&self, published: Republished) {
+        let (Some(previous), Some(current)) = (published.previous, published.current) else {
+            return;
+        };
+        for format in [Format::Text, Format::OpenMetrics] {
+            let ix = usize::from(format == Format::OpenMetrics);
+            let Some(group) =
+                self.kept_gzip.lock().expect("lock")[ix].successor(&previous, &current)
+            else {
+                continue;
+            };
+            let region = kept::Kept::deflate_region(format, group, self.task_progress);
+            self.kept_gzip.lock().expect("lock")[ix].replace(&previous, region);
+        }
     }
 
     /// Removes the gauges of a target that restarts (its next poll sets them again).
@@ -494,6 +536,12 @@ impl Metrics {
             .then(|| self.small_parts(&own, &snapshots, &inventories, format))
     }
 
+    /// Whether the page of `targets` is small (up to [`SMALL_PAGE_SERIES`] task samples).
+    pub fn is_small<'a>(&self, targets: impl IntoIterator<Item = &'a TargetSeries>) -> bool {
+        let (snapshots, inventories) = snapshots_of(targets);
+        is_small(&snapshots, &inventories)
+    }
+
     fn small_parts(
         &self,
         own: &[prometheus::proto::MetricFamily],
@@ -502,6 +550,40 @@ impl Metrics {
         format: Format,
     ) -> [bytes::Bytes; 3] {
         let kept = self.small_task_text(snapshots, inventories, format);
+        let (head, tail) = self.head_and_tail(own, format);
+        [head.into(), bytes::Bytes::from_owner(kept), tail.into()]
+    }
+
+    /// The whole page in `format`, gzipped, as parts to send in order (one gzip member). The
+    /// task and info families come deflated as kept from the last gzip scrape in that format
+    /// wherever their snapshots are unchanged, so a scrape between two polls deflates only the
+    /// self-metrics and the process metrics.
+    pub fn gzip_page<'a>(
+        &self,
+        targets: impl IntoIterator<Item = &'a TargetSeries>,
+        format: Format,
+    ) -> Vec<bytes::Bytes> {
+        let own = self.registry.gather();
+        let (snapshots, inventories) = snapshots_of(targets);
+        let (head, tail) = self.head_and_tail(&own, format);
+        let mut page = gzip::GzPage::new(GZIP_LEVEL);
+        page.text(&head);
+        self.kept_gzip.lock().expect("lock")[usize::from(format == Format::OpenMetrics)].write(
+            &mut page,
+            format,
+            (&snapshots, &inventories),
+            self.task_progress,
+        );
+        page.text(&tail);
+        page.finish()
+    }
+
+    /// The self-metrics, and the process metrics with the page's end, in `format`.
+    fn head_and_tail(
+        &self,
+        own: &[prometheus::proto::MetricFamily],
+        format: Format,
+    ) -> (Vec<u8>, Vec<u8>) {
         let (mut head, mut tail) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(4 * 1024));
         match format {
             Format::Text => self.ends(&mut Text::new(&mut head), own, &mut Text::new(&mut tail)),
@@ -512,7 +594,7 @@ impl Metrics {
             ),
         }
         .expect("writing to memory");
-        [head.into(), bytes::Bytes::from_owner(kept), tail.into()]
+        (head, tail)
     }
 
     /// A large page in the format `out` writes: the self-metrics, the task families rendered

@@ -174,37 +174,47 @@ pub(super) fn render_instances(
     inventories: &[Arc<Inventory>],
 ) -> io::Result<()> {
     for product in PRODUCTS {
-        let mut rows: BTreeMap<(&str, &str), (&Inventory, &Instance)> = BTreeMap::new();
-        for inv in inventories.iter().filter(|i| i.product == *product) {
-            for i in inv.instances.values() {
-                rows.entry((inv.region.as_str(), i.instance_id.as_str()))
-                    .or_insert((inv, i));
-            }
+        render_instances_of(out, *product, inventories)?;
+    }
+    Ok(())
+}
+
+/// The info family of one product, from the inventories of its targets (others are skipped).
+pub(super) fn render_instances_of(
+    out: &mut impl Exposition,
+    product: &'static dyn Product,
+    inventories: &[Arc<Inventory>],
+) -> io::Result<()> {
+    let mut rows: BTreeMap<(&str, &str), (&Inventory, &Instance)> = BTreeMap::new();
+    for inv in inventories.iter().filter(|i| i.product == product) {
+        for i in inv.instances.values() {
+            rows.entry((inv.region.as_str(), i.instance_id.as_str()))
+                .or_insert((inv, i));
         }
-        let info = product.info_family();
-        let mut f = Family::new(info.name, info.help, Kind::Gauge);
-        for ((region, id), (inv, i)) in rows {
-            let mut labels: Vec<(&str, &str)> = vec![
-                (info.version, &i.engine_version),
-                (info.id, id),
-                (info.name_label, &i.name),
-                ("region", region),
-                ("zone", &i.zone),
-            ];
-            if info.instance_type {
-                labels.push(("instance_type", i.instance_type));
-            }
-            labels.sort_unstable_by_key(|l| l.0);
-            for (label, key) in inv.tag_labels.iter().zip(&inv.tag_keys) {
-                let value = i
-                    .tags
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map_or("", |(_, v)| v.as_str());
-                labels.push((label, value));
-            }
-            f.sample(out, &labels, Num::U(1))?;
+    }
+    let info = product.info_family();
+    let mut f = Family::new(info.name, info.help, Kind::Gauge);
+    for ((region, id), (inv, i)) in rows {
+        let mut labels: Vec<(&str, &str)> = vec![
+            (info.version, &i.engine_version),
+            (info.id, id),
+            (info.name_label, &i.name),
+            ("region", region),
+            ("zone", &i.zone),
+        ];
+        if info.instance_type {
+            labels.push(("instance_type", i.instance_type));
         }
+        labels.sort_unstable_by_key(|l| l.0);
+        for (label, key) in inv.tag_labels.iter().zip(&inv.tag_keys) {
+            let value = i
+                .tags
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or("", |(_, v)| v.as_str());
+            labels.push((label, value));
+        }
+        f.sample(out, &labels, Num::U(1))?;
     }
     Ok(())
 }
@@ -230,7 +240,32 @@ pub(super) fn render_tasks(
     Ok(())
 }
 
-/// The task families of one product.
+/// The task families of one product in one region, from the snapshots of its targets there.
+pub(super) fn render_region(
+    out: &mut impl Exposition,
+    product: &'static dyn Product,
+    region: &str,
+    group: &[&Series],
+    progress: bool,
+) -> io::Result<()> {
+    let regions: Regions<'_> = BTreeMap::from([(region, group.to_vec())]);
+    render_product(out, &Names::of(product), &regions, progress)
+}
+
+/// The names of a product's task families in the order [`render_product`] writes them.
+pub(super) fn family_order(product: &dyn Product) -> [String; 6] {
+    let n = Names::of(product);
+    [
+        n.duration,
+        n.last_finished,
+        n.oldest,
+        n.progress,
+        n.tasks,
+        n.finished,
+    ]
+}
+
+/// The task families of one product, in the order of [`family_order`].
 fn render_product(
     out: &mut impl Exposition,
     names: &Names,

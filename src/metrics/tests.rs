@@ -299,3 +299,140 @@ fn both_formats_carry_the_same_series_and_openmetrics_the_exemplars() {
         .contains(" # ")
     );
 }
+
+/// The gzip page of two accounts' CDB targets in one region, one in another region and a
+/// TDSQL-C target, with listings: `(metrics, series)`.
+fn several_targets() -> (Metrics, Vec<(TargetId, TargetSeries)>) {
+    let m = Metrics::new(false, "t", "t");
+    let cynosdb = *crate::product::PRODUCTS
+        .iter()
+        .find(|p| p.name() == "cynosdb")
+        .unwrap();
+    let targets = vec![
+        (TargetId::cdb("a", "ap-guangzhou"), "cdb-aaaa1111"),
+        (TargetId::cdb("b", "ap-guangzhou"), "cdb-bbbb2222"),
+        (TargetId::cdb("a", "ap-shanghai"), "cdb-cccc3333"),
+        (
+            TargetId::new("a", "ap-guangzhou", "cynosdb"),
+            "cynosdbmysql-dd44/cynosdbmysql-ins-dd44",
+        ),
+    ];
+    let all = targets
+        .into_iter()
+        .enumerate()
+        .map(|(n, (t, unit))| {
+            let series = if t.product == "cynosdb" {
+                TargetSeries::of(cynosdb)
+            } else {
+                TargetSeries::default()
+            };
+            series.task_finished(&crate::tasks::Finished {
+                job_id: n as i64,
+                instances: vec![unit.into()],
+                task_type: ["reboot", "import_data"][n % 2].into(),
+                status: TaskStatus::Failed,
+                duration: Some(10 * n as i64),
+                end: Some(1_000 + n as i64),
+            });
+            let store = store_with_types(&["import_data".to_string()]);
+            m.publish(&t, &series, [unit], &store.aggregates(), []);
+            if n % 2 == 0 {
+                let instance = crate::domain::Instance {
+                    instance_id: unit.split('/').next_back().unwrap().into(),
+                    name: format!("name \"{n}\""),
+                    instance_type: "master",
+                    engine_version: "8.0".into(),
+                    zone: "ap-guangzhou-3".into(),
+                    tags: vec![],
+                };
+                let listing = [(instance.instance_id.clone(), instance)].into();
+                series.set_inventory(&t.region, &[], Arc::new(listing));
+            }
+            (t, series)
+        })
+        .collect();
+    (m, all)
+}
+
+/// Every part of a page, the process metrics cut off (they move between two gatherings).
+fn cut_process(page: &[u8]) -> String {
+    let text = String::from_utf8(page.to_vec()).unwrap();
+    text.split("# HELP process_").next().unwrap().to_string()
+}
+
+/// Decodes a gzip page with the system's `gzip`, a decoder that is not ours.
+fn gunzip(parts: &[bytes::Bytes]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip is installed");
+    let mut stdin = child.stdin.take().unwrap();
+    for p in parts {
+        stdin.write_all(p).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "gzip -dc failed");
+    out.stdout
+}
+
+#[test]
+fn a_gzip_page_is_the_page_and_deflates_again_only_what_was_published() {
+    let (m, targets) = several_targets();
+    let series = || targets.iter().map(|t| &t.1);
+    for format in [Format::Text, Format::OpenMetrics] {
+        let first = m.gzip_page(series(), format);
+        let mut page = Vec::new();
+        m.render_format_to(&mut page, series(), format).unwrap();
+        let text = cut_process(&gunzip(&first));
+        assert_eq!(text, cut_process(&page), "{format:?}");
+        assert!(text.contains("cdb-cccc3333") && text.contains("cynosdbmysql-ins-dd44"));
+        assert!(text.contains("name=\"name \\\"2\\\"\""), "{text}");
+        // Nothing published since: every kept piece is sent again as it is.
+        let kept = |parts: &[bytes::Bytes]| -> std::collections::HashSet<usize> {
+            parts.iter().map(|p| p.as_ptr() as usize).collect()
+        };
+        let again = m.gzip_page(series(), format);
+        let shared = kept(&first).intersection(&kept(&again)).count();
+        // All but the self-metrics, the process metrics and the trailer.
+        assert_eq!(shared, first.len() - 3, "{format:?}");
+        // One target publishes: its region is deflated again, the others are not.
+        let (t, s) = &targets[2];
+        s.task_finished(&crate::tasks::Finished {
+            job_id: 99,
+            instances: vec!["cdb-cccc3333".into()],
+            task_type: "reboot".into(),
+            status: TaskStatus::Succeed,
+            duration: Some(5),
+            end: Some(2_000),
+        });
+        let store = TaskStore::new(Scope::Region, 1, 1);
+        let republished = m.publish(t, s, ["cdb-cccc3333"], &store.aggregates(), []);
+        // Deflated ahead of the scrape, in the formats scraped so far only.
+        m.deflate_ahead(republished);
+        let current = s.snapshot().0.unwrap();
+        let held = |ix: usize| m.kept_gzip.lock().unwrap()[ix].holds(&[current.clone()]);
+        assert!(held(0));
+        assert_eq!(held(1), format == Format::OpenMetrics);
+        let after = m.gzip_page(series(), format);
+        let shared = kept(&again).intersection(&kept(&after)).count();
+        assert!(
+            shared > 3 && shared < after.len() - 3,
+            "{shared} of {}",
+            after.len()
+        );
+        let mut page = Vec::new();
+        m.render_format_to(&mut page, series(), format).unwrap();
+        assert_eq!(
+            cut_process(&gunzip(&after)),
+            cut_process(&page),
+            "{format:?}"
+        );
+    }
+    // The kept pieces: a fraction of the text they stand for.
+    let kept = m.kept_gzip.lock().unwrap()[0].size();
+    assert!(kept > 0);
+}

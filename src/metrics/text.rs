@@ -117,6 +117,11 @@ impl<W: Write> Text<W> {
     pub fn into_inner(self) -> W {
         self.w
     }
+
+    /// The underlying writer, borrowed.
+    pub fn get_ref(&self) -> &W {
+        &self.w
+    }
 }
 
 impl<W: Write> Exposition for Text<W> {
@@ -205,6 +210,11 @@ impl<W: Write> OpenMetrics<W> {
     /// The underlying writer.
     pub fn into_inner(self) -> W {
         self.w
+    }
+
+    /// The underlying writer, borrowed.
+    pub fn get_ref(&self) -> &W {
+        &self.w
     }
 }
 

@@ -429,6 +429,7 @@ impl Target {
         let aggregates = st.store.aggregates();
         let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
         self.types.retain(|t| present.contains(t));
+        let republished;
         if self.instances.is_empty() {
             // Region-wide: every instance with a task in the store, or listed by discovery, is
             // monitored.
@@ -445,7 +446,7 @@ impl Target {
                 self.handle.series().forget_instances(gone);
             }
             seen.extend(discovered.keys().map(String::as_str));
-            self.metrics.publish(
+            republished = self.metrics.publish(
                 &self.id,
                 self.handle.series(),
                 seen,
@@ -454,7 +455,7 @@ impl Target {
             );
         } else {
             let listed = self.instances.iter().map(String::as_str);
-            self.metrics.publish(
+            republished = self.metrics.publish(
                 &self.id,
                 self.handle.series(),
                 listed,
@@ -464,6 +465,9 @@ impl Target {
         }
         self.metrics
             .poll_done(&self.id, ok, now, seconds, st.store.len());
+        drop(st);
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || metrics.deflate_ahead(republished));
     }
 
     /// The target's state. Held only between awaits, for in-memory work: the state writer
