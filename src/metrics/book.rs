@@ -523,16 +523,16 @@ impl TargetSeries {
         )
     }
 
-    /// Builds and publishes the snapshot of a poll (see [`super::Metrics::publish`]); returns
-    /// how many monitored instances were past [`MAX_MONITORED_INSTANCES`].
-    pub(super) fn publish<'a>(
+    /// Builds the snapshot of a poll (see [`super::Metrics::publish`]), and how many
+    /// monitored instances were past [`MAX_MONITORED_INSTANCES`].
+    pub(super) fn build<'a>(
         &self,
         region: &str,
         monitored: impl IntoIterator<Item = &'a str>,
         aggregates: &Aggregates<'_>,
         last_finished: impl IntoIterator<Item = (KeyRef<'a>, i64)>,
         with_progress: bool,
-    ) -> i64 {
+    ) -> (Arc<Series>, i64) {
         let mut book = self.book.lock().expect("lock");
         // Without documented types there are no zeros in advance: they come at first sight.
         let over = if book.dense {
@@ -585,9 +585,12 @@ impl TargetSeries {
             progress,
             last_finished,
         );
-        drop(book);
-        *self.published.lock().expect("lock") = Some(Arc::new(series));
-        over
+        (Arc::new(series), over)
+    }
+
+    /// Shows `snapshot` on the pages from now on.
+    pub(super) fn show(&self, snapshot: Arc<Series>) {
+        *self.published.lock().expect("lock") = Some(snapshot);
     }
 }
 

@@ -143,18 +143,22 @@ impl Kept {
         KeptRegion::render(&mut z, format, product, &region, snapshots, progress)
     }
 
-    /// Keeps `region` in place of the region that held `previous`, unless a scrape has kept
-    /// the same snapshots meanwhile.
-    pub(super) fn replace(&mut self, previous: &Arc<Series>, region: KeptRegion) {
-        self.regions
-            .retain(|r| !r.snapshots.iter().any(|s| Arc::ptr_eq(s, previous)));
-        if !self
-            .regions
-            .iter()
-            .any(|r| same(&r.snapshots, &region.snapshots))
-        {
+    /// Keeps `region`, unless a scrape has kept the same snapshots meanwhile.
+    pub(super) fn add(&mut self, region: KeptRegion) {
+        if !self.regions.iter().any(|r| same(&r.snapshots, &region.snapshots)) {
             self.regions.push(region);
         }
+    }
+
+    /// Drops the regions that hold `previous`, a snapshot no longer shown.
+    pub(super) fn forget(&mut self, previous: &Arc<Series>) {
+        self.regions
+            .retain(|r| !r.snapshots.iter().any(|s| Arc::ptr_eq(s, previous)));
+    }
+
+    /// Whether a gzip scrape has asked for this format (so publications deflate ahead).
+    pub(super) fn is_used(&self) -> bool {
+        !self.regions.is_empty()
     }
 
     /// Whether the task families of exactly `snapshots` are kept.

@@ -96,12 +96,9 @@ pub struct Metrics {
 /// spend a core on the last few percent.
 pub const GZIP_LEVEL: flate2::Compression = flate2::Compression::fast();
 
-/// A target's snapshot before and after a publication (see [`Metrics::deflate_ahead`]).
+/// A target's snapshot built by [`Metrics::stage`], not shown yet.
 #[derive(Debug)]
-pub struct Republished {
-    previous: Option<Arc<Series>>,
-    current: Option<Arc<Series>>,
-}
+pub struct Staged(Arc<Series>);
 
 /// Pages of up to this many task samples are small: their task families are kept rendered
 /// between polls (at most about 1 MiB), and the server renders them at once instead of
@@ -411,6 +408,7 @@ impl Metrics {
     /// Publishes a target's task series after a poll: `monitored` instances get their 48 zero
     /// counters (so `increase()` sees a first failure), the gauges are set from the store's
     /// aggregates, and the whole set replaces the target's previous snapshot at once.
+    /// [`Metrics::stage`] then [`Metrics::promote`].
     pub fn publish<'a>(
         &self,
         t: &TargetId,
@@ -418,9 +416,21 @@ impl Metrics {
         monitored: impl IntoIterator<Item = &'a str>,
         aggregates: &Aggregates<'_>,
         last_finished: impl IntoIterator<Item = (KeyRef<'a>, i64)>,
-    ) -> Republished {
-        let previous = series.snapshot().0;
-        let over = series.publish(
+    ) {
+        let staged = self.stage(t, series, monitored, aggregates, last_finished);
+        self.promote(series, staged);
+    }
+
+    /// Builds the snapshot [`Metrics::publish`] describes without showing it yet.
+    pub fn stage<'a>(
+        &self,
+        t: &TargetId,
+        series: &TargetSeries,
+        monitored: impl IntoIterator<Item = &'a str>,
+        aggregates: &Aggregates<'_>,
+        last_finished: impl IntoIterator<Item = (KeyRef<'a>, i64)>,
+    ) -> Staged {
+        let (snapshot, over) = series.build(
             &t.region,
             monitored,
             aggregates,
@@ -430,29 +440,45 @@ impl Metrics {
         self.instances_over_limit
             .with_label_values(&[t.account.as_str(), t.region.as_str(), t.product])
             .set(over);
-        Republished {
-            previous,
-            current: series.snapshot().0,
-        }
+        Staged(snapshot)
     }
 
-    /// Deflates the families of a region that a publication changed, in each format a gzip
-    /// scrape has asked for, so that the next scrape finds them kept. Called off the async
-    /// threads after [`Metrics::publish`] (it renders the region: tens of milliseconds at a
-    /// thousand instances); a scrape that comes first deflates the region itself.
-    pub fn deflate_ahead(&self, published: Republished) {
-        let (Some(previous), Some(current)) = (published.previous, published.current) else {
-            return;
-        };
-        for format in [Format::Text, Format::OpenMetrics] {
-            let ix = usize::from(format == Format::OpenMetrics);
-            let Some(group) =
-                self.kept_gzip.lock().expect("lock")[ix].successor(&previous, &current)
-            else {
-                continue;
-            };
-            let region = kept::Kept::deflate_region(format, group, self.task_progress);
-            self.kept_gzip.lock().expect("lock")[ix].replace(&previous, region);
+    /// Whether [`Metrics::promote`] deflates (a gzip scrape has asked for a large page): then
+    /// it takes tens of milliseconds at a thousand instances, and belongs on a blocking thread.
+    pub fn deflates(&self) -> bool {
+        self.kept_gzip
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(kept::Kept::is_used)
+    }
+
+    /// Shows a staged snapshot in place of the target's previous one. Its region's families
+    /// are deflated first, in each format a gzip scrape has asked for, so that a scrape finds
+    /// them kept: until the swap, scrapes get the previous snapshot and its kept pieces, whole.
+    pub fn promote(&self, series: &TargetSeries, staged: Staged) {
+        let current = staged.0;
+        let previous = series.snapshot().0;
+        let mut replaced = [false; 2];
+        if let Some(previous) = &previous {
+            for format in [Format::Text, Format::OpenMetrics] {
+                let ix = usize::from(format == Format::OpenMetrics);
+                let group = self.kept_gzip.lock().expect("lock")[ix].successor(previous, &current);
+                if let Some(group) = group {
+                    let region = kept::Kept::deflate_region(format, group, self.task_progress);
+                    self.kept_gzip.lock().expect("lock")[ix].add(region);
+                    replaced[ix] = true;
+                }
+            }
+        }
+        series.show(current);
+        if let Some(previous) = &previous {
+            let mut kept = self.kept_gzip.lock().expect("lock");
+            for (k, replaced) in kept.iter_mut().zip(replaced) {
+                if replaced {
+                    k.forget(previous);
+                }
+            }
         }
     }
 

@@ -410,13 +410,18 @@ fn a_gzip_page_is_the_page_and_deflates_again_only_what_was_published() {
             end: Some(2_000),
         });
         let store = TaskStore::new(Scope::Region, 1, 1);
-        let republished = m.publish(t, s, ["cdb-cccc3333"], &store.aggregates(), []);
-        // Deflated ahead of the scrape, in the formats scraped so far only.
-        m.deflate_ahead(republished);
+        let previous = s.snapshot().0.unwrap();
+        let staged = m.stage(t, s, ["cdb-cccc3333"], &store.aggregates(), []);
+        // Staged, not shown: a scrape still gets the previous snapshot, all of it kept.
+        assert!(Arc::ptr_eq(&s.snapshot().0.unwrap(), &previous));
+        let before = m.gzip_page(series(), format);
+        assert_eq!(kept(&again).intersection(&kept(&before)).count(), again.len() - 3);
+        // Deflated as it is shown, in the formats scraped so far only; the previous pieces go.
+        m.promote(s, staged);
         let current = s.snapshot().0.unwrap();
-        let held = |ix: usize| m.kept_gzip.lock().unwrap()[ix].holds(&[current.clone()]);
-        assert!(held(0));
-        assert_eq!(held(1), format == Format::OpenMetrics);
+        let held = |ix: usize, s: &Arc<Series>| m.kept_gzip.lock().unwrap()[ix].holds(&[s.clone()]);
+        assert!(held(0, &current) && !held(0, &previous));
+        assert_eq!(held(1, &current), format == Format::OpenMetrics);
         let after = m.gzip_page(series(), format);
         let shared = kept(&again).intersection(&kept(&after)).count();
         assert!(

@@ -7,7 +7,7 @@ mod plan;
 use crate::call::{CallContext, RateLimiter, call_with_retry};
 use crate::clock::SharedClock;
 use crate::domain::{Instances, TargetId, Task, TaskStatus, owner};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Staged};
 use crate::shard::Shard;
 use crate::state::{Persister, SavedTarget};
 use crate::target::TargetHandle;
@@ -372,7 +372,19 @@ impl Target {
         }
         // The poll's start as now known on the API's clock.
         let at = local + offset.unwrap_or(0);
-        self.publish(ok, at, started.elapsed().as_secs_f64());
+        let (staged, tracked) = self.stage();
+        // The snapshot is shown (its families deflated first, if a gzip scrape asks for them)
+        // before the poll's success: a page that shows a poll's success shows its tasks.
+        if self.metrics.deflates() {
+            let (metrics, handle) = (self.metrics.clone(), self.handle.clone());
+            let promoted =
+                tokio::task::spawn_blocking(move || metrics.promote(handle.series(), staged));
+            let _ = promoted.await;
+        } else {
+            self.metrics.promote(self.handle.series(), staged);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.poll_done(&self.id, ok, at, seconds, tracked);
         self.log_outcome(report);
     }
 
@@ -421,15 +433,15 @@ impl Target {
         }
     }
 
-    /// Publishes the task series and the poll metrics after a poll.
-    fn publish(&mut self, ok: bool, now: i64, seconds: f64) {
+    /// Builds the task series after a poll; with how many tasks the store tracks.
+    fn stage(&mut self) -> (Staged, usize) {
         let discovered = self.handle.instances();
         let last_discovered = std::mem::replace(&mut self.last_discovered, discovered.clone());
         let st = crate::state::lock_in_async(self.handle.state());
         let aggregates = st.store.aggregates();
         let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
         self.types.retain(|t| present.contains(t));
-        let republished;
+        let staged;
         if self.instances.is_empty() {
             // Region-wide: every instance with a task in the store, or listed by discovery, is
             // monitored.
@@ -446,7 +458,7 @@ impl Target {
                 self.handle.series().forget_instances(gone);
             }
             seen.extend(discovered.keys().map(String::as_str));
-            republished = self.metrics.publish(
+            staged = self.metrics.stage(
                 &self.id,
                 self.handle.series(),
                 seen,
@@ -455,7 +467,7 @@ impl Target {
             );
         } else {
             let listed = self.instances.iter().map(String::as_str);
-            republished = self.metrics.publish(
+            staged = self.metrics.stage(
                 &self.id,
                 self.handle.series(),
                 listed,
@@ -463,11 +475,7 @@ impl Target {
                 st.store.last_finished(),
             );
         }
-        self.metrics
-            .poll_done(&self.id, ok, now, seconds, st.store.len());
-        drop(st);
-        let metrics = self.metrics.clone();
-        tokio::task::spawn_blocking(move || metrics.deflate_ahead(republished));
+        (staged, st.store.len())
     }
 
     /// The target's state. Held only between awaits, for in-memory work: the state writer
