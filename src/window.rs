@@ -116,6 +116,35 @@ pub fn packed_lookup_ranges(starts: &[i64], known: &[i64], per_page: usize) -> V
     out
 }
 
+/// The most polls between two look-ups of one long-running task of a product without a status
+/// filter.
+pub const MAX_LOOKUP_STRIDE: i64 = 30;
+
+/// Whether a long-running task of a product without a status filter, started at `start`, is
+/// looked up in poll number `poll`: at least every tenth of its running time (every poll in its
+/// first ten intervals, at most every [`MAX_LOOKUP_STRIDE`] polls), so that its end is seen
+/// within a tenth of how long it ran. The turns of tasks running for hours are spread over
+/// polls by the `span` of start times they fall in: tasks that one look-up page can return
+/// together are due together.
+pub fn lookup_due(poll: u64, start: i64, now: i64, (interval, span): (i64, i64)) -> bool {
+    let stride = ((now - start) / (10 * interval.max(1))).clamp(1, MAX_LOOKUP_STRIDE) as u64;
+    (poll + start.div_euclid(span.max(1)).unsigned_abs()) % stride == 0
+}
+
+/// The span of start times for [`lookup_due`]: about `per_page` of the tracked start times
+/// `known` (sorted) per span. `kept`, the span of the last poll, stays while the density is
+/// within a factor of two of it, so that a task's turn does not move with every new task.
+pub fn lookup_span(kept: Option<i64>, known: &[i64], per_page: i64) -> i64 {
+    let (Some(first), Some(last)) = (known.first(), known.last()) else {
+        return kept.unwrap_or(1);
+    };
+    let fresh = ((last - first) * per_page / known.len() as i64).max(1);
+    match kept {
+        Some(kept) if fresh < kept * 2 && fresh * 2 > kept => kept,
+        _ => fresh,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +266,94 @@ mod tests {
             }
             for r in &ranges {
                 prop_assert!(r.end - r.begin.unwrap() <= LOOKUP_SPAN_SECS);
+            }
+        }
+    }
+
+    #[test]
+    fn a_span_holds_about_a_page_and_stays_while_the_density_does() {
+        // 1,000 starts 10 s apart: 100 of them per 1,000 s.
+        let known: Vec<i64> = (0..1_000).map(|i| i * 10).collect();
+        assert_eq!(lookup_span(None, &known, 100), 999);
+        // Within a factor of two the kept span stays; beyond it, it follows.
+        assert_eq!(lookup_span(Some(600), &known, 100), 600);
+        assert_eq!(lookup_span(Some(1_900), &known, 100), 1_900);
+        assert_eq!(lookup_span(Some(400), &known, 100), 999);
+        assert_eq!(lookup_span(Some(2_100), &known, 100), 999);
+        assert_eq!(lookup_span(Some(7), &[], 100), 7);
+        assert_eq!(lookup_span(None, &[5], 100), 1);
+    }
+
+    /// Look-ups over 30 polls for 400 long-running tasks among 20,000 tracked ones: tasks of one
+    /// span take their turn together, so a packed look-up serves several; the count stays near
+    /// the fewest pages that hold them all, and well under turns spread by job id.
+    #[test]
+    fn long_running_tasks_of_one_span_share_their_look_up() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let now = 100_000;
+        let known: Vec<i64> = (0..20_000).map(|i| i * 4).collect();
+        let mut open: Vec<(i64, i64)> = (0..400)
+            .map(|job| (job, known[rng.usize(..18_000)]))
+            .collect();
+        open.sort_unstable_by_key(|t| t.1);
+        let span = lookup_span(None, &known, 100);
+        let cost = |due: &dyn Fn(u64, &(i64, i64)) -> bool| -> usize {
+            (0..30u64)
+                .map(|poll| {
+                    let starts: Vec<i64> =
+                        open.iter().filter(|t| due(poll, t)).map(|t| t.1).collect();
+                    packed_lookup_ranges(&starts, &known, 100).len()
+                })
+                .sum()
+        };
+        let aligned = cost(&|poll, t| lookup_due(poll, t.1, now, (2, span)));
+        let by_job = cost(&|poll, t| (poll + t.0.unsigned_abs()) % 30 == 0);
+        // The fewest pages of 100 tracked tasks that hold every one of them.
+        let (mut cover, mut until) = (0, i64::MIN);
+        for t in &open {
+            if t.1 > until {
+                cover += 1;
+                until = known[(known.partition_point(|k| *k < t.1) + 99).min(known.len() - 1)];
+            }
+        }
+        // Every task was looked up exactly once in the 30 polls.
+        for t in &open {
+            assert_eq!(
+                (0..30)
+                    .filter(|p| lookup_due(*p, t.1, now, (2, span)))
+                    .count(),
+                1
+            );
+        }
+        assert!(aligned * 10 <= by_job * 7, "{aligned} against {by_job}");
+        // Spans are cut by time, not at the cover's pages: a few more.
+        assert!(
+            aligned * 10 <= cover * 14,
+            "{aligned} against a cover of {cover}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_long_running_task_takes_a_turn_within_its_stride(
+            start in -10_000_000i64..0,
+            span in 1i64..100_000,
+            first in 0u64..10_000,
+            interval in 1i64..600,
+        ) {
+            let stride = (-start / (10 * interval)).clamp(1, MAX_LOOKUP_STRIDE) as u64;
+            let turns = (first..first + stride)
+                .filter(|p| lookup_due(*p, start, 0, (interval, span)))
+                .count();
+            prop_assert_eq!(turns, 1);
+            // Another task of the same span and stride takes the same turns.
+            let other = start.div_euclid(span) * span;
+            prop_assume!((-other / (10 * interval)).clamp(1, MAX_LOOKUP_STRIDE) as u64 == stride);
+            for p in first..first + stride {
+                prop_assert_eq!(
+                    lookup_due(p, start, 0, (interval, span)),
+                    lookup_due(p, other, 0, (interval, span))
+                );
             }
         }
     }

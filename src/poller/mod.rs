@@ -91,6 +91,8 @@ pub struct Target {
     first_poll: bool,
     /// Polls started, for spreading the look-ups of long-running tasks over polls.
     polls: u64,
+    /// The span of start times of [`window::lookup_due`], kept from poll to poll.
+    lookup_span: Option<i64>,
     mode: Option<QueryMode>,
     region_volume: Option<f64>,
     polls_since_probe: u32,
@@ -208,6 +210,7 @@ impl Target {
             handle: parts.handle,
             first_poll: true,
             polls: 0,
+            lookup_span: None,
             mode: None,
             region_volume: None,
             polls_since_probe: 0,
@@ -326,12 +329,24 @@ impl Target {
         // 3. Final states of old unfinished tasks that left the unfinished set (or are WAITING).
         if report.failure.is_none() {
             let interval = self.settings.interval.as_secs().max(1) as i64;
+            // Without a status filter, look-ups are packed by the tracked tasks they return.
+            let known = filterable
+                .is_none()
+                .then(|| self.lock().store.sorted_starts());
+            if let Some(known) = &known {
+                let per_page = self.client.product().task_page_limit() as i64;
+                self.lookup_span = Some(window::lookup_span(self.lookup_span, known, per_page));
+            }
+            let span = self.lookup_span.unwrap_or(1);
+            let due =
+                |t: &Unfinished| window::lookup_due(self.polls, t.start, now, (interval, span));
             let missing: Vec<Unfinished> = old
                 .into_iter()
                 .filter(|t| !returned.contains(&t.job_id))
-                .filter(|t| filterable.is_some() || self.due(t, now, interval))
+                .filter(|t| filterable.is_some() || due(t))
                 .collect();
-            self.final_states(mode, missing, cancel, &mut report).await;
+            self.final_states(mode, missing, known, cancel, &mut report)
+                .await;
         }
         report.requests_lookups =
             report.requests - report.requests_recent - report.requests_unfinished;
@@ -545,21 +560,13 @@ impl Target {
         known as u64 == total && unfinished == 0
     }
 
-    /// Whether a long-running task of a product without a status filter is looked up in this
-    /// poll: a task is looked up at least every tenth of its running time (every poll in its
-    /// first ten intervals, at most every 30 polls), so that its end is seen within a tenth of
-    /// how long it ran, and the look-ups of tasks running for hours are spread over polls.
-    fn due(&self, t: &Unfinished, now: i64, interval: i64) -> bool {
-        let stride = ((now - t.start) / (10 * interval)).clamp(1, MAX_LOOKUP_STRIDE) as u64;
-        (self.polls + t.job_id.unsigned_abs()) % stride == 0
-    }
-
     /// Narrow look-ups around the start seconds of `missing` tracked tasks (job, start,
     /// instances). Tasks a successful look-up did not find count a miss in the store.
     async fn final_states(
         &mut self,
         mode: QueryMode,
         missing: Vec<Unfinished>,
+        packed: Option<Vec<i64>>,
         cancel: &CancellationToken,
         report: &mut PollReport,
     ) {
@@ -577,14 +584,9 @@ impl Target {
             by_unit.entry(unit).or_default().push((u.job_id, u.start));
         }
         let mut not_found = Vec::new();
-        // Without a status filter every old unfinished task is looked up on every poll: ranges
-        // are packed by the page they cost rather than by their span.
-        let packed = self
-            .client
-            .product()
-            .filterable_unfinished()
-            .is_empty()
-            .then(|| self.lock().store.sorted_starts());
+        // `packed`, the tracked start times, for a product without a status filter: its
+        // long-running tasks are all looked up in turn, so ranges are packed by the page they
+        // cost rather than by their span.
         for (unit, tasks) in by_unit {
             let starts: Vec<i64> = tasks.iter().map(|t| t.1).collect();
             let ranges = match &packed {
@@ -762,10 +764,6 @@ fn scope_of(instances: &[String]) -> Scope {
         Scope::Listed(instances.iter().cloned().collect())
     }
 }
-
-/// The most polls between two look-ups of one long-running task of a product without a status
-/// filter.
-const MAX_LOOKUP_STRIDE: i64 = 30;
 
 fn query(unit: &Option<String>, range: Range, statuses: &[TaskStatus]) -> TaskQuery {
     TaskQuery {
