@@ -40,6 +40,9 @@ impl Piece {
                 break;
             }
         }
+        // The estimate above is generous (text shrinks about twenty times): kept for a whole
+        // poll interval, a piece holds only its bytes.
+        data.shrink_to_fit();
         let mut crc = Crc::new();
         crc.update(text);
         Piece {
