@@ -113,6 +113,19 @@ pub fn packed_lookup_ranges(starts: &[i64], known: &[i64], per_page: usize) -> V
             }),
         }
     }
+    // Each range then reaches as far as its page allows, short of the next: the tasks it
+    // takes in come at no extra request, and are read fresh.
+    let begins: Vec<i64> = out.iter().filter_map(|r| r.begin).collect();
+    for (i, r) in out.iter_mut().enumerate() {
+        let begin = r.begin.unwrap_or(r.end);
+        let first = known.partition_point(|&k| k < begin);
+        let page_end = match known.get(first + per_page) {
+            Some(&beyond) => beyond - 1,
+            None => known.last().copied().unwrap_or(begin),
+        };
+        let before_next = begins.get(i + 1).map_or(i64::MAX, |n| n - 1);
+        r.end = r.end.max(page_end.min(before_next));
+    }
     out
 }
 
@@ -120,18 +133,69 @@ pub fn packed_lookup_ranges(starts: &[i64], known: &[i64], per_page: usize) -> V
 /// filter.
 pub const MAX_LOOKUP_STRIDE: i64 = 30;
 
-/// Whether a long-running task of a product without a status filter, started at `start`, is
-/// looked up in poll number `poll`: at least every tenth of its running time (every poll in its
-/// first ten intervals, at most every [`MAX_LOOKUP_STRIDE`] polls), so that its end is seen
-/// within a tenth of how long it ran. The turns of tasks running for hours are spread over
-/// polls by the `span` of start times they fall in: tasks that one look-up page can return
-/// together are due together.
-pub fn lookup_due(poll: u64, start: i64, now: i64, (interval, span): (i64, i64)) -> bool {
-    let stride = ((now - start) / (10 * interval.max(1))).clamp(1, MAX_LOOKUP_STRIDE) as u64;
-    (poll + start.div_euclid(span.max(1)).unsigned_abs()) % stride == 0
+/// How many polls apart a long-running task of a product without a status filter, started at
+/// `start`, is looked up: a tenth of its running time in intervals (every poll in its first ten
+/// intervals), at most [`MAX_LOOKUP_STRIDE`], so that its end is seen within a tenth of how long
+/// it ran. A task is due once `stride` polls have passed since it was last read, by its own
+/// look-up or by one of a neighbour's that returned it too (see [`packed_lookup_ranges`]):
+/// neighbours read together stay due together, and one look-up serves them.
+pub fn lookup_stride(start: i64, now: i64, interval: i64) -> i64 {
+    ((now - start) / (10 * interval.max(1))).clamp(1, MAX_LOOKUP_STRIDE)
 }
 
-/// The span of start times for [`lookup_due`]: about `per_page` of the tracked start times
+/// The poll a task's turns count from when it is first seen unfinished before the recent
+/// window: as if last read so that its first turn falls in a poll where `poll + block` is a
+/// multiple of its stride (`block`, its start's [`lookup_span`]), spreading first turns over
+/// polls by start time, neighbours together.
+pub fn first_lookup_base(poll: i64, start: i64, stride: i64, span: i64) -> i64 {
+    let turn = (poll + start.div_euclid(span.max(1))).rem_euclid(stride);
+    poll + (stride - turn) % stride - stride
+}
+
+/// The look-up turns of the old unfinished tasks of one target whose product has no status
+/// filter: when each was last read ([`lookup_stride`], [`first_lookup_base`]).
+#[derive(Debug, Default)]
+pub struct LookupTurns {
+    span: Option<i64>,
+    last_read: std::collections::HashMap<i64, i64>,
+}
+
+impl LookupTurns {
+    /// Starts a poll: the tracked start times `known` (sorted) set the span, and only the tasks
+    /// in `old` (still old and unfinished) keep their turns.
+    pub fn start_poll(&mut self, known: &[i64], per_page: i64, old: &[i64]) {
+        self.span = Some(lookup_span(self.span, known, per_page));
+        let old: std::collections::HashSet<i64> = old.iter().copied().collect();
+        self.last_read.retain(|job, _| old.contains(job));
+    }
+
+    /// Whether task `job`, started at `start`, is looked up in poll number `poll`.
+    pub fn due(
+        &mut self,
+        poll: i64,
+        (job, start): (i64, i64),
+        (now, interval): (i64, i64),
+    ) -> bool {
+        let stride = lookup_stride(start, now, interval);
+        let span = self.span.unwrap_or(1);
+        let last = *self
+            .last_read
+            .entry(job)
+            .or_insert_with(|| first_lookup_base(poll, start, stride, span));
+        poll - last >= stride
+    }
+
+    /// The look-ups of poll `poll` read these tasks (asked for, or returned beside them).
+    pub fn read(&mut self, poll: i64, jobs: impl IntoIterator<Item = i64>) {
+        for job in jobs {
+            if let Some(at) = self.last_read.get_mut(&job) {
+                *at = poll;
+            }
+        }
+    }
+}
+
+/// The span of start times for [`first_lookup_base`]: about `per_page` of the tracked start times
 /// `known` (sorted) per span. `kept`, the span of the last poll, stays while the density is
 /// within a factor of two of it, so that a task's turn does not move with every new task.
 pub fn lookup_span(kept: Option<i64>, known: &[i64], per_page: i64) -> i64 {
@@ -215,20 +279,32 @@ mod tests {
         // Known tasks: one a minute for a day; unfinished ones at three places.
         let known: Vec<i64> = (0..1440).map(|m| m * 60).collect();
         let r = packed_lookup_ranges(&[0, 3000, 5940, 80_000], &known, 100);
-        // 0..5940 holds 100 known starts: one range; 80,000 is far: its own.
+        // 0..5940 holds 100 known starts: one range; 80,000 is far: its own. Each then reaches
+        // as far as a page of known starts goes (the 101st starts at 6,000).
         assert_eq!(
             r,
             vec![
                 Range {
                     begin: Some(0),
-                    end: 5940
+                    end: 5999
                 },
                 Range {
                     begin: Some(80_000),
-                    end: 80_000
+                    end: 86_039
                 }
             ]
         );
+        let held = |r: &Range| {
+            known
+                .iter()
+                .filter(|k| r.begin.is_some_and(|b| **k >= b) && **k <= r.end)
+                .count()
+        };
+        assert_eq!(r.iter().map(held).collect::<Vec<_>>(), [100, 100]);
+        // A range stops short of the next one.
+        let close = packed_lookup_ranges(&[0, 5940 + 60], &known, 100);
+        assert_eq!(close[0].end, 5999);
+        assert_eq!(close[1].begin, Some(6000));
         // Sparse known tasks: hours apart, still one range.
         let sparse = [0, 40_000, 80_000];
         assert_eq!(packed_lookup_ranges(&sparse, &sparse, 100).len(), 1);
@@ -284,30 +360,54 @@ mod tests {
         assert_eq!(lookup_span(None, &[5], 100), 1);
     }
 
-    /// Look-ups over 30 polls for 400 long-running tasks among 20,000 tracked ones: tasks of one
-    /// span take their turn together, so a packed look-up serves several; the count stays near
-    /// the fewest pages that hold them all, and well under turns spread by job id.
+    /// 90 polls of look-ups for 400 long-running tasks among 20,000 tracked ones, none of them
+    /// ending: every task is read at least once per stride, and the look-ups come down to
+    /// about the fewest pages that hold them all, once per stride.
     #[test]
-    fn long_running_tasks_of_one_span_share_their_look_up() {
+    fn neighbours_read_together_share_their_look_ups() {
         let mut rng = fastrand::Rng::with_seed(7);
-        let now = 100_000;
+        let (now, interval) = (100_000, 2);
         let known: Vec<i64> = (0..20_000).map(|i| i * 4).collect();
         let mut open: Vec<(i64, i64)> = (0..400)
             .map(|job| (job, known[rng.usize(..18_000)]))
             .collect();
         open.sort_unstable_by_key(|t| t.1);
-        let span = lookup_span(None, &known, 100);
-        let cost = |due: &dyn Fn(u64, &(i64, i64)) -> bool| -> usize {
-            (0..30u64)
-                .map(|poll| {
-                    let starts: Vec<i64> =
-                        open.iter().filter(|t| due(poll, t)).map(|t| t.1).collect();
-                    packed_lookup_ranges(&starts, &known, 100).len()
-                })
-                .sum()
-        };
-        let aligned = cost(&|poll, t| lookup_due(poll, t.1, now, (2, span)));
-        let by_job = cost(&|poll, t| (poll + t.0.unsigned_abs()) % 30 == 0);
+        let ids: Vec<i64> = open.iter().map(|t| t.0).collect();
+        let mut turns = LookupTurns::default();
+        let mut last_read: std::collections::HashMap<i64, i64> = Default::default();
+        let mut per_poll = Vec::new();
+        for poll in 0..90 {
+            turns.start_poll(&known, 100, &ids);
+            let due: Vec<(i64, i64)> = open
+                .iter()
+                .copied()
+                .filter(|t| turns.due(poll, *t, (now, interval)))
+                .collect();
+            let starts: Vec<i64> = due.iter().map(|t| t.1).collect();
+            let ranges = packed_lookup_ranges(&starts, &known, 100);
+            // What the look-ups return: every open task in a range.
+            let inside = |s: i64| {
+                ranges
+                    .iter()
+                    .any(|r| r.begin.is_some_and(|b| s >= b) && s <= r.end)
+            };
+            let read: Vec<i64> = open.iter().filter(|t| inside(t.1)).map(|t| t.0).collect();
+            assert!(due.iter().all(|t| read.contains(&t.0)));
+            for job in &read {
+                if let Some(at) = last_read.insert(*job, poll) {
+                    assert!(
+                        poll - at <= MAX_LOOKUP_STRIDE,
+                        "job {job} waited {}",
+                        poll - at
+                    );
+                }
+            }
+            turns.read(poll, read);
+            per_poll.push(ranges.len());
+        }
+        // Every task was read, and within the last stride.
+        assert_eq!(last_read.len(), open.len());
+        assert!(last_read.values().all(|at| *at >= 90 - MAX_LOOKUP_STRIDE));
         // The fewest pages of 100 tracked tasks that hold every one of them.
         let (mut cover, mut until) = (0, i64::MIN);
         for t in &open {
@@ -316,45 +416,33 @@ mod tests {
                 until = known[(known.partition_point(|k| *k < t.1) + 99).min(known.len() - 1)];
             }
         }
-        // Every task was looked up exactly once in the 30 polls.
-        for t in &open {
-            assert_eq!(
-                (0..30)
-                    .filter(|p| lookup_due(*p, t.1, now, (2, span)))
-                    .count(),
-                1
-            );
-        }
-        assert!(aligned * 10 <= by_job * 7, "{aligned} against {by_job}");
-        // Spans are cut by time, not at the cover's pages: a few more.
+        // The last stride, once turns have settled: within 10% of the cover.
+        let settled: usize = per_poll[60..].iter().sum();
         assert!(
-            aligned * 10 <= cover * 14,
-            "{aligned} against a cover of {cover}"
+            settled * 10 <= cover * 11,
+            "{settled} look-ups against a cover of {cover}"
+        );
+        // First turns are spread over polls by start time: no poll takes them all.
+        assert!(
+            per_poll[..30].iter().all(|n| *n * 4 < cover),
+            "{per_poll:?}"
         );
     }
 
     proptest! {
         #[test]
-        fn every_long_running_task_takes_a_turn_within_its_stride(
+        fn a_first_turn_comes_within_a_stride_and_neighbours_share_it(
             start in -10_000_000i64..0,
             span in 1i64..100_000,
-            first in 0u64..10_000,
-            interval in 1i64..600,
+            poll in 0i64..10_000,
+            stride in 1i64..=MAX_LOOKUP_STRIDE,
         ) {
-            let stride = (-start / (10 * interval)).clamp(1, MAX_LOOKUP_STRIDE) as u64;
-            let turns = (first..first + stride)
-                .filter(|p| lookup_due(*p, start, 0, (interval, span)))
-                .count();
-            prop_assert_eq!(turns, 1);
-            // Another task of the same span and stride takes the same turns.
+            let base = first_lookup_base(poll, start, stride, span);
+            // Due at its first sight at the earliest, a stride later at the latest.
+            prop_assert!(base + stride >= poll && base < poll);
+            // A task of the same span gets the same turn.
             let other = start.div_euclid(span) * span;
-            prop_assume!((-other / (10 * interval)).clamp(1, MAX_LOOKUP_STRIDE) as u64 == stride);
-            for p in first..first + stride {
-                prop_assert_eq!(
-                    lookup_due(p, start, 0, (interval, span)),
-                    lookup_due(p, other, 0, (interval, span))
-                );
-            }
+            prop_assert_eq!(first_lookup_base(poll, other, stride, span), base);
         }
     }
 }

@@ -91,8 +91,8 @@ pub struct Target {
     first_poll: bool,
     /// Polls started, for spreading the look-ups of long-running tasks over polls.
     polls: u64,
-    /// The span of start times of [`window::lookup_due`], kept from poll to poll.
-    lookup_span: Option<i64>,
+    /// The look-up turns of old unfinished tasks, for a product without a status filter.
+    turns: window::LookupTurns,
     mode: Option<QueryMode>,
     region_volume: Option<f64>,
     polls_since_probe: u32,
@@ -210,7 +210,7 @@ impl Target {
             handle: parts.handle,
             first_poll: true,
             polls: 0,
-            lookup_span: None,
+            turns: window::LookupTurns::default(),
             mode: None,
             region_volume: None,
             polls_since_probe: 0,
@@ -333,20 +333,26 @@ impl Target {
             let known = filterable
                 .is_none()
                 .then(|| self.lock().store.sorted_starts());
+            let poll = self.polls as i64;
             if let Some(known) = &known {
                 let per_page = self.client.product().task_page_limit() as i64;
-                self.lookup_span = Some(window::lookup_span(self.lookup_span, known, per_page));
+                let old_ids: Vec<i64> = old.iter().map(|t| t.job_id).collect();
+                self.turns.start_poll(known, per_page, &old_ids);
             }
-            let span = self.lookup_span.unwrap_or(1);
-            let due =
-                |t: &Unfinished| window::lookup_due(self.polls, t.start, now, (interval, span));
+            let mut due = |t: &Unfinished| {
+                filterable.is_some() || self.turns.due(poll, (t.job_id, t.start), (now, interval))
+            };
             let missing: Vec<Unfinished> = old
                 .into_iter()
-                .filter(|t| !returned.contains(&t.job_id))
-                .filter(|t| filterable.is_some() || due(t))
+                .filter(|t| due(t) && !returned.contains(&t.job_id))
                 .collect();
-            self.final_states(mode, missing, known, cancel, &mut report)
+            let asked: Vec<i64> = missing.iter().map(|t| t.job_id).collect();
+            let read = self
+                .final_states(mode, missing, known, cancel, &mut report)
                 .await;
+            if report.failure.is_none() {
+                self.turns.read(poll, asked.into_iter().chain(read));
+            }
         }
         report.requests_lookups =
             report.requests - report.requests_recent - report.requests_unfinished;
@@ -561,7 +567,8 @@ impl Target {
     }
 
     /// Narrow look-ups around the start seconds of `missing` tracked tasks (job, start,
-    /// instances). Tasks a successful look-up did not find count a miss in the store.
+    /// instances). Tasks a successful look-up did not find count a miss in the store. Returns
+    /// the job ids the look-ups returned.
     async fn final_states(
         &mut self,
         mode: QueryMode,
@@ -569,7 +576,7 @@ impl Target {
         packed: Option<Vec<i64>>,
         cancel: &CancellationToken,
         report: &mut PollReport,
-    ) {
+    ) -> Vec<i64> {
         let mut by_unit: BTreeMap<Option<String>, Vec<(i64, i64)>> = BTreeMap::new();
         for u in missing {
             let unit = match mode {
@@ -583,7 +590,7 @@ impl Target {
             };
             by_unit.entry(unit).or_default().push((u.job_id, u.start));
         }
-        let mut not_found = Vec::new();
+        let (mut not_found, mut read) = (Vec::new(), Vec::new());
         // `packed`, the tracked start times, for a product without a status filter: its
         // long-running tasks are all looked up in turn, so ranges are packed by the page they
         // cost rather than by their span.
@@ -612,9 +619,10 @@ impl Target {
                     Ok(f) => f.ids.into_iter().collect(),
                     Err(e) => {
                         report.failure = Some(e);
-                        return;
+                        return read;
                     }
                 };
+                read.extend(&found);
                 let in_range =
                     |start: i64| range.begin.is_some_and(|b| start >= b) && start <= range.end;
                 not_found.extend(
@@ -629,6 +637,7 @@ impl Target {
         if dropped > 0 {
             tracing::info!(target_id = %self.id, dropped, "unfinished tasks no longer reported by the API were dropped");
         }
+        read
     }
 
     /// Every page of one query over `range`, each applied to the store as it arrives. In a
