@@ -62,6 +62,7 @@ pub mod fuzz;
 pub mod http;
 pub mod intern;
 pub mod logging;
+pub mod malloc;
 pub mod metrics;
 pub mod poller;
 pub mod product;

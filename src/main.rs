@@ -78,6 +78,8 @@ async fn bind(
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: this may execute the program again (src/malloc.rs).
+    cdb_task_exporter::malloc::fix_mmap_threshold();
     let cli = Cli::parse();
     cdb_task_exporter::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -415,11 +415,16 @@ fn a_gzip_page_is_the_page_and_deflates_again_only_what_was_published() {
         // Staged, not shown: a scrape still gets the previous snapshot, all of it kept.
         assert!(Arc::ptr_eq(&s.snapshot().0.unwrap(), &previous));
         let before = m.gzip_page(series(), format);
-        assert_eq!(kept(&again).intersection(&kept(&before)).count(), again.len() - 3);
+        assert_eq!(
+            kept(&again).intersection(&kept(&before)).count(),
+            again.len() - 3
+        );
         // Deflated as it is shown, in the formats scraped so far only; the previous pieces go.
         m.promote(s, staged);
         let current = s.snapshot().0.unwrap();
-        let held = |ix: usize, s: &Arc<Series>| m.kept_gzip.lock().unwrap()[ix].holds(&[s.clone()]);
+        let held = |ix: usize, s: &Arc<Series>| {
+            m.kept_gzip.lock().unwrap()[ix].holds(std::slice::from_ref(s))
+        };
         assert!(held(0, &current) && !held(0, &previous));
         assert_eq!(held(1, &current), format == Format::OpenMetrics);
         let after = m.gzip_page(series(), format);

@@ -462,8 +462,7 @@ impl Target {
         let aggregates = st.store.aggregates();
         let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
         self.types.retain(|t| present.contains(t));
-        let staged;
-        if self.instances.is_empty() {
+        let staged = if self.instances.is_empty() {
             // Region-wide: every instance with a task in the store, or listed by discovery, is
             // monitored.
             let mut seen: HashSet<&str> = aggregates.tasks.keys().map(|k| k.0).collect();
@@ -479,23 +478,23 @@ impl Target {
                 self.handle.series().forget_instances(gone);
             }
             seen.extend(discovered.keys().map(String::as_str));
-            staged = self.metrics.stage(
+            self.metrics.stage(
                 &self.id,
                 self.handle.series(),
                 seen,
                 &aggregates,
                 st.store.last_finished(),
-            );
+            )
         } else {
             let listed = self.instances.iter().map(String::as_str);
-            staged = self.metrics.stage(
+            self.metrics.stage(
                 &self.id,
                 self.handle.series(),
                 listed,
                 &aggregates,
                 st.store.last_finished(),
-            );
-        }
+            )
+        };
         (staged, st.store.len())
     }
 

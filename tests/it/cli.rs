@@ -528,3 +528,52 @@ fn the_simulator_clock_offset_shows_in_its_date_header() {
     let skew = api - chrono::Utc::now().timestamp();
     assert!((-905..=-895).contains(&skew), "{skew}");
 }
+
+/// glibc's mmap threshold (src/malloc.rs): the binary runs itself again with the threshold
+/// fixed in `GLIBC_TUNABLES`, beside what was set there, and keeps a threshold already set.
+#[tokio::test]
+async fn the_binary_runs_with_glibc_s_mmap_threshold_fixed() {
+    use cdb_task_exporter::malloc::MARK;
+    let cases = [
+        (None, "glibc.malloc.mmap_threshold=131072", true),
+        (
+            Some("glibc.malloc.arena_max=4"),
+            "glibc.malloc.arena_max=4:glibc.malloc.mmap_threshold=131072",
+            true,
+        ),
+        (
+            Some("glibc.malloc.mmap_threshold=65536"),
+            "glibc.malloc.mmap_threshold=65536",
+            false,
+        ),
+    ];
+    for (given, expected, executed_again) in cases {
+        let port = free_port();
+        let mut command = exporter(&["simulate", "--listen", &format!("127.0.0.1:{port}")]);
+        command.env_remove("GLIBC_TUNABLES").env_remove(MARK);
+        if let Some(given) = given {
+            command.env("GLIBC_TUNABLES", given);
+        }
+        let child = Running(
+            command
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_ready(&format!("http://127.0.0.1:{port}/_sim/stats")).await;
+        // The same process (exec keeps the pid), now with this environment. (glibc cuts the
+        // tunables it has read apart with NULs in place: they are joined back with ':'.)
+        let environ = std::fs::read(format!("/proc/{}/environ", child.0.id())).unwrap();
+        let environ = format!(":{}", String::from_utf8_lossy(&environ).replace('\0', ":"));
+        assert!(
+            environ.contains(&format!(":GLIBC_TUNABLES={expected}:")),
+            "{given:?}"
+        );
+        assert_eq!(
+            environ.contains(&format!(":{MARK}=1:")),
+            executed_again,
+            "{given:?}"
+        );
+    }
+}
