@@ -3,10 +3,12 @@
 //! A scrape of a large page used to render and compress every task series again, though a
 //! region's series change only when one of its targets publishes a poll. Here the families of
 //! each (product, region) are kept as deflated [`Piece`]s, one per family, while the region's
-//! snapshots are the same `Arc`s; a scrape deflates only the self-metrics, the process metrics
-//! and the regions published since the last one. The pieces are about a twentieth of the text
-//! (the exposition format is repetitive), so keeping them costs far less memory than keeping
-//! the page.
+//! snapshots are the same `Arc`s; a scrape deflates only the self-metrics and the process
+//! metrics. A poll deflates its region before it shows the new snapshot
+//! ([`super::Metrics::promote`]); a region the kept pieces lack (a first scrape, a listing
+//! refreshed) is deflated by the scrape that needs it. The pieces are about a twentieth of the
+//! text (the exposition format is repetitive), so keeping them costs far less memory than
+//! keeping the page.
 
 use super::book::Inventory;
 use super::gzip::{GzPage, Piece, compressor};
@@ -145,7 +147,11 @@ impl Kept {
 
     /// Keeps `region`, unless a scrape has kept the same snapshots meanwhile.
     pub(super) fn add(&mut self, region: KeptRegion) {
-        if !self.regions.iter().any(|r| same(&r.snapshots, &region.snapshots)) {
+        if !self
+            .regions
+            .iter()
+            .any(|r| same(&r.snapshots, &region.snapshots))
+        {
             self.regions.push(region);
         }
     }

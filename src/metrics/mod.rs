@@ -102,8 +102,9 @@ pub struct Staged(Arc<Series>);
 
 /// Pages of up to this many task samples are small: their task families are kept rendered
 /// between polls (at most about 1 MiB), and the server renders them at once instead of
-/// streaming. A larger page is rendered afresh, in chunks, at every scrape, so memory stays
-/// flat at scale.
+/// streaming. A larger page is never held whole: gzipped, it is sent from the deflated pieces
+/// that publications keep (about a twentieth of the text); uncompressed, it is rendered afresh,
+/// in chunks, at every scrape.
 pub const SMALL_PAGE_SERIES: usize = 8_000;
 
 /// Rendered task families, valid while the targets' snapshots are the same `Arc`s (a snapshot

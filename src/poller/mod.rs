@@ -2,6 +2,7 @@
 //! jittered exponential backoff, the account's rate limit, and shutdown. It drives
 //! client -> store -> metrics; it never stops on an API failure.
 
+mod lookups;
 mod plan;
 
 use crate::call::{CallContext, RateLimiter, call_with_retry};
@@ -11,13 +12,13 @@ use crate::metrics::{Metrics, Staged};
 use crate::shard::Shard;
 use crate::state::{Persister, SavedTarget};
 use crate::target::TargetHandle;
-use crate::tasks::{Observation, Scope, Unfinished};
+use crate::tasks::{Observation, Scope};
 use crate::tencent::model::{TaskQuery, sanitize};
 use crate::tencent::paging::Pager;
 use crate::tencent::{Client, Error};
-use crate::window::{self, LOOKUP_SPAN_SECS, Range};
+use crate::window::{self, Range};
 pub use plan::{QueryInputs, QueryMode, REPROBE_EVERY, plan_query};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -328,31 +329,9 @@ impl Target {
 
         // 3. Final states of old unfinished tasks that left the unfinished set (or are WAITING).
         if report.failure.is_none() {
-            let interval = self.settings.interval.as_secs().max(1) as i64;
-            // Without a status filter, look-ups are packed by the tracked tasks they return.
-            let known = filterable
-                .is_none()
-                .then(|| self.lock().store.sorted_starts());
-            let poll = self.polls as i64;
-            if let Some(known) = &known {
-                let per_page = self.client.product().task_page_limit() as i64;
-                let old_ids: Vec<i64> = old.iter().map(|t| t.job_id).collect();
-                self.turns.start_poll(known, per_page, &old_ids);
-            }
-            let mut due = |t: &Unfinished| {
-                filterable.is_some() || self.turns.due(poll, (t.job_id, t.start), (now, interval))
-            };
-            let missing: Vec<Unfinished> = old
-                .into_iter()
-                .filter(|t| due(t) && !returned.contains(&t.job_id))
-                .collect();
-            let asked: Vec<i64> = missing.iter().map(|t| t.job_id).collect();
-            let read = self
-                .final_states(mode, missing, known, cancel, &mut report)
+            let follow = (old, &returned, filterable.is_none());
+            self.look_up_old(follow, (mode, now), cancel, &mut report)
                 .await;
-            if report.failure.is_none() {
-                self.turns.read(poll, asked.into_iter().chain(read));
-            }
         }
         report.requests_lookups =
             report.requests - report.requests_recent - report.requests_unfinished;
@@ -563,80 +542,6 @@ impl Target {
                 .store
                 .count_started_between(range.begin, range.end, oldest_on_page);
         known as u64 == total && unfinished == 0
-    }
-
-    /// Narrow look-ups around the start seconds of `missing` tracked tasks (job, start,
-    /// instances). Tasks a successful look-up did not find count a miss in the store. Returns
-    /// the job ids the look-ups returned.
-    async fn final_states(
-        &mut self,
-        mode: QueryMode,
-        missing: Vec<Unfinished>,
-        packed: Option<Vec<i64>>,
-        cancel: &CancellationToken,
-        report: &mut PollReport,
-    ) -> Vec<i64> {
-        let mut by_unit: BTreeMap<Option<String>, Vec<(i64, i64)>> = BTreeMap::new();
-        for u in missing {
-            let unit = match mode {
-                QueryMode::RegionWide => None,
-                QueryMode::PerInstance => u
-                    .instances
-                    .iter()
-                    .map(|i| owner(i))
-                    .find(|o| self.instances.iter().any(|l| l == o))
-                    .map(str::to_string),
-            };
-            by_unit.entry(unit).or_default().push((u.job_id, u.start));
-        }
-        let (mut not_found, mut read) = (Vec::new(), Vec::new());
-        // `packed`, the tracked start times, for a product without a status filter: its
-        // long-running tasks are all looked up in turn, so ranges are packed by the page they
-        // cost rather than by their span.
-        for (unit, tasks) in by_unit {
-            let starts: Vec<i64> = tasks.iter().map(|t| t.1).collect();
-            let ranges = match &packed {
-                Some(known) => window::packed_lookup_ranges(
-                    &starts,
-                    known,
-                    self.client.product().task_page_limit() as usize,
-                ),
-                None => window::lookup_ranges(&starts, LOOKUP_SPAN_SECS),
-            };
-            for range in ranges {
-                let found: HashSet<i64> = match self
-                    .fetch_all(
-                        query(&unit, range, &[]),
-                        range,
-                        &unit,
-                        Pass::Follow,
-                        cancel,
-                        report,
-                    )
-                    .await
-                {
-                    Ok(f) => f.ids.into_iter().collect(),
-                    Err(e) => {
-                        report.failure = Some(e);
-                        return read;
-                    }
-                };
-                read.extend(&found);
-                let in_range =
-                    |start: i64| range.begin.is_some_and(|b| start >= b) && start <= range.end;
-                not_found.extend(
-                    tasks
-                        .iter()
-                        .filter(|(job, start)| in_range(*start) && !found.contains(job))
-                        .map(|t| t.0),
-                );
-            }
-        }
-        let dropped = self.lock().store.missed(&not_found);
-        if dropped > 0 {
-            tracing::info!(target_id = %self.id, dropped, "unfinished tasks no longer reported by the API were dropped");
-        }
-        read
     }
 
     /// Every page of one query over `range`, each applied to the store as it arrives. In a
