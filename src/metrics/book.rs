@@ -2,6 +2,7 @@
 //! immutable [`Series`] snapshot of `series.rs`), the counter values the state file keeps
 //! ([`SavedCounters`]), and the instance [`Inventory`] of the info family.
 
+use super::chunked::Chunked;
 use super::series::Series;
 use super::{MAX_MONITORED_INSTANCES, TASK_DURATION_BUCKETS};
 use crate::config::tag_label;
@@ -108,7 +109,7 @@ pub(super) struct Book {
     pub(super) instances: Labels,
     pub(super) types: Labels,
     /// Per instance: finished counters of known types, `[type * 4 + terminal status]`.
-    pub(super) finished: Vec<[u64; DENSE]>,
+    pub(super) finished: Chunked<[u64; DENSE]>,
     /// Per instance: whether its 48 zero counters exist (a monitored instance).
     pub(super) monitored: Vec<bool>,
     /// How many are.
@@ -132,7 +133,7 @@ impl Book {
             dense,
             instances: Labels::default(),
             types: base_types(),
-            finished: Vec::new(),
+            finished: Chunked::default(),
             monitored: Vec::new(),
             monitored_count: 0,
             finished_other: BTreeMap::new(),
@@ -326,7 +327,9 @@ impl Book {
             let ty = self.task_type(&f.task_type);
             match terminal_ix(f.status) {
                 Some(s) if self.dense && (ty as usize) < TASK_TYPES.len() => {
-                    self.finished[ix as usize][ty as usize * 4 + s] += f.value;
+                    if let Some(dense) = self.finished.get_mut(ix as usize) {
+                        dense[ty as usize * 4 + s] += f.value;
+                    }
                 }
                 _ => *self.finished_other.entry((ix, ty, f.status)).or_default() += f.value,
             }
@@ -443,7 +446,9 @@ impl TargetSeries {
             let ix = book.instance(i);
             match terminal_ix(f.status) {
                 Some(s) if book.dense && (ty as usize) < TASK_TYPES.len() => {
-                    book.finished[ix as usize][ty as usize * 4 + s] += 1;
+                    if let Some(dense) = book.finished.get_mut(ix as usize) {
+                        dense[ty as usize * 4 + s] += 1;
+                    }
                 }
                 _ => *book.finished_other.entry((ix, ty, f.status)).or_default() += 1,
             }

@@ -23,6 +23,7 @@
 //! and counters are summed, the oldest start is the minimum, the last end the maximum.
 
 mod book;
+mod chunked;
 mod gzip;
 mod kept;
 mod render;

@@ -3,6 +3,7 @@
 
 use super::TASK_DURATION_BUCKETS;
 use super::book::{Book, DENSE, Exemplars, Histogram, InstIx, TypeIx, terminal_ix};
+use super::chunked::Chunked;
 use crate::domain::{TASK_TYPES, TaskStatus};
 use crate::product::Product;
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ pub struct Series {
     /// Type indices in label order.
     pub(super) type_order: Vec<TypeIx>,
     pub(super) tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
-    pub(super) finished: Vec<[u64; DENSE]>,
+    pub(super) finished: Chunked<[u64; DENSE]>,
     pub(super) monitored: Vec<bool>,
     /// How many are monitored (each renders its 48 counters).
     pub(super) monitored_count: usize,
