@@ -81,6 +81,12 @@ impl GzPage {
         }
     }
 
+    /// The page's compressor, to deflate pieces kept for later pages with
+    /// ([`Piece::deflate`] resets it).
+    pub(super) fn compressor(&mut self) -> &mut Compress {
+        &mut self.z
+    }
+
     /// Text of this scrape only, deflated now.
     pub(super) fn text(&mut self, text: &[u8]) {
         if !text.is_empty() {

@@ -65,7 +65,6 @@ impl Kept {
         (snapshots, inventories): (&[Arc<Series>], &[Arc<Inventory>]),
         progress: bool,
     ) {
-        let mut z = compressor(super::GZIP_LEVEL);
         let mut old = std::mem::take(&mut self.regions);
         for product in PRODUCTS {
             let mut regions: BTreeMap<&str, Vec<Arc<Series>>> = BTreeMap::new();
@@ -76,7 +75,14 @@ impl Kept {
             for (region, group) in regions {
                 let kept = match old.iter().position(|k| same(&k.snapshots, &group)) {
                     Some(i) => old.swap_remove(i),
-                    None => KeptRegion::render(&mut z, format, *product, region, group, progress),
+                    None => KeptRegion::render(
+                        page.compressor(),
+                        format,
+                        *product,
+                        region,
+                        group,
+                        progress,
+                    ),
                 };
                 self.regions.push(kept);
             }
@@ -103,7 +109,7 @@ impl Kept {
                 .collect();
             let kept = match old.iter().position(|k| same(&k.inventories, &mine)) {
                 Some(i) => old.swap_remove(i),
-                None => KeptInfo::render(&mut z, format, *product, mine),
+                None => KeptInfo::render(page.compressor(), format, *product, mine),
             };
             if let Some(piece) = &kept.piece {
                 page.piece(piece);
