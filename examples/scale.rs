@@ -18,7 +18,8 @@
 //! `--rps N` (the exporter's `requests_per_second`, default 1000: far above the API's 100/s, so
 //! that the first ingest is not throttled; the steady-state figures do not depend on it),
 //! `--cycles N` (steady cycles to observe, default 10), `--bin PATH`, `--state` (with a state
-//! file, written after every poll, as the shipped Kubernetes config does).
+//! file, written after every poll, as the shipped Kubernetes config does), `--hold SECS` (wait
+//! after the first ingest, for other clients or a profiler; the address and pid are printed).
 
 // A benchmark times itself in real time; clippy.toml's ban on reading the system time is
 // for the crate's code.
@@ -47,6 +48,9 @@ struct Args {
     /// With `--mix`: half the instances CDB, a quarter TDSQL-C clusters, a quarter PostgreSQL
     /// instances, the tasks shared the same way.
     mix: bool,
+    /// With `--hold SECS`: after the first ingest, print the exporter's address and process id
+    /// and wait, so that other clients and profilers can be pointed at it.
+    hold: u64,
 }
 
 fn args() -> Args {
@@ -58,6 +62,7 @@ fn args() -> Args {
         cycles: 10,
         state: false,
         mix: false,
+        hold: 0,
         bin: std::env::current_exe()
             .expect("own path")
             .parent()
@@ -76,6 +81,7 @@ fn args() -> Args {
             "--bin" => a.bin = value().into(),
             "--state" => a.state = true,
             "--mix" => a.mix = true,
+            "--hold" => a.hold = value().parse().expect("seconds"),
             n if positional == 0 => {
                 a.instances = n.parse().expect("instances");
                 positional += 1;
@@ -260,6 +266,61 @@ async fn scrapes(
     )
 }
 
+/// `n` sequential plain scrapes on one kept-alive connection by a minimal HTTP/1.1 client (a
+/// blocking socket, one read buffer reused, `Content-Length` or chunked): what the page costs
+/// the exporter and the socket, with little of a client library's own work in the figure.
+/// p50 and p99 to the last byte.
+fn raw_scrapes(base: &str, n: usize) -> (f64, f64) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::with_capacity(1 << 20, stream);
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut body = Vec::with_capacity(1 << 20);
+    let mut line = String::new();
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        writer.write_all(request.as_bytes()).expect("send");
+        let (mut length, mut chunked) = (None, false);
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("header");
+            let header = line.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(v) = header.strip_prefix("content-length:") {
+                length = v.trim().parse::<usize>().ok();
+            }
+            chunked |= header.starts_with("transfer-encoding:") && header.contains("chunked");
+        }
+        body.clear();
+        if chunked {
+            loop {
+                line.clear();
+                reader.read_line(&mut line).expect("chunk size");
+                let size = usize::from_str_radix(line.trim_end(), 16).expect("hex size");
+                let start = body.len();
+                body.resize(start + size + 2, 0);
+                reader.read_exact(&mut body[start..]).expect("chunk");
+                body.truncate(start + size);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            body.resize(length.expect("a length or chunks"), 0);
+            reader.read_exact(&mut body).expect("body");
+        }
+        times.push(t.elapsed().as_secs_f64() * 1_000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -398,6 +459,13 @@ async fn main() {
     let rss_ingest = status_value(pid, "VmRSS:");
     let anon_ingest = status_value(pid, "RssAnon:");
     let file_ingest = status_value(pid, "RssFile:");
+    if a.hold > 0 {
+        eprintln!(
+            "holding for {} s: exporter at {} (pid {pid})",
+            a.hold, exporter.base
+        );
+        tokio::time::sleep(Duration::from_secs(a.hold)).await;
+    }
 
     // 2. Steady state: requests of `cycles` polls, classified by what they ask for.
     tokio::time::sleep(Duration::from_secs(a.interval)).await;
@@ -562,6 +630,10 @@ async fn main() {
         scrapes(&http, &exporter.base, pid, back_to_back, (true, false)).await;
     let (om50, om99, om_bytes, om_cpu) =
         scrapes(&http, &exporter.base, pid, back_to_back, (true, true)).await;
+    let base = exporter.base.clone();
+    let (raw50, raw99) = tokio::task::spawn_blocking(move || raw_scrapes(&base, 200))
+        .await
+        .expect("raw scrapes");
     // Prometheus' scrape spread over five poll intervals, so that it meets every target's
     // publications (whose families are deflated ahead of the next scrape, or by a scrape that
     // comes first).
@@ -571,6 +643,7 @@ async fn main() {
         "| plain scrape: p50 / p99, bytes, exporter CPU | {p50:.2} / {p99:.2} ms, {:.2} MiB, {plain_cpu:.2} ms |",
         plain_bytes as f64 / 1_048_576.0
     );
+    println!("| plain scrape, minimal kept-alive client: p50 / p99 | {raw50:.2} / {raw99:.2} ms |");
     println!(
         "| gzip scrape: p50 / p99, bytes, exporter CPU | {gz50:.2} / {gz99:.2} ms, {:.2} MiB ({:.1}x smaller), {gz_cpu:.2} ms |",
         gz_bytes as f64 / 1_048_576.0,
