@@ -30,6 +30,7 @@ use crate::intern::{Sym, Symbols};
 use crate::shard::Shard;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+mod last_ends;
 mod persist;
 mod slot;
 mod table;
@@ -38,7 +39,7 @@ mod tests;
 
 use slot::{
     COUNTED, HAS_CODE, IdLayout, NO_END, NO_PROGRESS, REQUEST_SYM, REQUEST_UUID, Slot, format_id,
-    parse_id, split,
+    pack_start, parse_id, split,
 };
 pub use slot::{MAX_MISSES, TaskView};
 use table::JobTable;
@@ -129,7 +130,7 @@ pub struct TaskStore {
     horizon: i64,
     tasks: JobTable,
     /// End of the newest finished task by (instance, type, status).
-    last_finished: HashMap<(Sym, Sym, TaskStatus), i64>,
+    last_finished: last_ends::LastEnds,
     symbols: Symbols,
     scope: Scope,
     /// Instances of other shards are not this store's (docs/configuration.md#sharding).
@@ -177,7 +178,7 @@ impl TaskStore {
             baseline_cutoff,
             horizon: i64::MIN,
             tasks: JobTable::default(),
-            last_finished: HashMap::new(),
+            last_finished: last_ends::LastEnds::default(),
             symbols: Symbols::default(),
             scope,
             shard: Shard::ALL,
@@ -221,11 +222,11 @@ impl TaskStore {
             }
         }
         let symbols = &mut self.symbols;
-        self.last_finished.retain(|(i, t, _), _| {
-            let kept = keep(symbols.get(*i));
+        self.last_finished.retain(|i, t| {
+            let kept = keep(symbols.get(i));
             if !kept {
-                symbols.release(*i);
-                symbols.release(*t);
+                symbols.release(i);
+                symbols.release(t);
             }
             kept
         });
@@ -290,11 +291,12 @@ impl TaskStore {
 
     fn task_of(&self, job_id: i64, s: &Slot) -> Task {
         let instances = self.symbols.get(s.instances);
+        let (code, message) = self.code_and_message(s);
         Task {
             job_id,
             task_type: self.symbols.get(s.task_type).to_string(),
             status: s.status(),
-            start_time: s.start,
+            start_time: s.start(),
             end_time: s.end(),
             progress: if s.progress == NO_PROGRESS {
                 0
@@ -312,9 +314,19 @@ impl TaskStore {
             } else {
                 format_id(s.request, IdLayout::Groups)
             },
-            code: (s.flags & HAS_CODE != 0).then_some(i64::from(s.code)),
-            message: self.symbols.get(s.message).to_string(),
+            code,
+            message: message.to_string(),
         }
+    }
+
+    /// A slot's code and message (see [`HAS_CODE`]).
+    fn code_and_message<'s>(&'s self, s: &Slot) -> (Option<i64>, &'s str) {
+        let text = self.symbols.get(s.message);
+        if s.flags & HAS_CODE == 0 {
+            return (None, text);
+        }
+        let (code, message) = text.split_once('\0').unwrap_or(("", text));
+        (code.parse().ok(), message)
     }
 
     /// The `instance_id` label values an observation counts under; empty when it cannot be
@@ -343,7 +355,10 @@ impl TaskStore {
     /// releasing the ones they replace.
     fn fill(&mut self, slot: &mut Slot, task: &Task, fresh: bool) {
         let task_type = self.symbols.intern(&task.task_type);
-        let message = self.symbols.intern(&task.message);
+        let message = match task.code {
+            Some(code) => self.symbols.intern(&format!("{code}\0{}", task.message)),
+            None => self.symbols.intern(&task.message),
+        };
         let (request, request_flags) = match parse_id(&task.async_request_id) {
             Some((words, IdLayout::Groups)) => (words, 0),
             Some((words, IdLayout::Uuid)) => (words, REQUEST_UUID),
@@ -364,13 +379,10 @@ impl TaskStore {
         slot.request = request;
         slot.flags &= !(REQUEST_SYM | REQUEST_UUID | HAS_CODE);
         slot.flags |= request_flags;
-        slot.code = task.code.map_or(0, |c| {
-            c.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
-        });
         if task.code.is_some() {
             slot.flags |= HAS_CODE;
         }
-        slot.start = task.start_time;
+        slot.start = pack_start(task.start_time);
         slot.duration = task.end_time.map_or(NO_END, |e| {
             (e - task.start_time).clamp(0, i64::from(NO_END - 1)) as u32
         });
@@ -409,7 +421,6 @@ impl TaskStore {
                     instances: self.symbols.intern(&instances.join(",")),
                     task_type: Sym::EMPTY,
                     message: Sym::EMPTY,
-                    code: 0,
                     packed_status: task.status.pack(),
                     progress: NO_PROGRESS,
                     flags: if counted { COUNTED } else { 0 },
@@ -458,19 +469,23 @@ impl TaskStore {
         }
     }
 
+    /// Raises the end kept for a finished task's key. Only terminal statuses have one.
     fn record_last_finished(&mut self, instance: &str, task_type: &str, st: TaskStatus, end: i64) {
+        if !st.is_terminal() {
+            return;
+        }
         let (Some(i), Some(t)) = (self.symbols.find(instance), self.symbols.find(task_type)) else {
             let i = self.symbols.intern(instance);
             let t = self.symbols.intern(task_type);
-            self.last_finished.insert((i, t, st), end);
+            self.last_finished.insert_new((i, t, st), end);
             return;
         };
-        if let Some(v) = self.last_finished.get_mut(&(i, t, st)) {
+        if let Some(v) = self.last_finished.get_mut((i, t, st)) {
             *v = (*v).max(end);
         } else {
             self.symbols.retain(i);
             self.symbols.retain(t);
-            self.last_finished.insert((i, t, st), end);
+            self.last_finished.insert_new((i, t, st), end);
         }
     }
 
@@ -498,16 +513,16 @@ impl TaskStore {
         let begin = begin.unwrap_or(i64::MIN);
         self.tasks
             .values()
-            .filter(|t| t.start >= begin && t.start <= end)
+            .filter(|t| t.start() >= begin && t.start() <= end)
             .fold((0, 0), |(n, u), t| {
-                let open = !t.status().is_terminal() && t.start <= unfinished_until;
+                let open = !t.status().is_terminal() && t.start() <= unfinished_until;
                 (n + 1, u + usize::from(open))
             })
     }
 
     /// The start times of every tracked task, sorted.
     pub fn sorted_starts(&self) -> Vec<i64> {
-        let mut starts: Vec<i64> = self.tasks.values().map(|t| t.start).collect();
+        let mut starts: Vec<i64> = self.tasks.values().map(Slot::start).collect();
         starts.sort_unstable();
         starts
     }
@@ -517,10 +532,10 @@ impl TaskStore {
         let mut v: Vec<_> = self
             .tasks
             .iter()
-            .filter(|(_, t)| !t.status().is_terminal() && t.start < before)
+            .filter(|(_, t)| !t.status().is_terminal() && t.start() < before)
             .map(|(id, t)| Unfinished {
                 job_id: id,
-                start: t.start,
+                start: t.start(),
                 instances: split(self.symbols.get(t.instances))
                     .map(str::to_string)
                     .collect(),
@@ -555,7 +570,7 @@ impl TaskStore {
         let gone: Vec<i64> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.status().is_terminal() && t.start < horizon)
+            .filter(|(_, t)| t.status().is_terminal() && t.start() < horizon)
             .map(|(id, _)| id)
             .collect();
         for id in &gone {
@@ -582,8 +597,8 @@ impl TaskStore {
             if !t.status().is_terminal() {
                 let slot = oldest_sym
                     .entry((t.instances, t.task_type))
-                    .or_insert(t.start);
-                *slot = (*slot).min(t.start);
+                    .or_insert(t.start());
+                *slot = (*slot).min(t.start());
                 let p = if t.progress == NO_PROGRESS {
                     0
                 } else {
@@ -638,7 +653,7 @@ impl TaskStore {
     pub fn last_finished(&self) -> impl Iterator<Item = (KeyRef<'_>, i64)> + '_ {
         self.last_finished
             .iter()
-            .map(|((i, t, st), v)| ((self.symbols.get(*i), self.symbols.get(*t), *st), *v))
+            .map(|((i, t, st), v)| ((self.symbols.get(i), self.symbols.get(t), st), v))
     }
 }
 

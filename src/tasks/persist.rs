@@ -103,7 +103,6 @@ impl<'de> Deserialize<'de> for TaskStore {
                 instances: store.symbols.intern(&joined),
                 task_type: Sym::EMPTY,
                 message: Sym::EMPTY,
-                code: 0,
                 packed_status: r.task.status.pack(),
                 progress: NO_PROGRESS,
                 flags: if r.counted { COUNTED } else { 0 },

@@ -1,4 +1,4 @@
-//! One tracked task as the store keeps it: a 48-byte [`Slot`] whose strings are symbols of the
+//! One tracked task as the store keeps it: a 40-byte [`Slot`] whose strings are symbols of the
 //! store's table, and the borrowed [`TaskView`] that reads it back as a task.
 
 use super::TaskStore;
@@ -14,17 +14,32 @@ pub(super) const NO_END: u32 = u32::MAX;
 pub(super) const NO_PROGRESS: u8 = u8::MAX;
 /// Flag: counted in `tasks_finished_total`.
 pub(super) const COUNTED: u8 = 1;
-/// Flag: `code` holds the API's `Code`.
+/// Flag: the task has the API's `Code`; its `message` symbol is then the code, a NUL, and the
+/// message (a code is rare and its messages few, so the pair is interned once rather than
+/// costing every slot four bytes).
 pub(super) const HAS_CODE: u8 = 2;
 /// Flag: the request id is not a 128-bit id; `request[0]` is its [`Sym`].
 pub(super) const REQUEST_SYM: u8 = 4;
 /// Flag: the 128-bit request id is written as a UUID (else as the API's four groups).
 pub(super) const REQUEST_UUID: u8 = 8;
 
-/// One tracked task, compact (48 bytes).
+/// Start times are kept as seconds after this, in 32 bits: from 12 days before 1970 until
+/// 2106. The API's tasks start within the lookback of now; a start outside the range (a
+/// malformed time) is clamped to it, as a duration past 32 bits is.
+const START_BASE: i64 = -(1 << 20);
+
+/// A start time as a slot keeps it.
+pub(super) fn pack_start(start: i64) -> u32 {
+    start
+        .saturating_sub(START_BASE)
+        .clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// One tracked task, compact (40 bytes; 48 with its job id in the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Slot {
-    pub(super) start: i64,
+    /// [`pack_start`]ed: read it with [`Slot::start`].
+    pub(super) start: u32,
     /// `EndTime - StartTime` (clamped at 0), or [`NO_END`].
     pub(super) duration: u32,
     /// A 128-bit request id, or (with [`REQUEST_SYM`]) a symbol in word 0.
@@ -32,8 +47,8 @@ pub(super) struct Slot {
     /// The `instance_id` label values it counts under, joined by `,` (ids never hold one).
     pub(super) instances: Sym,
     pub(super) task_type: Sym,
+    /// The message, or with [`HAS_CODE`] the code and the message.
     pub(super) message: Sym,
-    pub(super) code: i32,
     /// [`TaskStatus::pack`]ed.
     pub(super) packed_status: u8,
     pub(super) progress: u8,
@@ -43,8 +58,12 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    pub(super) fn start(&self) -> i64 {
+        START_BASE + i64::from(self.start)
+    }
+
     pub(super) fn end(&self) -> Option<i64> {
-        (self.duration != NO_END).then(|| self.start + i64::from(self.duration))
+        (self.duration != NO_END).then(|| self.start() + i64::from(self.duration))
     }
 
     pub(super) fn status(&self) -> TaskStatus {
@@ -72,7 +91,7 @@ impl<'a> TaskView<'a> {
 
     /// Start, unix seconds.
     pub fn start(&self) -> i64 {
-        self.slot.start
+        self.slot.start()
     }
 
     /// End, unix seconds; `None` while unfinished.

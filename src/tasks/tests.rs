@@ -26,8 +26,9 @@ fn obs(t: Task) -> Observation {
 }
 
 #[test]
-fn a_slot_is_48_bytes() {
-    assert_eq!(std::mem::size_of::<Slot>(), 48);
+fn a_slot_is_40_bytes_and_48_with_its_job_id() {
+    assert_eq!(std::mem::size_of::<Slot>(), 40);
+    assert_eq!(std::mem::size_of::<(i64, Slot)>(), 48);
 }
 
 #[test]
@@ -36,13 +37,12 @@ fn the_job_table_agrees_with_a_hash_map() {
     let mut table = JobTable::default();
     let mut model: HashMap<i64, i64> = HashMap::new();
     let slot = |start: i64| Slot {
-        start,
+        start: pack_start(start),
         duration: NO_END,
         request: [0; 4],
         instances: Sym::EMPTY,
         task_type: Sym::EMPTY,
         message: Sym::EMPTY,
-        code: 0,
         packed_status: Running.pack(),
         progress: 0,
         flags: 0,
@@ -55,7 +55,7 @@ fn the_job_table_agrees_with_a_hash_map() {
                 table.insert(id, slot(step));
                 model.insert(id, step);
             }
-            _ => assert_eq!(table.remove(id).map(|s| s.start), model.remove(&id)),
+            _ => assert_eq!(table.remove(id).map(|s| s.start()), model.remove(&id)),
         }
         if step % 1000 == 0 {
             table.shrink_to_fit();
@@ -63,7 +63,7 @@ fn the_job_table_agrees_with_a_hash_map() {
     }
     assert_eq!(table.len(), model.len());
     for (id, start) in &model {
-        assert_eq!(table.get(*id).map(|s| s.start), Some(*start));
+        assert_eq!(table.get(*id).map(Slot::start), Some(*start));
     }
     let mut keys: Vec<i64> = table.keys().collect();
     keys.sort_unstable();
@@ -268,4 +268,42 @@ fn rescoping_drops_and_trims() {
     assert_eq!(s.len(), 1);
     assert_eq!(s.get(1).unwrap().instance_ids, ["cdb-a"]);
     assert_eq!(s.last_finished().count(), 0);
+}
+
+/// Starts are kept in 32 bits after a base 12 days before 1970: exact from there until 2106
+/// (negative ones included), clamped outside; a code is kept with its message, exactly.
+#[test]
+fn starts_and_codes_read_back_as_observed() {
+    let mut s = TaskStore::new(Scope::Region, 1 << 40, i64::MIN);
+    let year_2106 = i64::from(u32::MAX) - (1 << 20);
+    let cases = [
+        (1, -3_000, -3_000),
+        (2, 1_700_000_000, 1_700_000_000),
+        (3, year_2106, year_2106),
+        (4, year_2106 + 1, year_2106),
+        (5, -(1 << 20) - 1, -(1 << 20)),
+    ];
+    for (id, start, _) in cases {
+        s.observe(obs(task(id, Running, start, None, &["cdb-1"])));
+    }
+    for (id, _, kept) in cases {
+        assert_eq!(s.get(id).map(|t| t.start_time), Some(kept), "job {id}");
+    }
+    let coded = [
+        (Some(-7_i64), "import failed"),
+        (Some(i64::MAX), ""),
+        (None, "no code"),
+        (Some(0), "a\0NUL inside"),
+        (None, "1\0looks coded"),
+    ];
+    for (n, (code, message)) in coded.iter().enumerate() {
+        let mut t = task(100 + n as i64, Failed, 10, Some(20), &["cdb-1"]);
+        t.code = *code;
+        t.message = (*message).to_string();
+        s.observe(obs(t));
+    }
+    for (n, (code, message)) in coded.iter().enumerate() {
+        let t = s.get(100 + n as i64).expect("kept");
+        assert_eq!((t.code, t.message.as_str()), (*code, *message));
+    }
 }
