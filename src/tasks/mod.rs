@@ -20,10 +20,11 @@
 //!
 //! # Memory
 //!
-//! A tracked task is one 48-byte `Slot` in a hash map keyed by `JobId`: times as integers, type
-//! and status as small codes, and the strings (instance list, task type, message, a request id
-//! that is not a UUID) as handles into a reference-counted [`Symbols`] table, so a thousand
-//! tasks of one instance share one copy of its id. A UUID request id is kept as its 16 bytes.
+//! A tracked task is one 40-byte `Slot` (48 with its `JobId`) in a table keyed by `JobId`: times
+//! as 32-bit integers, status as a small code, and the strings (instance list, task type,
+//! message with its code, a request id that is not a UUID) as handles into a
+//! reference-counted [`Symbols`] table, so a thousand tasks of one instance share one copy of
+//! its id. A UUID request id is kept as its 16 bytes.
 
 use crate::domain::{Task, TaskStatus};
 use crate::intern::{Sym, Symbols};
