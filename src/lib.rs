@@ -16,7 +16,7 @@
 //!   credentials ([`tencent::credentials`]).
 //! - [`product`]: the product seam: what differs between database products (service, version,
 //!   actions, wire fields, status and type mappings, ids, metric prefix), one module each.
-//! - [`tasks`]: the task store of one target: latest state by `JobId` in 48-byte slots,
+//! - [`tasks`]: the task store of one target: latest state by `JobId` in 48 bytes a task,
 //!   exactly-once accounting of finished tasks, eviction. Pure.
 //! - [`intern`]: the reference-counted string table the store keeps its strings in.
 //! - [`shard`]: which instances this process owns when the work is split (docs/configuration.md#sharding).
