@@ -356,7 +356,11 @@ impl TaskStore {
     /// releasing the ones they replace.
     fn fill(&mut self, slot: &mut Slot, task: &Task, fresh: bool) {
         let task_type = self.symbols.intern(&task.task_type);
+        // A task seen again mostly keeps its code and message: its symbol is then kept as it
+        // is, without formatting the pair on the poll's path.
+        let unchanged = !fresh && self.code_and_message(slot) == (task.code, task.message.as_str());
         let message = match task.code {
+            _ if unchanged => slot.message,
             Some(code) => self.symbols.intern(&format!("{code}\0{}", task.message)),
             None => self.symbols.intern(&task.message),
         };
@@ -370,7 +374,9 @@ impl TaskStore {
         };
         if !fresh {
             self.symbols.release(slot.task_type);
-            self.symbols.release(slot.message);
+            if !unchanged {
+                self.symbols.release(slot.message);
+            }
             if slot.flags & REQUEST_SYM != 0 {
                 self.symbols.release(Sym::from_raw(slot.request[0]));
             }
