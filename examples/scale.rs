@@ -497,16 +497,24 @@ async fn main() {
                 lookups += 1;
             }
         }
-        // The floor: one request for the new tasks, one per 100 tasks still unfinished that
-        // started before the recent window (the overlap: two intervals, at least 5 minutes).
+        // The floor: one request for the new tasks (those that started since the last poll),
+        // one per 100 older tasks still unfinished, wherever they started: those in the
+        // recent window's overlap (two intervals, at least 5 minutes) must be re-read to see
+        // them end as much as older ones. `in_overlap` says how many of them started there.
         let sim_now = now - sim.sim.started();
         let recent_begin = sim_now - (2 * a.interval as i64).max(300);
-        let old_unfinished = all_tasks
+        let last_poll = sim_now - a.interval as i64;
+        let old_unfinished: Vec<i64> = all_tasks
             .iter()
-            .filter(|t| t.product == *product && t.start < recent_begin)
+            .filter(|t| t.product == *product && t.start < last_poll)
             .filter(|t| t.state_at(sim_now).is_some_and(|s| !s.0.is_terminal()))
+            .map(|t| t.start)
+            .collect();
+        let in_overlap = old_unfinished
+            .iter()
+            .filter(|&&s| s >= recent_begin)
             .count();
-        let floor = 1.0 + (old_unfinished as f64 / 100.0).ceil();
+        let floor = 1.0 + (old_unfinished.len() as f64 / 100.0).ceil();
         let filterable = cdb_task_exporter::product::named(product)
             .is_some_and(|p| !p.filterable_unfinished().is_empty());
         // A list without a status filter (PostgreSQL) cannot ask for the unfinished tasks
@@ -534,7 +542,13 @@ async fn main() {
             1.0 + pages as f64 / 30.0
         });
         per_product.push((
-            *product, recent, unfinished, lookups, cycles, floor, open_floor,
+            *product,
+            recent,
+            unfinished,
+            lookups,
+            cycles,
+            (floor, old_unfinished.len(), in_overlap),
+            open_floor,
         ));
     }
     // 3. Scrapes: sequential, timed to the last byte; note the first one after each poll.
@@ -607,13 +621,14 @@ async fn main() {
         first_after_poll.last().copied().unwrap_or(f64::NAN)
     );
     for (product, recent, unfinished, lookups, cycles, floor, open_floor) in &per_product {
+        let (floor, old, in_overlap) = *floor;
         let per = |n: u64| n as f64 / (*cycles).max(1) as f64;
         let total = per(recent + unfinished + lookups);
         let without_filter = open_floor.map_or(String::new(), |f| {
             format!("; without a status filter {f:.2}, {:.2}x", total / f)
         });
         println!(
-            "| {product} DescribeTasks per steady cycle ({cycles} cycles, {}s interval) | {:.2} = {:.2} recent + {:.2} unfinished + {:.2} look-ups; floor {floor:.0}, {:.2}x{without_filter} |",
+            "| {product} DescribeTasks per steady cycle ({cycles} cycles, {}s interval) | {:.2} = {:.2} recent + {:.2} unfinished + {:.2} look-ups; floor {floor:.0} (1 + {old} unfinished / 100, {in_overlap} of them in the overlap), {:.2}x{without_filter} |",
             a.interval,
             total,
             per(*recent),
