@@ -137,6 +137,28 @@ async fn requests_per_cycle(listed: Vec<String>, label: &str) {
     sim.stop().await;
 }
 
+/// Four finished tasks and one running task on each instance, of types in turn.
+fn aggregates_of(ids: &[String]) -> Aggregates<'_> {
+    let mut aggregates = Aggregates::default();
+    for (k, id) in ids.iter().enumerate() {
+        for j in 0..4 {
+            let (_, _, ty) = TASK_TYPES[(k + j) % TASK_TYPES.len()];
+            aggregates
+                .tasks
+                .push(((id.as_str(), ty, TaskStatus::Succeed), 3));
+        }
+        let (_, _, ty) = TASK_TYPES[k % TASK_TYPES.len()];
+        aggregates
+            .tasks
+            .push(((id.as_str(), ty, TaskStatus::Running), 1));
+        aggregates
+            .oldest_unfinished
+            .insert((id.as_str(), ty), 1_700_000_000);
+    }
+    aggregates.tasks.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+    aggregates
+}
+
 fn render_at(n_instances: usize) {
     let metrics = Metrics::new(false, "measure", "measure");
     let ids = instances(n_instances);
@@ -145,22 +167,7 @@ fn render_at(n_instances: usize) {
         region: "ap-guangzhou".into(),
         product: "cdb",
     };
-    let mut aggregates = Aggregates::default();
-    for (k, id) in ids.iter().enumerate() {
-        for j in 0..4 {
-            let (_, _, ty) = TASK_TYPES[(k + j) % TASK_TYPES.len()];
-            aggregates
-                .tasks
-                .insert((id.as_str(), ty, TaskStatus::Succeed), 3);
-        }
-        let (_, _, ty) = TASK_TYPES[k % TASK_TYPES.len()];
-        aggregates
-            .tasks
-            .insert((id.as_str(), ty, TaskStatus::Running), 1);
-        aggregates
-            .oldest_unfinished
-            .insert((id.as_str(), ty), 1_700_000_000);
-    }
+    let aggregates = aggregates_of(&ids);
     let lf: Vec<_> = ids
         .iter()
         .map(|id| ((id.as_str(), "reboot", TaskStatus::Succeed), 1_700_000_000))

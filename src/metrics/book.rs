@@ -117,8 +117,9 @@ pub(super) struct Book {
     /// Finished counters of unknown types.
     pub(super) finished_other: BTreeMap<(InstIx, TypeIx, TaskStatus), u64>,
     pub(super) durations: BTreeMap<(TypeIx, TaskStatus), Histogram>,
-    /// Task gauge series once seen: they stay, at 0, while the target runs.
-    pub(super) seen_tasks: HashSet<(InstIx, TypeIx, TaskStatus)>,
+    /// Task gauge series once seen: they stay, at 0, while the target runs. Sorted, each key
+    /// once (12 bytes a key; a set took twice that).
+    pub(super) seen_tasks: Vec<(InstIx, TypeIx, TaskStatus)>,
     /// The last task each finished counter counted (job id, end): the counter's exemplar.
     /// Shared with the snapshots, copied when a poll changes it after a publication.
     pub(super) exemplars: Arc<Exemplars>,
@@ -138,7 +139,7 @@ impl Book {
             monitored_count: 0,
             finished_other: BTreeMap::new(),
             durations: BTreeMap::new(),
-            seen_tasks: HashSet::new(),
+            seen_tasks: Vec::new(),
             exemplars: Arc::default(),
         }
     }
@@ -199,11 +200,10 @@ impl Book {
             map.insert(t, new);
         }
         let re = |t: TypeIx| map.get(&t).copied().unwrap_or(t);
-        self.seen_tasks = self
-            .seen_tasks
-            .iter()
-            .map(|&(i, t, s)| (i, re(t), s))
-            .collect();
+        for key in &mut self.seen_tasks {
+            key.1 = re(key.1);
+        }
+        self.seen_tasks.sort_unstable();
         self.finished_other = std::mem::take(&mut self.finished_other)
             .into_iter()
             .map(|((i, t, s), v)| ((i, re(t), s), v))
@@ -547,22 +547,37 @@ impl TargetSeries {
         };
         // Task types outside the known table leave with their last task: their series go, and
         // the table keeps room for the types the API sends next.
-        let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
+        let present: HashSet<&str> = aggregates.tasks.iter().map(|(k, _)| k.1).collect();
         book.drop_types_without_tasks(&present);
-        let mut counts: HashMap<(InstIx, TypeIx, TaskStatus), u64> = HashMap::new();
-        for ((i, ty, st), n) in &aggregates.tasks {
-            let key = (book.instance(i), book.task_type(ty), *st);
-            book.seen_tasks.insert(key);
-            counts.insert(key, *n);
+        // The counts of this poll, then a zero for each series seen before and not now.
+        let mut tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)> =
+            Vec::with_capacity(book.seen_tasks.len().max(aggregates.tasks.len()));
+        for &((i, ty, st), n) in &aggregates.tasks {
+            let (i, ty) = (book.instance(i), book.task_type(ty));
+            tasks.push((i, ty, st, n));
         }
+        // Types folded into `other` can bring a key twice: add them up.
+        tasks.sort_unstable_by_key(|&(i, ty, st, _)| (i, ty, st));
+        tasks.dedup_by(|later, kept| {
+            let same = (later.0, later.1, later.2) == (kept.0, kept.1, kept.2);
+            if same {
+                kept.3 += later.3;
+            }
+            same
+        });
+        book.see_tasks(tasks.iter().map(|&(i, ty, st, _)| (i, ty, st)));
         if !book.dense {
             book.zeros_at_first_sight();
         }
-        let tasks = book
-            .seen_tasks
-            .iter()
-            .map(|&(i, ty, st)| (i, ty, st, counts.get(&(i, ty, st)).copied().unwrap_or(0)))
-            .collect();
+        let counted = tasks.len();
+        for &key in &book.seen_tasks {
+            if tasks[..counted]
+                .binary_search_by_key(&key, |&(i, ty, st, _)| (i, ty, st))
+                .is_err()
+            {
+                tasks.push((key.0, key.1, key.2, 0));
+            }
+        }
         let oldest = aggregates
             .oldest_unfinished
             .iter()
@@ -610,6 +625,16 @@ impl Book {
             for st in TaskStatus::TERMINAL {
                 self.finished_other.entry((i, t, st)).or_default();
             }
+        }
+    }
+
+    /// Adds the task gauge series not seen before (`keys`: sorted), keeping the list sorted.
+    fn see_tasks(&mut self, keys: impl Iterator<Item = (InstIx, TypeIx, TaskStatus)>) {
+        let seen = &self.seen_tasks;
+        let new: Vec<_> = keys.filter(|k| seen.binary_search(k).is_err()).collect();
+        if !new.is_empty() {
+            self.seen_tasks.extend(new);
+            self.seen_tasks.sort_unstable();
         }
     }
 

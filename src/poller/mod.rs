@@ -439,12 +439,12 @@ impl Target {
         let last_discovered = std::mem::replace(&mut self.last_discovered, discovered.clone());
         let st = crate::state::lock_in_async(self.handle.state());
         let aggregates = st.store.aggregates();
-        let present: HashSet<&str> = aggregates.tasks.keys().map(|k| k.1).collect();
+        let present: HashSet<&str> = aggregates.tasks.iter().map(|(k, _)| k.1).collect();
         self.types.retain(|t| present.contains(t));
         let staged = if self.instances.is_empty() {
             // Region-wide: every instance with a task in the store, or listed by discovery, is
             // monitored.
-            let mut seen: HashSet<&str> = aggregates.tasks.keys().map(|k| k.0).collect();
+            let mut seen: HashSet<&str> = aggregates.tasks.iter().map(|(k, _)| k.0).collect();
             // A discovered instance (or cluster) that left the list, with no task in the
             // window, is no longer monitored (docs/metrics.md#instance-metadata).
             let owners: HashSet<&str> = seen.iter().map(|u| owner(u)).collect();

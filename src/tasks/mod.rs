@@ -114,8 +114,10 @@ pub type KeyRef<'a> = (&'a str, &'a str, TaskStatus);
 /// The aggregates the task gauges are set from, borrowed from the store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Aggregates<'a> {
-    /// Tracked tasks by instance, type and latest status.
-    pub tasks: HashMap<KeyRef<'a>, u64>,
+    /// Tracked tasks by instance, type and latest status: each key once, sorted by key. (A
+    /// vector: at 1,000 instances its 17,600 keys take 0.8 MB, where a map took 1.6 MB, at
+    /// every poll.)
+    pub tasks: Vec<(KeyRef<'a>, u64)>,
     /// Oldest start of unfinished tasks by instance and type.
     pub oldest_unfinished: HashMap<(&'a str, &'a str), i64>,
     /// Unfinished tasks: key, job id, progress (0-100).
@@ -594,7 +596,8 @@ impl TaskStore {
     /// pass over the tasks, hashing small integer keys; instance lists are split once per
     /// distinct key, not once per task.
     pub fn aggregates(&self) -> Aggregates<'_> {
-        let mut by_sym: HashMap<(Sym, Sym, TaskStatus), u64> = HashMap::new();
+        // Counts in 32 bits: a table holds fewer than 2^32 tasks.
+        let mut by_sym: HashMap<(Sym, Sym, TaskStatus), u32> = HashMap::new();
         let mut oldest_sym: HashMap<(Sym, Sym), i64> = HashMap::new();
         let mut progress_sym = Vec::new();
         for (id, t) in self.tasks.iter() {
@@ -618,9 +621,18 @@ impl TaskStore {
         let mut a = Aggregates::default();
         for ((list, ty, st), n) in by_sym {
             for i in split(s.get(list)) {
-                *a.tasks.entry((i, s.get(ty), st)).or_default() += n;
+                a.tasks.push(((i, s.get(ty), st), u64::from(n)));
             }
         }
+        // Lists that share an instance bring its key more than once: add them up.
+        a.tasks.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        a.tasks.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
+            }
+            same
+        });
         for ((list, ty), start) in oldest_sym {
             for i in split(s.get(list)) {
                 let slot = a.oldest_unfinished.entry((i, s.get(ty))).or_insert(start);
