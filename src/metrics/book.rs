@@ -551,7 +551,7 @@ impl TargetSeries {
         book.drop_types_without_tasks(&present);
         // The counts of this poll, then a zero for each series seen before and not now.
         let mut tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)> =
-            Vec::with_capacity(book.seen_tasks.len().max(aggregates.tasks.len()));
+            Vec::with_capacity(aggregates.tasks.len());
         for &((i, ty, st), n) in &aggregates.tasks {
             let (i, ty) = (book.instance(i), book.task_type(ty));
             tasks.push((i, ty, st, n));
@@ -569,7 +569,9 @@ impl TargetSeries {
         if !book.dense {
             book.zeros_at_first_sight();
         }
+        // The snapshot keeps it: exactly one entry per series seen, no spare room.
         let counted = tasks.len();
+        tasks.reserve_exact(book.seen_tasks.len().saturating_sub(counted));
         for &key in &book.seen_tasks {
             if tasks[..counted]
                 .binary_search_by_key(&key, |&(i, ty, st, _)| (i, ty, st))
@@ -633,6 +635,8 @@ impl Book {
         let seen = &self.seen_tasks;
         let new: Vec<_> = keys.filter(|k| seen.binary_search(k).is_err()).collect();
         if !new.is_empty() {
+            // Kept between polls, and rarely added to: no spare room.
+            self.seen_tasks.reserve_exact(new.len());
             self.seen_tasks.extend(new);
             self.seen_tasks.sort_unstable();
         }
