@@ -588,6 +588,9 @@ impl TaskStore {
         if gone.len() > self.tasks.len() {
             // After a large eviction, give the memory back instead of keeping the peak.
             self.tasks.shrink_to_fit();
+        } else {
+            // Once a poll: the tasks it added merged in, its removals gone.
+            self.tasks.settle();
         }
         gone.len()
     }

@@ -116,6 +116,7 @@ impl<'de> Deserialize<'de> for TaskStore {
         for lf in raw.last_finished {
             store.record_last_finished(&lf.instance, &lf.task_type, lf.status, lf.end);
         }
+        store.tasks.settle();
         Ok(store)
     }
 }

@@ -22,6 +22,8 @@ pub(super) const HAS_CODE: u8 = 2;
 pub(super) const REQUEST_SYM: u8 = 4;
 /// Flag: the 128-bit request id is written as a UUID (else as the API's four groups).
 pub(super) const REQUEST_UUID: u8 = 8;
+/// Flag: removed from the job table, a tombstone until its next merge (never read as a task).
+pub(super) const GONE: u8 = 16;
 
 /// Start times are kept as seconds after this, in 32 bits: from 12 days before 1970 until
 /// 2106. The API's tasks start within the lookback of now; a start outside the range (a

@@ -1,111 +1,211 @@
-//! The index of tracked tasks by `JobId`.
+//! The tracked tasks by `JobId`.
 
-use super::slot::Slot;
+use super::slot::{GONE, Slot};
+use std::collections::hash_map::RandomState;
 
-/// The tracked tasks by `JobId`: the slots in one dense vector and a hash index of 4-byte
-/// positions into it. A `HashMap<i64, Slot>` keeps up to twice its length in buckets of the whole
-/// entry (120 MB for a million tasks, after its last doubling); here the buckets are 4 bytes and
-/// only the index doubles (66 MB for a million).
+/// The tail is merged when it reaches this many tasks, or an eighth of the sorted part.
+const MIN_TAIL: usize = 1_024;
+
+/// The tracked tasks by `JobId`, with no hash index over all of them. Most sit in one vector
+/// sorted by job id (found by binary search); the tasks added since the last merge sit in a
+/// small unsorted tail with a hash index of its own. The tail is merged in when it reaches an
+/// eighth of the sorted part, and after every poll ([`JobTable::settle`]). A task removed from
+/// the sorted part stays there as a tombstone (its slot flagged [`GONE`]) until the next merge,
+/// so that a removal never moves the vector.
+///
+/// A hash index of 4-byte positions over every task took 655 KB at 100,000 tasks (a table of
+/// 131,072 buckets of 5 bytes), and 6.6 MB at a million: about an eighth of the whole store.
+/// Merges move each task about nine times over a first ingest that arrives newest first (each
+/// merge shifts the sorted part; the part grows by an eighth each time), and once a poll in
+/// steady state, where new tasks mostly carry the largest ids and are appended.
 #[derive(Debug, Clone, Default)]
 pub(super) struct JobTable {
-    pub(super) slots: Vec<(i64, Slot)>,
-    pub(super) index: hashbrown::HashTable<u32>,
-    pub(super) hasher: std::collections::hash_map::RandomState,
+    /// Sorted by job id, each id once (tombstones included).
+    sorted: Vec<(i64, Slot)>,
+    /// Slots of `sorted` flagged [`GONE`].
+    tombstones: usize,
+    /// Added since the last merge, in no order; never an id that `sorted` holds.
+    tail: Vec<(i64, Slot)>,
+    /// Positions in `tail`, by job id.
+    tail_index: hashbrown::HashTable<u32>,
+    hasher: RandomState,
 }
 
-pub(super) fn hash_with(hasher: &std::collections::hash_map::RandomState, job_id: i64) -> u64 {
+/// Where a task is.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    Sorted(usize),
+    Tail(usize),
+}
+
+fn hash_with(hasher: &RandomState, job_id: i64) -> u64 {
     use std::hash::BuildHasher;
     hasher.hash_one(job_id)
 }
 
+fn gone(slot: &Slot) -> bool {
+    slot.flags & GONE != 0
+}
+
 impl JobTable {
-    pub(super) fn hash(&self, job_id: i64) -> u64 {
-        hash_with(&self.hasher, job_id)
+    fn find(&self, job_id: i64) -> Option<At> {
+        if !self.tail.is_empty() {
+            let tail = &self.tail;
+            let found = self.tail_index.find(hash_with(&self.hasher, job_id), |&i| {
+                tail[i as usize].0 == job_id
+            });
+            if let Some(&i) = found {
+                return Some(At::Tail(i as usize));
+            }
+        }
+        self.sorted_position(job_id)
+            .filter(|&i| !gone(&self.sorted[i].1))
+            .map(At::Sorted)
     }
 
-    pub(super) fn position(&self, job_id: i64) -> Option<usize> {
-        let slots = &self.slots;
-        self.index
-            .find(self.hash(job_id), |&i| slots[i as usize].0 == job_id)
-            .map(|&i| i as usize)
+    /// The place of `job_id` in the sorted part, tombstone or not.
+    fn sorted_position(&self, job_id: i64) -> Option<usize> {
+        self.sorted.binary_search_by_key(&job_id, |e| e.0).ok()
     }
 
     pub(super) fn get(&self, job_id: i64) -> Option<&Slot> {
-        self.position(job_id).map(|i| &self.slots[i].1)
+        match self.find(job_id)? {
+            At::Sorted(i) => Some(&self.sorted[i].1),
+            At::Tail(i) => Some(&self.tail[i].1),
+        }
     }
 
     pub(super) fn get_mut(&mut self, job_id: i64) -> Option<&mut Slot> {
-        self.position(job_id).map(|i| &mut self.slots[i].1)
+        match self.find(job_id)? {
+            At::Sorted(i) => Some(&mut self.sorted[i].1),
+            At::Tail(i) => Some(&mut self.tail[i].1),
+        }
     }
 
     /// Inserts or replaces.
     pub(super) fn insert(&mut self, job_id: i64, slot: Slot) {
-        if let Some(i) = self.position(job_id) {
-            self.slots[i].1 = slot;
+        debug_assert!(!gone(&slot), "a new slot is never a tombstone");
+        if let Some(At::Tail(i)) = self.find(job_id) {
+            self.tail[i].1 = slot;
             return;
         }
-        let at = u32::try_from(self.slots.len()).expect("fewer than 2^32 tasks");
-        self.slots.push((job_id, slot));
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index
+        if let Some(i) = self.sorted_position(job_id) {
+            // In the sorted part, alive or a tombstone that comes back.
+            if gone(&self.sorted[i].1) {
+                self.tombstones -= 1;
+            }
+            self.sorted[i].1 = slot;
+            return;
+        }
+        let at = u32::try_from(self.tail.len()).expect("fewer than 2^32 tasks");
+        self.tail.push((job_id, slot));
+        let (tail, hasher) = (&self.tail, &self.hasher);
+        self.tail_index
             .insert_unique(hash_with(hasher, job_id), at, |&i| {
-                hash_with(hasher, slots[i as usize].0)
+                hash_with(hasher, tail[i as usize].0)
             });
+        if self.tail.len() >= MIN_TAIL.max(self.sorted.len() / 8) {
+            self.merge();
+        }
     }
 
     pub(super) fn remove(&mut self, job_id: i64) -> Option<Slot> {
-        let hash = self.hash(job_id);
-        let slots = &self.slots;
-        let at = self
-            .index
-            .find_entry(hash, |&i| slots[i as usize].0 == job_id)
-            .ok()?
-            .remove()
-            .0 as usize;
-        let (_, slot) = self.slots.swap_remove(at);
-        if at < self.slots.len() {
-            // The last slot moved into the hole: point its index entry at its new place.
-            let moved = self.slots[at].0;
-            let old = self.slots.len() as u32;
-            let hash = self.hash(moved);
-            if let Some(e) = self.index.find_mut(hash, |&i| i == old) {
-                *e = at as u32;
+        match self.find(job_id)? {
+            At::Sorted(i) => {
+                let slot = self.sorted[i].1;
+                self.sorted[i].1.flags |= GONE;
+                self.tombstones += 1;
+                Some(slot)
+            }
+            At::Tail(at) => {
+                let hash = hash_with(&self.hasher, job_id);
+                if let Ok(entry) = self.tail_index.find_entry(hash, |&i| i as usize == at) {
+                    entry.remove();
+                }
+                let (_, slot) = self.tail.swap_remove(at);
+                if at < self.tail.len() {
+                    // The last slot moved into the hole: point its index entry at its new place.
+                    let (moved, old) = (self.tail[at].0, self.tail.len() as u32);
+                    let hash = hash_with(&self.hasher, moved);
+                    if let Some(e) = self.tail_index.find_mut(hash, |&i| i == old) {
+                        *e = at as u32;
+                    }
+                }
+                Some(slot)
             }
         }
-        Some(slot)
+    }
+
+    /// Drops the tombstones and merges the tail into the sorted part, in place: the tail is
+    /// sorted, then both are merged from the back, so that only the sorted tasks with larger
+    /// ids than the tail's smallest move.
+    fn merge(&mut self) {
+        if self.tombstones > 0 {
+            self.sorted.retain(|e| !gone(&e.1));
+            self.tombstones = 0;
+        }
+        if self.tail.is_empty() {
+            return;
+        }
+        self.tail.sort_unstable_by_key(|e| e.0);
+        let old_len = self.sorted.len();
+        self.sorted.resize(old_len + self.tail.len(), self.tail[0]);
+        // `sorted[..left]` and `tail[..right]` are still to place; the next goes at
+        // `left + right - 1`.
+        let (mut left, mut right) = (old_len, self.tail.len());
+        while right > 0 {
+            let to = left + right - 1;
+            if left > 0 && self.sorted[left - 1].0 > self.tail[right - 1].0 {
+                self.sorted[to] = self.sorted[left - 1];
+                left -= 1;
+            } else {
+                self.sorted[to] = self.tail[right - 1];
+                right -= 1;
+            }
+        }
+        self.tail.clear();
+        self.tail_index.clear();
+    }
+
+    /// After a poll: everything merged, and the tail's room given back (a poll adds few tasks;
+    /// the first ingest's tail grew to an eighth of the store).
+    pub(super) fn settle(&mut self) {
+        self.merge();
+        self.tail = Vec::new();
+        self.tail_index = hashbrown::HashTable::new();
     }
 
     pub(super) fn len(&self) -> usize {
-        self.slots.len()
+        self.sorted.len() - self.tombstones + self.tail.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (i64, &Slot)> + '_ {
-        self.slots.iter().map(|(id, s)| (*id, s))
+        self.sorted
+            .iter()
+            .filter(|(_, s)| !gone(s))
+            .chain(&self.tail)
+            .map(|(id, s)| (*id, s))
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &Slot> + '_ {
-        self.slots.iter().map(|(_, s)| s)
+        self.iter().map(|(_, s)| s)
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = i64> + '_ {
-        self.slots.iter().map(|(id, _)| *id)
+        self.iter().map(|(id, _)| id)
     }
 
+    /// Room for `additional` more tasks in the sorted part, where they all end up.
     pub(super) fn reserve(&mut self, additional: usize) {
-        self.slots.reserve(additional);
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index
-            .reserve(additional, |&i| hash_with(hasher, slots[i as usize].0));
+        self.sorted.reserve(additional);
     }
 
     pub(super) fn shrink_to_fit(&mut self) {
-        self.slots.shrink_to_fit();
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index
-            .shrink_to_fit(|&i| hash_with(hasher, slots[i as usize].0));
+        self.settle();
+        self.sorted.shrink_to_fit();
     }
 }

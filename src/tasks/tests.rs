@@ -31,12 +31,8 @@ fn a_slot_is_40_bytes_and_48_with_its_job_id() {
     assert_eq!(std::mem::size_of::<(i64, Slot)>(), 48);
 }
 
-#[test]
-fn the_job_table_agrees_with_a_hash_map() {
-    let mut rng = fastrand::Rng::with_seed(3);
-    let mut table = JobTable::default();
-    let mut model: HashMap<i64, i64> = HashMap::new();
-    let slot = |start: i64| Slot {
+fn table_slot(start: i64) -> Slot {
+    Slot {
         start: pack_start(start),
         duration: NO_END,
         request: [0; 4],
@@ -47,29 +43,76 @@ fn the_job_table_agrees_with_a_hash_map() {
         progress: 0,
         flags: 0,
         missed: 0,
-    };
-    for step in 0..20_000 {
-        let id = rng.i64(0..500);
-        match rng.u8(0..3) {
-            0 | 1 => {
-                table.insert(id, slot(step));
-                model.insert(id, step);
+    }
+}
+
+#[test]
+fn the_job_table_agrees_with_a_hash_map() {
+    // Few ids: removals and returns of the same ids, tombstones revived. Many ids: the tail
+    // reaches its merge size between settles.
+    for (ids, seed) in [(500, 3), (20_000, 4)] {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut table = JobTable::default();
+        let mut model: HashMap<i64, i64> = HashMap::new();
+        for step in 0..60_000 {
+            let id = rng.i64(0..ids);
+            match rng.u8(0..4) {
+                0 | 1 => {
+                    table.insert(id, table_slot(step));
+                    model.insert(id, step);
+                }
+                2 => assert_eq!(table.remove(id).map(|s| s.start()), model.remove(&id)),
+                _ => assert_eq!(
+                    table.get(id).map(Slot::start),
+                    model.get(&id).copied(),
+                    "id {id} at step {step}"
+                ),
             }
-            _ => assert_eq!(table.remove(id).map(|s| s.start()), model.remove(&id)),
+            if step % 7_000 == 0 {
+                table.settle();
+            }
+            if step % 20_000 == 0 {
+                table.shrink_to_fit();
+            }
+            if step % 5_000 == 0 {
+                assert_eq!(table.len(), model.len(), "at step {step}");
+            }
         }
-        if step % 1000 == 0 {
-            table.shrink_to_fit();
+        assert_eq!(table.len(), model.len());
+        for (id, start) in &model {
+            assert_eq!(table.get(*id).map(Slot::start), Some(*start));
+        }
+        let mut keys: Vec<i64> = table.keys().collect();
+        keys.sort_unstable();
+        let mut want: Vec<i64> = model.keys().copied().collect();
+        want.sort_unstable();
+        assert_eq!(keys, want, "every id once");
+    }
+}
+
+#[test]
+fn a_first_ingest_newest_first_is_found_and_settles_in_id_order() {
+    // Pages arrive newest first: every merge puts the tail before the whole sorted part.
+    let mut table = JobTable::default();
+    for id in (0..10_000i64).rev() {
+        table.insert(id * 3, table_slot(id));
+        if id % 997 == 0 {
+            assert_eq!(table.get(id * 3).map(Slot::start), Some(id));
+            assert!(table.get(id * 3 + 1).is_none());
         }
     }
-    assert_eq!(table.len(), model.len());
-    for (id, start) in &model {
-        assert_eq!(table.get(*id).map(Slot::start), Some(*start));
-    }
-    let mut keys: Vec<i64> = table.keys().collect();
-    keys.sort_unstable();
-    let mut want: Vec<i64> = model.keys().copied().collect();
-    want.sort_unstable();
-    assert_eq!(keys, want);
+    table.settle();
+    let keys: Vec<i64> = table.keys().collect();
+    assert_eq!(keys, (0..10_000).map(|i| i * 3).collect::<Vec<_>>());
+    assert!((0..10_000).all(|i| table.get(i * 3).map(Slot::start) == Some(i)));
+    // A removed task is gone at once, and stays gone after the merge drops its tombstone.
+    assert_eq!(table.remove(300).map(|s| s.start()), Some(100));
+    assert!(table.get(300).is_none());
+    assert_eq!(table.len(), 9_999);
+    table.settle();
+    assert!(table.get(300).is_none());
+    assert_eq!(table.keys().filter(|&k| k == 300).count(), 0);
+    assert_eq!(table.len(), 9_999);
 }
 
 #[test]
