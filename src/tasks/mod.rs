@@ -20,7 +20,8 @@
 //!
 //! # Memory
 //!
-//! A tracked task is one 40-byte `Slot` (48 with its `JobId`) in a table keyed by `JobId`: times
+//! A tracked task is one 40-byte `Slot` (48 with its `JobId`) in a table sorted by `JobId`,
+//! with no hash index over the whole store (see `table.rs`): times
 //! as 32-bit integers, status as a small code, and the strings (instance list, task type,
 //! message with its code, a request id that is not a UUID) as handles into a
 //! reference-counted [`Symbols`] table, so a thousand tasks of one instance share one copy of
@@ -403,7 +404,9 @@ impl TaskStore {
     /// An observation that cannot be attributed to a monitored instance is ignored.
     pub fn observe(&mut self, obs: Observation) -> Option<Finished> {
         let job_id = obs.task.job_id;
-        let tracked = self.tasks.get(job_id).copied();
+        // Searched for once: nothing below changes the table before the task is put back.
+        let place = self.tasks.place(job_id);
+        let tracked = self.tasks.at(place).copied();
         if tracked.is_none() && obs.task.start_time < self.horizon {
             return None; // evicted, or ended before it could be seen running
         }
@@ -436,7 +439,7 @@ impl TaskStore {
                     missed: 0,
                 };
                 self.fill(&mut slot, task, true);
-                self.tasks.insert(job_id, slot);
+                self.tasks.put(place, job_id, slot);
                 let instances = instances
                     .iter()
                     .map(std::string::ToString::to_string)
@@ -447,7 +450,7 @@ impl TaskStore {
                 slot.missed = 0;
                 let was_terminal = slot.status().is_terminal();
                 if was_terminal && !task.status.is_terminal() {
-                    self.tasks.insert(job_id, slot);
+                    self.tasks.put(place, job_id, slot);
                     return None; // a stale page; an end is final
                 }
                 let current = self.symbols.get(slot.instances);
@@ -467,7 +470,7 @@ impl TaskStore {
                 if now_counted {
                     slot.flags |= COUNTED;
                 }
-                self.tasks.insert(job_id, slot);
+                self.tasks.put(place, job_id, slot);
                 now_counted.then(|| {
                     let all = split(self.symbols.get(slot.instances))
                         .map(str::to_string)
