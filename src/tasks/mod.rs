@@ -358,9 +358,14 @@ impl TaskStore {
     /// Writes the task's fields (not its accounting) into a slot, interning its strings and
     /// releasing the ones they replace.
     fn fill(&mut self, slot: &mut Slot, task: &Task, fresh: bool) {
-        let task_type = self.symbols.intern(&task.task_type);
-        // A task seen again mostly keeps its code and message: its symbol is then kept as it
-        // is, without formatting the pair on the poll's path.
+        // A task seen again keeps its type, and mostly its code and message: their symbols are
+        // then kept as they are, without interning (or formatting the pair) on the poll's path.
+        let same_type = !fresh && self.symbols.get(slot.task_type) == task.task_type;
+        let task_type = if same_type {
+            slot.task_type
+        } else {
+            self.symbols.intern(&task.task_type)
+        };
         let unchanged = !fresh && self.code_and_message(slot) == (task.code, task.message.as_str());
         let message = match task.code {
             _ if unchanged => slot.message,
@@ -376,7 +381,9 @@ impl TaskStore {
             ),
         };
         if !fresh {
-            self.symbols.release(slot.task_type);
+            if !same_type {
+                self.symbols.release(slot.task_type);
+            }
             if !unchanged {
                 self.symbols.release(slot.message);
             }

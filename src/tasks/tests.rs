@@ -350,3 +350,38 @@ fn starts_and_codes_read_back_as_observed() {
         assert_eq!((t.code, t.message.as_str()), (*code, *message));
     }
 }
+
+#[test]
+fn strings_seen_again_or_changed_are_held_once_and_let_go_with_the_task() {
+    let mut s = TaskStore::new(Scope::Region, 86_400, 0);
+    let mut t = task(1, Running, 1_000, None, &["cdb-a"]);
+    t.async_request_id = "not-a-uuid".into();
+    for round in 0..6 {
+        // The same type and message twice, then a new type, a code, a new message.
+        if round == 2 {
+            t.task_type = "upgrade".into();
+        }
+        if round == 3 {
+            t.code = Some(7);
+        }
+        if round == 4 {
+            t.message = "step 2".into();
+        }
+        s.observe(obs(t.clone()));
+        assert_eq!(s.get(1).map(|v| v.task_type), Some(t.task_type.clone()));
+        assert_eq!(
+            s.get(1).map(|v| (v.code, v.message)),
+            Some((t.code, t.message.clone()))
+        );
+        // The instance, the type, the request id, and the message when it is not empty.
+        let held = 3 + usize::from(t.code.is_some() || !t.message.is_empty());
+        assert_eq!(s.symbols.len(), held, "round {round}");
+    }
+    t.status = Succeed;
+    t.end_time = Some(1_100);
+    s.observe(obs(t));
+    s.evict(1_000 + 3 * 86_400);
+    assert!(s.is_empty());
+    // Only the last-finished entry's instance and type are left.
+    assert_eq!(s.symbols.len(), 2);
+}
