@@ -17,7 +17,7 @@ use cdb_task_exporter::shard::Shard;
 use cdb_task_exporter::sim::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, Scenario, SimTask, Simulator};
 use cdb_task_exporter::state::SavedTarget;
 use cdb_task_exporter::target::TargetHandle;
-use cdb_task_exporter::tasks::{Aggregates, Observation, Scope, TaskStore};
+use cdb_task_exporter::tasks::{Aggregates, Observation, Scope, TaskStore, add_up_by_key};
 use cdb_task_exporter::tencent::Client;
 use cdb_task_exporter::tencent::apitime::ApiZone;
 use cdb_task_exporter::tencent::client::{ClientOptions, Endpoint};
@@ -155,7 +155,7 @@ fn aggregates_of(ids: &[String]) -> Aggregates<'_> {
             .oldest_unfinished
             .insert((id.as_str(), ty), 1_700_000_000);
     }
-    aggregates.tasks.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+    add_up_by_key(&mut aggregates.tasks);
     aggregates
 }
 

@@ -8,7 +8,7 @@ use super::{MAX_MONITORED_INSTANCES, TASK_DURATION_BUCKETS};
 use crate::config::tag_label;
 use crate::domain::{Instances, TASK_TYPES, TaskStatus};
 use crate::product::Product;
-use crate::tasks::{Aggregates, Finished, KeyRef};
+use crate::tasks::{Aggregates, Finished, KeyRef, add_up_by_key};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -550,22 +550,14 @@ impl TargetSeries {
         let present: HashSet<&str> = aggregates.tasks.iter().map(|(k, _)| k.1).collect();
         book.drop_types_without_tasks(&present);
         // The counts of this poll, then a zero for each series seen before and not now.
-        let mut tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)> =
+        let mut tasks: Vec<((InstIx, TypeIx, TaskStatus), u64)> =
             Vec::with_capacity(aggregates.tasks.len());
         for &((i, ty, st), n) in &aggregates.tasks {
-            let (i, ty) = (book.instance(i), book.task_type(ty));
-            tasks.push((i, ty, st, n));
+            tasks.push(((book.instance(i), book.task_type(ty), st), n));
         }
-        // Types folded into `other` can bring a key twice: add them up.
-        tasks.sort_unstable_by_key(|&(i, ty, st, _)| (i, ty, st));
-        tasks.dedup_by(|later, kept| {
-            let same = (later.0, later.1, later.2) == (kept.0, kept.1, kept.2);
-            if same {
-                kept.3 += later.3;
-            }
-            same
-        });
-        book.see_tasks(tasks.iter().map(|&(i, ty, st, _)| (i, ty, st)));
+        // Types folded into `other` can bring a key twice.
+        add_up_by_key(&mut tasks);
+        book.see_tasks(tasks.iter().map(|&(key, _)| key));
         if !book.dense {
             book.zeros_at_first_sight();
         }
@@ -574,10 +566,10 @@ impl TargetSeries {
         tasks.reserve_exact(book.seen_tasks.len().saturating_sub(counted));
         for &key in &book.seen_tasks {
             if tasks[..counted]
-                .binary_search_by_key(&key, |&(i, ty, st, _)| (i, ty, st))
+                .binary_search_by_key(&key, |&(k, _)| k)
                 .is_err()
             {
-                tasks.push((key.0, key.1, key.2, 0));
+                tasks.push((key, 0));
             }
         }
         let oldest = aggregates

@@ -28,7 +28,7 @@ pub struct Series {
     pub(super) order: Vec<InstIx>,
     /// Type indices in label order.
     pub(super) type_order: Vec<TypeIx>,
-    pub(super) tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
+    pub(super) tasks: Vec<((InstIx, TypeIx, TaskStatus), u64)>,
     pub(super) finished: Chunked<[u64; DENSE]>,
     pub(super) monitored: Vec<bool>,
     /// How many are monitored (each renders its 48 counters).
@@ -81,7 +81,7 @@ impl Series {
     pub(super) fn task_rows(&self) -> impl Iterator<Item = (Key3<'_>, u64)> + '_ {
         self.tasks
             .iter()
-            .map(|(i, t, st, n)| ((self.inst(*i), self.ty(*t), st.as_str()), *n))
+            .map(|((i, t, st), n)| ((self.inst(*i), self.ty(*t), st.as_str()), *n))
     }
 
     /// Last-finished rows: (instance, type, status) and end time.
@@ -181,7 +181,7 @@ impl Series {
         product: &'static dyn Product,
         region: &str,
         book: &Book,
-        mut tasks: Vec<(InstIx, TypeIx, TaskStatus, u64)>,
+        mut tasks: Vec<((InstIx, TypeIx, TaskStatus), u64)>,
         mut oldest: Vec<(InstIx, TypeIx, i64)>,
         mut progress: Vec<(InstIx, TypeIx, TaskStatus, i64, i64)>,
         mut last_finished: Vec<(InstIx, TypeIx, TaskStatus, i64)>,
@@ -216,7 +216,7 @@ impl Series {
             oldest: Vec::new(),
             progress: Vec::new(),
         };
-        s.sort(&mut tasks, |r| (r.0, r.1, r.2.as_str()));
+        s.sort(&mut tasks, |r| (r.0.0, r.0.1, r.0.2.as_str()));
         s.sort(&mut last_finished, |r| (r.0, r.1, r.2.as_str()));
         s.sort(&mut oldest, |r| (r.0, r.1, ""));
         progress.sort_by(|a, b| {

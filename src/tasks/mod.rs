@@ -125,6 +125,18 @@ pub struct Aggregates<'a> {
     pub progress: Vec<(KeyRef<'a>, i64, i64)>,
 }
 
+/// Sorts `(key, count)` rows by key and adds up the counts of equal keys: each key once.
+pub fn add_up_by_key<K: Ord>(rows: &mut Vec<(K, u64)>) {
+    rows.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+    rows.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 += later.1;
+        }
+        same
+    });
+}
+
 /// The store of one target.
 #[derive(Debug, Clone)]
 pub struct TaskStore {
@@ -638,14 +650,7 @@ impl TaskStore {
             }
         }
         // Lists that share an instance bring its key more than once: add them up.
-        a.tasks.sort_unstable_by(|x, y| x.0.cmp(&y.0));
-        a.tasks.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                kept.1 += later.1;
-            }
-            same
-        });
+        add_up_by_key(&mut a.tasks);
         for ((list, ty), start) in oldest_sym {
             for i in split(s.get(list)) {
                 let slot = a.oldest_unfinished.entry((i, s.get(ty))).or_insert(start);

@@ -385,3 +385,16 @@ fn strings_seen_again_or_changed_are_held_once_and_let_go_with_the_task() {
     // Only the last-finished entry's instance and type are left.
     assert_eq!(s.symbols.len(), 2);
 }
+
+#[test]
+fn rows_of_one_key_are_added_up_once_in_key_order() {
+    let mut rows = vec![
+        (("b", 2), 1),
+        (("a", 1), 4),
+        (("b", 2), 5),
+        (("a", 0), 2),
+        (("a", 1), 1),
+    ];
+    add_up_by_key(&mut rows);
+    assert_eq!(rows, vec![(("a", 0), 2), (("a", 1), 5), (("b", 2), 6)]);
+}
